@@ -1,0 +1,484 @@
+"""The escalation core: what happens to a service when an event arrives.
+
+Pure and synchronous: no asyncio, no I/O, no clock reads. ``decide`` takes the
+service's state, one event, the escalation policy as it is *now* and the current
+time, and returns the new state plus the effects the runtime must carry out
+(notify, arm or cancel the ack timer, record an alert or a timeline event).
+Every rule of CONTRACT.md §6 is decided here.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import assert_never
+
+SERVICE_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
+MAX_REPEAT = 9
+MAX_MESSAGE_CHARS = 1024
+MAX_ALERT_ID_CHARS = 255
+
+
+class DomainError(ValueError):
+    """Invalid domain input; ``field`` names what was wrong (``levels[1].targets``)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+def validate_service_id(service_id: str, field: str = "service_id") -> str:
+    """Return ``service_id`` if it matches ``[A-Za-z0-9._-]{1,128}``, else raise DomainError."""
+    if not isinstance(service_id, str) or not SERVICE_ID_PATTERN.fullmatch(service_id):
+        raise DomainError(field, f"must match [A-Za-z0-9._-]{{1,128}}, got {service_id!r}")
+    return service_id
+
+
+# --- escalation policy -------------------------------------------------------------------
+
+
+def _require_text(value: str, field: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise DomainError(field, "must be a non-empty string")
+
+
+@dataclass(frozen=True, slots=True)
+class SmsTarget:
+    """Page a phone number by SMS."""
+
+    phone_number: str
+
+    def __post_init__(self) -> None:
+        _require_text(self.phone_number, "phone_number")
+
+
+@dataclass(frozen=True, slots=True)
+class EmailTarget:
+    """Page an email address."""
+
+    address: str
+
+    def __post_init__(self) -> None:
+        _require_text(self.address, "address")
+        if "@" not in self.address:
+            raise DomainError("address", f"is not an email address: {self.address!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class TeamTarget:
+    """Page one developer of a team, chosen by the team's rotation (resolved by the runtime)."""
+
+    team: str
+
+    def __post_init__(self) -> None:
+        _require_text(self.team, "team")
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTarget:
+    """POST the incident to a URL."""
+
+    url: str
+
+    def __post_init__(self) -> None:
+        _require_text(self.url, "url")
+        if not self.url.startswith(("http://", "https://")):
+            raise DomainError("url", f"must be an http:// or https:// URL, got {self.url!r}")
+
+
+Target = SmsTarget | EmailTarget | TeamTarget | WebhookTarget
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """One escalation level: who is paged, and how long they have to acknowledge."""
+
+    targets: tuple[Target, ...]
+    ack_timeout_s: float
+
+    def __post_init__(self) -> None:
+        if not self.targets:
+            raise DomainError("targets", "a level needs at least one target")
+        if not isinstance(self.ack_timeout_s, int | float) or not self.ack_timeout_s > 0:
+            raise DomainError("ack_timeout_s", f"must be positive, got {self.ack_timeout_s!r}")
+
+    def distinct_targets(self) -> tuple[Target, ...]:
+        """The targets in order, each once: a target listed twice is paged once."""
+        return tuple(dict.fromkeys(self.targets))
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """An escalation policy: levels paged in order, then ``repeat`` more rounds from level 1."""
+
+    id: str
+    levels: tuple[Level, ...]
+    repeat: int = 0
+
+    def __post_init__(self) -> None:
+        validate_service_id(self.id, "id")
+        if not self.levels:
+            raise DomainError("levels", "a policy needs at least one level")
+        if isinstance(self.repeat, bool) or not isinstance(self.repeat, int):
+            raise DomainError("repeat", f"must be an integer, got {self.repeat!r}")
+        if not 0 <= self.repeat <= MAX_REPEAT:
+            raise DomainError("repeat", f"must be between 0 and {MAX_REPEAT}, got {self.repeat}")
+
+
+# --- state -------------------------------------------------------------------------------
+
+
+class IncidentStatus(enum.StrEnum):
+    TRIGGERED = "triggered"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """An incident of one service. ``level_index`` is 0-based; people see ``level`` (1-based).
+
+    ``step`` counts the escalation steps taken (0 when triggered) and is what an
+    ack-timeout carries, so a timeout for any other step is stale. ``ack_deadline``
+    is set exactly while a timer must be armed.
+    """
+
+    id: str
+    message: str
+    opened_at: datetime
+    status: IncidentStatus = IncidentStatus.TRIGGERED
+    level_index: int = 0
+    round: int = 0
+    step: int = 0
+    ack_deadline: datetime | None = None
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    resolved_at: datetime | None = None
+    alert_count: int = 1
+    alert_ids: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def level(self) -> int:
+        return self.level_index + 1
+
+    @property
+    def is_open(self) -> bool:
+        return self.status is not IncidentStatus.RESOLVED
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceState:
+    """What the core knows of one service: its latest incident, open or resolved.
+
+    The service is unhealthy exactly while that incident is open.
+    """
+
+    service_id: str
+    incident: Incident | None = None
+
+    def __post_init__(self) -> None:
+        validate_service_id(self.service_id)
+
+    @property
+    def healthy(self) -> bool:
+        return self.open_incident is None
+
+    @property
+    def open_incident(self) -> Incident | None:
+        incident = self.incident
+        return incident if incident is not None and incident.is_open else None
+
+
+# --- events ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A monitor says the service is failing.
+
+    ``new_incident_id`` is the id the incident gets if this alert opens one; the
+    runtime supplies it so the core stays free of randomness.
+    """
+
+    message: str
+    new_incident_id: str
+    alert_id: str | None = None
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.message, str) or not 1 <= len(self.message) <= MAX_MESSAGE_CHARS:
+            raise DomainError("message", f"must be 1..{MAX_MESSAGE_CHARS} characters")
+        if self.alert_id is not None and not 1 <= len(self.alert_id) <= MAX_ALERT_ID_CHARS:
+            raise DomainError("alert_id", f"must be 1..{MAX_ALERT_ID_CHARS} characters")
+        _require_text(self.new_incident_id, "new_incident_id")
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Someone acknowledges the open incident (only ``incident_id``, if given)."""
+
+    incident_id: str | None = None
+    by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AckTimeout:
+    """The ack timer armed for ``step`` of ``incident_id`` ran out."""
+
+    incident_id: str
+    step: int
+
+
+@dataclass(frozen=True, slots=True)
+class Healthy:
+    """The service is healthy again."""
+
+
+Event = Alert | Ack | AckTimeout | Healthy
+
+
+# --- effects -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """Page ``target`` for ``level`` (1-based) of an incident.
+
+    ``notification_id`` is deterministic (incident, step, target position), so a
+    decision replayed after a crash names the same notification and the outbox
+    and the receiver's ``Idempotency-Key`` can recognise it.
+    """
+
+    notification_id: str
+    incident_id: str
+    service_id: str
+    step: int
+    level: int
+    target: Target
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ArmTimer:
+    """Arm the service's ack timer: at ``deadline`` post ``AckTimeout(incident_id, step)``."""
+
+    incident_id: str
+    step: int
+    deadline: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    """Cancel the service's ack timer, if any."""
+
+    incident_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordAlert:
+    """Store an alert on an incident."""
+
+    incident_id: str
+    message: str
+    alert_id: str | None
+    source: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RecordTimeline:
+    """Append an event (``incident.triggered``, ...) to the incident's timeline."""
+
+    incident_id: str
+    type: str
+    at: datetime
+    detail: Mapping[str, str | int | None]
+
+
+Effect = Notify | ArmTimer | CancelTimer | RecordAlert | RecordTimeline
+
+
+class Outcome(enum.StrEnum):
+    """What a decision amounted to: answers the API and names the log line."""
+
+    OPENED = "opened"
+    APPENDED = "appended"
+    DUPLICATE_ALERT = "duplicate_alert"
+    ACKNOWLEDGED = "acknowledged"
+    ALREADY_ACKNOWLEDGED = "already_acknowledged"
+    NO_SUCH_OPEN_INCIDENT = "no_such_open_incident"
+    ESCALATED = "escalated"
+    REPEATED = "repeated"
+    EXHAUSTED = "exhausted"
+    STALE_TIMEOUT = "stale_timeout"
+    RESOLVED = "resolved"
+    ALREADY_HEALTHY = "already_healthy"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    state: ServiceState
+    effects: tuple[Effect, ...]
+    outcome: Outcome
+
+
+# --- the decision ------------------------------------------------------------------------
+
+
+def decide(state: ServiceState, event: Event, policy: Policy, now: datetime) -> Decision:
+    """Apply one event to a service's state under ``policy`` (as it is now) at ``now``."""
+    match event:
+        case Alert():
+            return _on_alert(state, event, policy, now)
+        case Ack():
+            return _on_ack(state, event, now)
+        case AckTimeout():
+            return _on_timeout(state, event, policy, now)
+        case Healthy():
+            return _on_healthy(state, now)
+        case _:
+            assert_never(event)
+
+
+def _on_alert(state: ServiceState, alert: Alert, policy: Policy, now: datetime) -> Decision:
+    incident = state.open_incident
+    if incident is None:
+        opened = Incident(
+            id=alert.new_incident_id,
+            message=alert.message,
+            opened_at=now,
+            alert_ids=frozenset(() if alert.alert_id is None else (alert.alert_id,)),
+        )
+        triggered = RecordTimeline(
+            opened.id, "incident.triggered", now, {"message": alert.message, "level": 1}
+        )
+        opened, paging = _page_level(
+            state.service_id, opened, policy, level_index=0, round_=0, step=0, now=now
+        )
+        effects = (_record(opened.id, alert, now), triggered, *paging)
+        return Decision(replace(state, incident=opened), effects, Outcome.OPENED)
+
+    if alert.alert_id is not None and alert.alert_id in incident.alert_ids:
+        return Decision(state, (), Outcome.DUPLICATE_ALERT)
+    seen = incident.alert_ids if alert.alert_id is None else incident.alert_ids | {alert.alert_id}
+    appended = replace(incident, alert_count=incident.alert_count + 1, alert_ids=seen)
+    return Decision(
+        replace(state, incident=appended), (_record(incident.id, alert, now),), Outcome.APPENDED
+    )
+
+
+def _record(incident_id: str, alert: Alert, now: datetime) -> RecordAlert:
+    return RecordAlert(incident_id, alert.message, alert.alert_id, alert.source, now)
+
+
+def _on_ack(state: ServiceState, ack: Ack, now: datetime) -> Decision:
+    incident = state.open_incident
+    if incident is None or (ack.incident_id is not None and ack.incident_id != incident.id):
+        return Decision(state, (), Outcome.NO_SUCH_OPEN_INCIDENT)
+    if incident.status is IncidentStatus.ACKNOWLEDGED:
+        return Decision(state, (), Outcome.ALREADY_ACKNOWLEDGED)
+    acked = replace(
+        incident,
+        status=IncidentStatus.ACKNOWLEDGED,
+        acknowledged_at=now,
+        acknowledged_by=ack.by,
+        ack_deadline=None,
+    )
+    effects: list[Effect] = []
+    if incident.ack_deadline is not None:
+        effects.append(CancelTimer(incident.id))
+    effects.append(
+        RecordTimeline(
+            incident.id, "incident.acknowledged", now, {"by": ack.by, "level": incident.level}
+        )
+    )
+    return Decision(replace(state, incident=acked), tuple(effects), Outcome.ACKNOWLEDGED)
+
+
+def _on_timeout(
+    state: ServiceState, timeout: AckTimeout, policy: Policy, now: datetime
+) -> Decision:
+    incident = state.open_incident
+    if (
+        incident is None
+        or incident.id != timeout.incident_id
+        or incident.status is not IncidentStatus.TRIGGERED
+        or incident.ack_deadline is None
+        or incident.step != timeout.step
+    ):
+        return Decision(state, (), Outcome.STALE_TIMEOUT)
+
+    next_index = incident.level_index + 1
+    if next_index < len(policy.levels):
+        level_index, round_, outcome = next_index, incident.round, Outcome.ESCALATED
+    elif incident.round < policy.repeat:
+        level_index, round_, outcome = 0, incident.round + 1, Outcome.REPEATED
+    else:
+        # After the last level with no round left: nothing more is sent, the incident
+        # stays open and triggered, and no timer is armed (CONTRACT §6.4).
+        exhausted = replace(incident, ack_deadline=None, step=incident.step + 1)
+        return Decision(replace(state, incident=exhausted), (), Outcome.EXHAUSTED)
+
+    escalated_to = RecordTimeline(
+        incident.id,
+        "incident.escalated",
+        now,
+        {"from_level": incident.level, "level": level_index + 1, "round": round_ + 1},
+    )
+    advanced, paging = _page_level(
+        state.service_id,
+        incident,
+        policy,
+        level_index=level_index,
+        round_=round_,
+        step=incident.step + 1,
+        now=now,
+    )
+    return Decision(replace(state, incident=advanced), (escalated_to, *paging), outcome)
+
+
+def _on_healthy(state: ServiceState, now: datetime) -> Decision:
+    incident = state.open_incident
+    if incident is None:
+        return Decision(state, (), Outcome.ALREADY_HEALTHY)
+    resolved = replace(incident, status=IncidentStatus.RESOLVED, resolved_at=now, ack_deadline=None)
+    effects: list[Effect] = []
+    if incident.ack_deadline is not None:
+        effects.append(CancelTimer(incident.id))
+    effects.append(RecordTimeline(incident.id, "incident.resolved", now, {"level": incident.level}))
+    return Decision(replace(state, incident=resolved), tuple(effects), Outcome.RESOLVED)
+
+
+def _page_level(
+    service_id: str,
+    incident: Incident,
+    policy: Policy,
+    *,
+    level_index: int,
+    round_: int,
+    step: int,
+    now: datetime,
+) -> tuple[Incident, tuple[Effect, ...]]:
+    """Move ``incident`` to a level: notify each distinct target once and arm its timer."""
+    level = policy.levels[level_index]
+    deadline = now + timedelta(seconds=level.ack_timeout_s)
+    paged = replace(
+        incident, level_index=level_index, round=round_, step=step, ack_deadline=deadline
+    )
+    notifications = tuple(
+        Notify(
+            notification_id=f"{incident.id}-{step}-{position}",
+            incident_id=incident.id,
+            service_id=service_id,
+            step=step,
+            level=level_index + 1,
+            target=target,
+            message=incident.message,
+        )
+        for position, target in enumerate(level.distinct_targets())
+    )
+    return paged, (*notifications, ArmTimer(incident.id, step, deadline))
