@@ -20,6 +20,9 @@ SERVICE_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
 MAX_REPEAT = 9
 MAX_MESSAGE_CHARS = 1024
 MAX_ALERT_ID_CHARS = 255
+# Far above any sane ack timeout, and far below where a deadline overflows datetime.
+MAX_ACK_TIMEOUT_S = 30 * 24 * 3600
+EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+")
 
 
 class DomainError(ValueError):
@@ -64,7 +67,7 @@ class EmailTarget:
 
     def __post_init__(self) -> None:
         _require_text(self.address, "address")
-        if "@" not in self.address:
+        if not EMAIL_PATTERN.fullmatch(self.address):
             raise DomainError("address", f"is not an email address: {self.address!r}")
 
 
@@ -103,8 +106,14 @@ class Level:
     def __post_init__(self) -> None:
         if not self.targets:
             raise DomainError("targets", "a level needs at least one target")
-        if not isinstance(self.ack_timeout_s, int | float) or not self.ack_timeout_s > 0:
-            raise DomainError("ack_timeout_s", f"must be positive, got {self.ack_timeout_s!r}")
+        timeout = self.ack_timeout_s
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise DomainError("ack_timeout_s", f"must be a number of seconds, got {timeout!r}")
+        if not 0 < timeout <= MAX_ACK_TIMEOUT_S:  # also refuses NaN
+            raise DomainError(
+                "ack_timeout_s",
+                f"must be positive and at most {MAX_ACK_TIMEOUT_S}, got {timeout!r}",
+            )
 
     def distinct_targets(self) -> tuple[Target, ...]:
         """The targets in order, each once: a target listed twice is paged once."""
@@ -321,6 +330,11 @@ class Outcome(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Decision:
+    """The new state, the effects to carry out, and what it amounted to.
+
+    When nothing changed, ``state`` is the very object that was passed in.
+    """
+
     state: ServiceState
     effects: tuple[Effect, ...]
     outcome: Outcome
