@@ -1,0 +1,561 @@
+"""What the store keeps and how: row types, their SQL, value encodings, migrations.
+
+The schema is a list of forward migrations numbered by ``PRAGMA user_version``:
+``MIGRATIONS[n]`` takes a database at version ``n`` to version ``n + 1``, so a
+new database runs them all and an up-to-date one none. Never edit a released
+script; append one. Times are fixed-width UTC text (``YYYY-MM-DDTHH:MM:SS.ffffffZ``)
+so that text order is time order.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, assert_never
+
+import msgspec
+
+from pagerd.domain import (
+    EmailTarget,
+    Incident,
+    IncidentStatus,
+    Level,
+    Policy,
+    RecordAlert,
+    RecordTimeline,
+    SmsTarget,
+    Target,
+    TeamTarget,
+    WebhookTarget,
+)
+
+Row = tuple[Any, ...]
+
+# CHECKs spell out ORs: SQLite builds a small table for each evaluation of a
+# three-value IN list, which made inserting an outbox row cost twice as much.
+MIGRATIONS: tuple[str, ...] = (
+    # 0 -> 1: the first schema.
+    """
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE policies (
+        id      TEXT PRIMARY KEY,
+        body    TEXT NOT NULL,   -- JSON: {"repeat", "levels": [{"ack_timeout_s", "targets"}]}
+        managed INTEGER NOT NULL CHECK (managed IN (0, 1))
+    );
+
+    -- No foreign key to policies: "delete in use" is the API's 409 to give, and
+    -- history must not block editing the configuration.
+    CREATE TABLE services (
+        id        TEXT PRIMARY KEY,
+        name      TEXT NOT NULL,
+        policy_id TEXT NOT NULL,
+        managed   INTEGER NOT NULL CHECK (managed IN (0, 1))
+    );
+
+    CREATE TABLE teams (
+        id      INTEGER PRIMARY KEY,
+        name    TEXT NOT NULL UNIQUE,
+        managed INTEGER NOT NULL CHECK (managed IN (0, 1)),
+        cursor  INTEGER NOT NULL DEFAULT 0
+    );
+
+    CREATE TABLE developers (
+        id           INTEGER PRIMARY KEY,
+        team_id      INTEGER NOT NULL REFERENCES teams (id),
+        name         TEXT NOT NULL,
+        phone_number TEXT NOT NULL
+    );
+    CREATE INDEX developers_team ON developers (team_id);
+
+    CREATE TABLE incidents (
+        id              TEXT PRIMARY KEY,
+        service_id      TEXT NOT NULL,
+        message         TEXT NOT NULL,
+        opened_at       TEXT NOT NULL,
+        status          TEXT NOT NULL
+                        CHECK (status = 'triggered' OR status = 'acknowledged'
+                               OR status = 'resolved'),
+        level_index     INTEGER NOT NULL,
+        round           INTEGER NOT NULL,
+        step            INTEGER NOT NULL,
+        ack_deadline    TEXT,
+        acknowledged_at TEXT,
+        acknowledged_by TEXT,
+        resolved_at     TEXT,
+        alert_count     INTEGER NOT NULL
+    );
+    -- Start-up reads the open incidents only; they are few, history is not.
+    CREATE INDEX incidents_open ON incidents (service_id) WHERE status != 'resolved';
+    CREATE INDEX incidents_service_opened ON incidents (service_id, opened_at);
+    CREATE INDEX incidents_opened ON incidents (opened_at);
+
+    -- alert_id NULLs are distinct in a UNIQUE index, so anonymous alerts never collide.
+    CREATE TABLE alerts (
+        seq         INTEGER PRIMARY KEY,
+        incident_id TEXT NOT NULL,
+        service_id  TEXT NOT NULL,
+        alert_id    TEXT,
+        message     TEXT NOT NULL,
+        source      TEXT,
+        at          TEXT NOT NULL,
+        UNIQUE (incident_id, alert_id)
+    );
+    CREATE INDEX alerts_service ON alerts (service_id);
+
+    CREATE TABLE timeline (
+        seq         INTEGER PRIMARY KEY,
+        incident_id TEXT NOT NULL,
+        service_id  TEXT NOT NULL,
+        at          TEXT NOT NULL,
+        type        TEXT NOT NULL,
+        detail      TEXT NOT NULL   -- JSON object
+    );
+    CREATE INDEX timeline_incident ON timeline (incident_id);
+
+    CREATE TABLE outbox (
+        id              TEXT PRIMARY KEY,
+        incident_id     TEXT NOT NULL,
+        service_id      TEXT NOT NULL,
+        channel         TEXT NOT NULL
+                        CHECK (channel = 'sms' OR channel = 'email' OR channel = 'webhook'),
+        recipient       TEXT NOT NULL,
+        developer_id    INTEGER,
+        level           INTEGER NOT NULL,
+        step            INTEGER NOT NULL,
+        message         TEXT NOT NULL,
+        created_at      TEXT NOT NULL,
+        status          TEXT NOT NULL
+                        CHECK (status = 'pending' OR status = 'sent' OR status = 'failed'),
+        attempts        INTEGER NOT NULL,
+        next_attempt_at TEXT,
+        last_error      TEXT
+    );
+    CREATE INDEX outbox_status ON outbox (status, created_at);
+    CREATE INDEX outbox_incident ON outbox (incident_id);
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# --- rows ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRow:
+    id: str
+    name: str
+    policy_id: str
+    managed: bool  # declared in the config file
+
+
+@dataclass(frozen=True, slots=True)
+class TeamRow:
+    id: int
+    name: str
+    managed: bool
+    cursor: int  # rotation position
+
+
+@dataclass(frozen=True, slots=True)
+class DeveloperRow:
+    id: int
+    team_id: int
+    name: str
+    phone_number: str
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRow:
+    policy: Policy
+    managed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One notification to send; ``id`` is the domain's deterministic ``notification_id``."""
+
+    id: str
+    incident_id: str
+    service_id: str
+    channel: str  # "sms" | "email" | "webhook"
+    recipient: str  # phone number, email address or URL
+    level: int
+    step: int
+    message: str
+    created_at: datetime
+    developer_id: int | None = None
+    status: str = "pending"  # pending | sent | failed
+    attempts: int = 0
+    next_attempt_at: datetime | None = None  # None = now
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxUpdate:
+    id: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteBatch:
+    """One unit of work, committed whole or not at all."""
+
+    services: tuple[ServiceRow, ...] = ()
+    services_deleted: tuple[str, ...] = ()
+    policies: tuple[PolicyRow, ...] = ()
+    policies_deleted: tuple[str, ...] = ()
+    teams: tuple[TeamRow, ...] = ()
+    developers: tuple[DeveloperRow, ...] = ()
+    team_cursors: tuple[tuple[int, int], ...] = ()  # (team_id, cursor)
+    # (service_id, incident): alert_ids are not stored, and id, service_id, message and
+    # opened_at are written once, as they never change.
+    incidents: tuple[tuple[str, Incident], ...] = ()
+    alerts: tuple[tuple[str, RecordAlert], ...] = ()  # (service_id, alert); duplicates ignored
+    timeline: tuple[tuple[str, RecordTimeline], ...] = ()  # (service_id, event)
+    outbox: tuple[OutboxRow, ...] = ()  # an id already present is ignored
+    outbox_updates: tuple[OutboxUpdate, ...] = ()
+    meta: tuple[tuple[str, str], ...] = ()  # (key, value) upsert
+
+
+# --- values as stored ---------------------------------------------------------------------
+
+
+# The effects of one decision share one ``now``: most conversions are a cache hit.
+@functools.lru_cache(maxsize=4096)
+def to_db_time(value: datetime) -> str:
+    """Fixed-width UTC text, so that text order is time order."""
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: store times must be timezone-aware")
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")[:26] + "Z"
+
+
+def _db_time_or_none(value: datetime | None) -> str | None:
+    return None if value is None else to_db_time(value)
+
+
+def from_db_time(text: str) -> datetime:
+    """The aware UTC datetime of a stored time."""
+    return datetime.fromisoformat(text)
+
+
+def _from_db_time_or_none(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+class _SmsJson(msgspec.Struct, tag="sms", tag_field="type"):
+    phone_number: str
+
+
+class _EmailJson(msgspec.Struct, tag="email", tag_field="type"):
+    address: str
+
+
+class _TeamJson(msgspec.Struct, tag="team", tag_field="type"):
+    team: str
+
+
+class _WebhookJson(msgspec.Struct, tag="webhook", tag_field="type"):
+    url: str
+
+
+class _LevelJson(msgspec.Struct):
+    ack_timeout_s: float
+    targets: list[_SmsJson | _EmailJson | _TeamJson | _WebhookJson]
+
+
+class _PolicyJson(msgspec.Struct):
+    repeat: int
+    levels: list[_LevelJson]
+
+
+def _target_json(target: Target) -> _SmsJson | _EmailJson | _TeamJson | _WebhookJson:
+    match target:
+        case SmsTarget(phone_number=phone):
+            return _SmsJson(phone)
+        case EmailTarget(address=address):
+            return _EmailJson(address)
+        case TeamTarget(team=team):
+            return _TeamJson(team)
+        case WebhookTarget(url=url):
+            return _WebhookJson(url)
+        case _:
+            assert_never(target)
+
+
+def _target(stored: _SmsJson | _EmailJson | _TeamJson | _WebhookJson) -> Target:
+    match stored:
+        case _SmsJson(phone_number=phone):
+            return SmsTarget(phone)
+        case _EmailJson(address=address):
+            return EmailTarget(address)
+        case _TeamJson(team=team):
+            return TeamTarget(team)
+        case _WebhookJson(url=url):
+            return WebhookTarget(url)
+        case _:
+            assert_never(stored)
+
+
+def encode_policy(policy: Policy) -> str:
+    """The policy as JSON: ``{"repeat", "levels": [{"ack_timeout_s", "targets"}]}``."""
+    levels = [
+        _LevelJson(level.ack_timeout_s, [_target_json(t) for t in level.targets])
+        for level in policy.levels
+    ]
+    return msgspec.json.encode(_PolicyJson(policy.repeat, levels)).decode()
+
+
+def decode_policy(policy_id: str, body: str) -> Policy:
+    """The policy stored as ``body``; ValueError if it is not a valid policy."""
+    try:
+        stored = msgspec.json.decode(body, type=_PolicyJson)
+        levels = tuple(
+            Level(tuple(_target(t) for t in level.targets), level.ack_timeout_s)
+            for level in stored.levels
+        )
+        return Policy(policy_id, levels, stored.repeat)
+    except (msgspec.ValidationError, msgspec.DecodeError) as error:
+        raise ValueError(str(error)) from error
+
+
+# --- writes: each op runs once per round, in this order -----------------------------------
+
+
+class Op(enum.IntEnum):
+    """Write operations in execution order: a row is written after what it refers to."""
+
+    META = 0
+    POLICIES = enum.auto()
+    TEAMS = enum.auto()
+    TEAM_CURSORS = enum.auto()
+    DEVELOPERS = enum.auto()
+    SERVICES = enum.auto()
+    SERVICES_DELETED = enum.auto()
+    POLICIES_DELETED = enum.auto()
+    INCIDENTS = enum.auto()
+    ALERTS = enum.auto()
+    TIMELINE = enum.auto()
+    OUTBOX = enum.auto()
+    OUTBOX_UPDATES = enum.auto()
+
+
+SQL: dict[Op, str] = {
+    Op.META: "INSERT INTO meta (key, value) VALUES (?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    Op.POLICIES: "INSERT INTO policies (id, body, managed) VALUES (?, ?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET body = excluded.body, managed = excluded.managed",
+    Op.TEAMS: "INSERT INTO teams (id, name, managed, cursor) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET name = excluded.name, managed = excluded.managed,"
+    " cursor = excluded.cursor",
+    Op.TEAM_CURSORS: "UPDATE teams SET cursor = ? WHERE id = ?",
+    Op.DEVELOPERS: "INSERT INTO developers (id, team_id, name, phone_number) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET team_id = excluded.team_id, name = excluded.name,"
+    " phone_number = excluded.phone_number",
+    Op.SERVICES: "INSERT INTO services (id, name, policy_id, managed) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET name = excluded.name, policy_id = excluded.policy_id,"
+    " managed = excluded.managed",
+    Op.SERVICES_DELETED: "DELETE FROM services WHERE id = ?",
+    Op.POLICIES_DELETED: "DELETE FROM policies WHERE id = ?",
+    Op.INCIDENTS: "INSERT INTO incidents (id, service_id, message, opened_at, status,"
+    " level_index, round, step, ack_deadline, acknowledged_at, acknowledged_by, resolved_at,"
+    " alert_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    # id, service_id, message and opened_at never change: leaving them out of the SET
+    # spares rewriting the index entries made of them.
+    " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
+    " level_index = excluded.level_index, round = excluded.round, step = excluded.step,"
+    " ack_deadline = excluded.ack_deadline, acknowledged_at = excluded.acknowledged_at,"
+    " acknowledged_by = excluded.acknowledged_by, resolved_at = excluded.resolved_at,"
+    " alert_count = excluded.alert_count",
+    # ON CONFLICT DO NOTHING names the one key a replay may repeat; unlike INSERT OR
+    # IGNORE it does not also swallow NOT NULL or CHECK violations.
+    Op.ALERTS: "INSERT INTO alerts (incident_id, service_id, alert_id, message, source, at)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (incident_id, alert_id) DO NOTHING",
+    Op.TIMELINE: "INSERT INTO timeline (incident_id, service_id, at, type, detail)"
+    " VALUES (?, ?, ?, ?, ?)",
+    Op.OUTBOX: "INSERT INTO outbox (id, incident_id, service_id, channel, recipient, level, step,"
+    " message, created_at, developer_id, status, attempts, next_attempt_at, last_error)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+    Op.OUTBOX_UPDATES: "UPDATE outbox SET status = ?, attempts = ?, next_attempt_at = ?,"
+    " last_error = ? WHERE id = ?",
+}
+
+
+def _incident_row(item: tuple[str, Incident]) -> Row:
+    service_id, i = item
+    return (
+        i.id,
+        service_id,
+        i.message,
+        to_db_time(i.opened_at),
+        str(i.status),
+        i.level_index,
+        i.round,
+        i.step,
+        _db_time_or_none(i.ack_deadline),
+        _db_time_or_none(i.acknowledged_at),
+        i.acknowledged_by,
+        _db_time_or_none(i.resolved_at),
+        i.alert_count,
+    )
+
+
+def _alert_row(item: tuple[str, RecordAlert]) -> Row:
+    service_id, a = item
+    return (a.incident_id, service_id, a.alert_id, a.message, a.source, to_db_time(a.at))
+
+
+def _timeline_row(item: tuple[str, RecordTimeline]) -> Row:
+    service_id, e = item
+    detail = e.detail if isinstance(e.detail, dict) else dict(e.detail)
+    return (
+        e.incident_id,
+        service_id,
+        to_db_time(e.at),
+        e.type,
+        msgspec.json.encode(detail).decode(),
+    )
+
+
+def _outbox_row(o: OutboxRow) -> Row:
+    return (
+        o.id,
+        o.incident_id,
+        o.service_id,
+        o.channel,
+        o.recipient,
+        o.level,
+        o.step,
+        o.message,
+        to_db_time(o.created_at),
+        o.developer_id,
+        o.status,
+        o.attempts,
+        _db_time_or_none(o.next_attempt_at),
+        o.last_error,
+    )
+
+
+def encode_batch(batch: WriteBatch) -> tuple[tuple[Op, list[Row]], ...]:
+    """The unit's rows per op, in execution order; ValueError/TypeError if a value is unfit."""
+    b = batch
+    parts: list[tuple[Op, list[Row]]] = []
+    rows: list[Row]
+    if b.meta:
+        parts.append((Op.META, [(key, value) for key, value in b.meta]))
+    if b.policies:
+        rows = [(p.policy.id, encode_policy(p.policy), int(p.managed)) for p in b.policies]
+        parts.append((Op.POLICIES, rows))
+    if b.teams:
+        parts.append((Op.TEAMS, [(t.id, t.name, int(t.managed), t.cursor) for t in b.teams]))
+    if b.team_cursors:
+        parts.append((Op.TEAM_CURSORS, [(cursor, team) for team, cursor in b.team_cursors]))
+    if b.developers:
+        rows = [(d.id, d.team_id, d.name, d.phone_number) for d in b.developers]
+        parts.append((Op.DEVELOPERS, rows))
+    if b.services:
+        rows = [(s.id, s.name, s.policy_id, int(s.managed)) for s in b.services]
+        parts.append((Op.SERVICES, rows))
+    if b.services_deleted:
+        parts.append((Op.SERVICES_DELETED, [(key,) for key in b.services_deleted]))
+    if b.policies_deleted:
+        parts.append((Op.POLICIES_DELETED, [(key,) for key in b.policies_deleted]))
+    if b.incidents:
+        parts.append((Op.INCIDENTS, [_incident_row(item) for item in b.incidents]))
+    if b.alerts:
+        parts.append((Op.ALERTS, [_alert_row(item) for item in b.alerts]))
+    if b.timeline:
+        parts.append((Op.TIMELINE, [_timeline_row(item) for item in b.timeline]))
+    if b.outbox:
+        parts.append((Op.OUTBOX, [_outbox_row(o) for o in b.outbox]))
+    if b.outbox_updates:
+        rows = [
+            (u.status, u.attempts, _db_time_or_none(u.next_attempt_at), u.last_error, u.id)
+            for u in b.outbox_updates
+        ]
+        parts.append((Op.OUTBOX_UPDATES, rows))
+    return tuple(parts)
+
+
+# --- reads -------------------------------------------------------------------------------
+
+# alert_ids come from the alerts table, in the same statement so that they match the row.
+SELECT_INCIDENTS = (
+    "SELECT id, service_id, message, opened_at, status, level_index, round, step, ack_deadline,"
+    " acknowledged_at, acknowledged_by, resolved_at, alert_count,"
+    " (SELECT json_group_array(a.alert_id) FROM alerts AS a"
+    "  WHERE a.incident_id = i.id AND a.alert_id IS NOT NULL)"
+    " FROM incidents AS i"
+)
+# The columns in OutboxRow's field order.
+SELECT_OUTBOX = (
+    "SELECT id, incident_id, service_id, channel, recipient, level, step, message, created_at,"
+    " developer_id, status, attempts, next_attempt_at, last_error FROM outbox"
+)
+
+
+def decode_incident(row: Row) -> tuple[str, Incident]:
+    """(service_id, incident) from a ``SELECT_INCIDENTS`` row."""
+    (
+        incident_id,
+        service_id,
+        message,
+        opened_at,
+        status,
+        level_index,
+        round_,
+        step,
+        ack_deadline,
+        acknowledged_at,
+        acknowledged_by,
+        resolved_at,
+        alert_count,
+        alert_ids,
+    ) = row
+    incident = Incident(
+        id=incident_id,
+        message=message,
+        opened_at=from_db_time(opened_at),
+        status=IncidentStatus(status),
+        level_index=level_index,
+        round=round_,
+        step=step,
+        ack_deadline=_from_db_time_or_none(ack_deadline),
+        acknowledged_at=_from_db_time_or_none(acknowledged_at),
+        acknowledged_by=acknowledged_by,
+        resolved_at=_from_db_time_or_none(resolved_at),
+        alert_count=alert_count,
+        alert_ids=frozenset(msgspec.json.decode(alert_ids, type=list[str])),
+    )
+    return service_id, incident
+
+
+def decode_outbox(row: Row) -> OutboxRow:
+    """An outbox row from a ``SELECT_OUTBOX`` row."""
+    return OutboxRow(
+        id=row[0],
+        incident_id=row[1],
+        service_id=row[2],
+        channel=row[3],
+        recipient=row[4],
+        level=row[5],
+        step=row[6],
+        message=row[7],
+        created_at=from_db_time(row[8]),
+        developer_id=row[9],
+        status=row[10],
+        attempts=row[11],
+        next_attempt_at=_from_db_time_or_none(row[12]),
+        last_error=row[13],
+    )

@@ -1,0 +1,455 @@
+"""The durable store: SQLite (WAL, ``synchronous=FULL``) through aiosqlite, with group commit.
+
+Every change is a ``WriteBatch`` (one unit of work). ``write()`` queues it and
+returns once it is committed. One writer task takes everything waiting, merges
+the units into one row list per statement in arrival order, and applies them
+with one ``executemany`` per statement in one transaction: one fsync for the lot.
+If that transaction fails on a unit's data (a constraint), each unit is retried
+alone, so only the bad one fails; if the database itself fails, the whole round
+fails and the writer carries on with the next. Reads use a second connection,
+so they see only committed data and never wait behind a commit's fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+from pagerd.domain import Incident
+from pagerd.logs import get_logger
+from pagerd.schema import (
+    MIGRATIONS,
+    SELECT_INCIDENTS,
+    SELECT_OUTBOX,
+    SQL,
+    DeveloperRow,
+    Op,
+    OutboxRow,
+    OutboxUpdate,
+    PolicyRow,
+    Row,
+    ServiceRow,
+    TeamRow,
+    WriteBatch,
+    decode_incident,
+    decode_outbox,
+    decode_policy,
+    encode_batch,
+    from_db_time,
+)
+
+__all__ = [
+    "MAX_ROUND_UNITS",
+    "DeveloperRow",
+    "OutboxRow",
+    "OutboxUpdate",
+    "PolicyRow",
+    "ServiceRow",
+    "Store",
+    "StoreError",
+    "TeamRow",
+    "WriteBatch",
+    "migrate",
+]
+
+log = get_logger(__name__)
+
+# A round is one transaction; this bounds its size and its time holding the write lock.
+MAX_ROUND_UNITS = 10_000
+BUSY_TIMEOUT_MS = 5_000
+
+
+class StoreError(Exception):
+    """A write or the database failed; the message says what."""
+
+
+# --- group commit ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Unit:
+    batch: WriteBatch
+    parts: tuple[tuple[Op, list[Row]], ...]
+    done: asyncio.Future[None]
+    has_late: bool
+
+
+# A merged round runs op by op, so a unit's delete or update runs after every upsert or
+# insert of the round. A later unit upserting a key that an earlier unit deletes or
+# updates would see its order reversed, so it waits for the next round instead.
+def _late_keys(b: WriteBatch) -> set[tuple[str, object]]:
+    return {
+        *(("service", key) for key in b.services_deleted),
+        *(("policy", key) for key in b.policies_deleted),
+        *(("team", team) for team, _ in b.team_cursors),
+        *(("outbox", u.id) for u in b.outbox_updates),
+    }
+
+
+def _early_keys(b: WriteBatch) -> Iterator[tuple[str, object]]:
+    yield from (("service", s.id) for s in b.services)
+    yield from (("policy", p.policy.id) for p in b.policies)
+    yield from (("team", t.id) for t in b.teams)
+    yield from (("outbox", o.id) for o in b.outbox)
+
+
+def _merge(units: Sequence[_Unit]) -> list[tuple[Op, list[Row]]]:
+    """One row list per op, each in arrival order, the ops in execution order."""
+    if len(units) == 1:
+        return list(units[0].parts)
+    merged: dict[Op, list[Row]] = {}
+    for unit in units:
+        for op, rows in unit.parts:
+            if op in merged:
+                merged[op].extend(rows)
+            else:
+                merged[op] = list(rows)  # a copy: the unit's own rows serve a retry alone
+    return [(op, merged[op]) for op in sorted(merged)]
+
+
+class _TransactionError(Exception):
+    def __init__(self, where: str, cause: BaseException) -> None:
+        super().__init__(f"transaction failed at {where}: {cause}")
+        # Data a unit brought (a constraint, an unbindable value) fails that unit only;
+        # anything else (I/O, disk full, locked, corrupt) is the database's failure.
+        self.unit_at_fault = isinstance(
+            cause,
+            sqlite3.IntegrityError
+            | sqlite3.DataError
+            | sqlite3.InterfaceError
+            | sqlite3.ProgrammingError
+            | OverflowError,
+        )
+
+
+# --- opening -----------------------------------------------------------------------------
+
+
+async def _connect(path: Path, *, read_only: bool) -> aiosqlite.Connection:
+    # isolation_level=None: the store issues BEGIN/COMMIT itself. check_same_thread=False
+    # lets the event loop read ``in_transaction``; all SQL still runs on aiosqlite's thread.
+    db = await aiosqlite.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        await _configure(db, path, read_only=read_only)
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
+async def _configure(db: aiosqlite.Connection, path: Path, *, read_only: bool) -> None:
+    await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    if read_only:
+        await db.execute("PRAGMA query_only = ON")
+        return
+    async with db.execute("PRAGMA journal_mode = WAL") as cursor:
+        row = await cursor.fetchone()
+    mode = None if row is None else str(row[0]).lower()
+    if mode != "wal":
+        raise StoreError(f"{path}: cannot put the database in WAL mode (journal_mode={mode})")
+    await db.execute("PRAGMA synchronous = FULL")
+    await db.execute("PRAGMA foreign_keys = ON")
+
+
+async def migrate(db: aiosqlite.Connection, migrations: Sequence[str] = MIGRATIONS) -> int:
+    """Bring the schema to version ``len(migrations)``; return how many migrations ran."""
+    async with db.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    version = 0 if row is None else int(row[0])
+    if version > len(migrations):
+        raise StoreError(
+            f"the database is at schema version {version}, newer than this pagerd knows"
+            f" ({len(migrations)}): run a newer pagerd, or restore a backup"
+        )
+    for target in range(version + 1, len(migrations) + 1):
+        # One transaction per step: a failed step leaves the database at the version before.
+        script = (
+            f"BEGIN IMMEDIATE;\n{migrations[target - 1]}\nPRAGMA user_version = {target};\nCOMMIT;"
+        )
+        try:
+            await db.executescript(script)
+        except sqlite3.Error as error:
+            await _rollback(db)
+            raise StoreError(f"migration to schema version {target} failed: {error}") from error
+        log.info("store.migrated", version=target)
+    return len(migrations) - version
+
+
+async def _rollback(db: aiosqlite.Connection) -> None:
+    if db.in_transaction:
+        try:
+            await db.execute("ROLLBACK")
+        except sqlite3.Error as error:
+            log.error("store.rollback_failed", error=str(error))  # noqa: TRY400 - no traceback
+
+
+# --- the store ---------------------------------------------------------------------------
+
+
+class Store:
+    """The durable store; make one with ``await Store.open(path)`` and ``close()`` it."""
+
+    def __init__(self, db: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self._db = db
+        self._reader = reader
+        self._pending: deque[_Unit] = deque()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._closed = False
+        self._commit_callbacks: list[Callable[[int, float], None]] = []
+        self._loop = asyncio.get_running_loop()
+        self._writer = asyncio.create_task(self._write_loop(), name="pagerd[store-writer]")
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        """Open (creating it and its directory if need be) and migrate the database at ``path``."""
+        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        db = await _connect(path, read_only=False)
+        try:
+            await migrate(db)
+            reader = await _connect(path, read_only=True)
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db, reader)
+
+    async def close(self) -> None:
+        """Commit what is queued, stop the writer and close the database."""
+        if self._closed:
+            return
+        self._closing = True
+        self._wakeup.set()
+        try:
+            await self._writer
+        finally:
+            self._closed = True
+            # Only if the writer was cancelled is anything left: its waiters must not hang.
+            self._fail(self._pending, StoreError("the store was closed before this write"))
+            self._pending.clear()
+            await self._reader.close()
+            await self._db.close()
+
+    def on_commit(self, callback: Callable[[int, float], None]) -> None:
+        """Call ``callback(units, seconds)`` after each commit."""
+        self._commit_callbacks.append(callback)
+
+    async def write(self, batch: WriteBatch) -> None:
+        """Commit ``batch`` together with whatever else is waiting; return once committed."""
+        if self._closing or self._writer.done():
+            raise StoreError("the store is closed")
+        try:
+            parts = encode_batch(batch)
+        except (ValueError, TypeError, AttributeError, msgspec.EncodeError) as error:
+            raise StoreError(f"cannot store this write: {error}") from error
+        b = batch
+        has_late = bool(
+            b.services_deleted or b.policies_deleted or b.team_cursors or b.outbox_updates
+        )
+        done: asyncio.Future[None] = self._loop.create_future()
+        self._pending.append(_Unit(batch, parts, done, has_late))
+        self._wakeup.set()
+        # A cancelled caller cancels only its wait: the unit stays queued and commits.
+        await done
+
+    # -- the writer --
+
+    async def _write_loop(self) -> None:
+        while True:
+            if self._pending:
+                units = self._take_round()
+                try:
+                    await self._commit(units)
+                except Exception as error:
+                    log.exception("store.writer_failed", units=len(units))
+                    self._fail(units, error)
+                except BaseException:
+                    self._fail(units, StoreError("the store writer was stopped"))
+                    raise
+            elif self._closing:
+                return
+            else:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+
+    def _take_round(self) -> list[_Unit]:
+        first = self._pending.popleft()
+        units = [first]
+        late = _late_keys(first.batch) if first.has_late else set()
+        while self._pending and len(units) < MAX_ROUND_UNITS:
+            unit = self._pending[0]
+            if late and not late.isdisjoint(_early_keys(unit.batch)):
+                break  # it opens the next round
+            units.append(self._pending.popleft())
+            if unit.has_late:
+                late |= _late_keys(unit.batch)
+        return units
+
+    async def _commit(self, units: list[_Unit]) -> None:
+        started = time.perf_counter()
+        try:
+            await self._transaction(_merge(units))
+        except _TransactionError as error:
+            if len(units) > 1 and error.unit_at_fault:
+                await self._commit_one_by_one(units)
+                return
+            log.error("store.commit_failed", units=len(units), error=str(error))  # noqa: TRY400
+            self._fail(units, error)
+            return
+        self._committed(units, started)
+
+    async def _commit_one_by_one(self, units: list[_Unit]) -> None:
+        for index, unit in enumerate(units):
+            started = time.perf_counter()
+            try:
+                await self._transaction(list(unit.parts))
+            except _TransactionError as error:
+                log.warning("store.write_refused", error=str(error))
+                if error.unit_at_fault:
+                    self._fail([unit], error)
+                    continue
+                self._fail(units[index:], error)
+                return
+            self._committed([unit], started)
+
+    async def _transaction(self, parts: list[tuple[Op, list[Row]]]) -> None:
+        db = self._db
+        where = "begin"
+        try:
+            await _rollback(db)  # a rollback that failed before may have left one open
+            await db.execute("BEGIN IMMEDIATE")
+            for op, rows in parts:
+                where = op.name.lower()
+                await db.executemany(SQL[op], rows)
+            where = "commit"
+            await db.execute("COMMIT")
+        except (sqlite3.Error, ValueError, TypeError, OverflowError) as error:
+            # ValueError also covers aiosqlite's "Connection closed".
+            await _rollback(db)
+            raise _TransactionError(where, error) from error
+
+    def _committed(self, units: list[_Unit], started: float) -> None:
+        seconds = time.perf_counter() - started
+        for unit in units:
+            if not unit.done.done():
+                unit.done.set_result(None)
+        for callback in self._commit_callbacks:
+            try:
+                callback(len(units), seconds)
+            except Exception:
+                log.exception("store.on_commit_failed")  # a metric must not stop the writer
+
+    @staticmethod
+    def _fail(units: Iterable[_Unit], error: Exception) -> None:
+        for unit in units:
+            if not unit.done.done():
+                unit.done.set_exception(StoreError(str(error)))
+
+    # -- reads: on the reader connection, so committed data only --
+
+    async def _fetch(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        try:
+            rows: Iterable[Any] = await self._reader.execute_fetchall(sql, params)
+        except sqlite3.Error as error:
+            raise StoreError(f"read failed: {error}") from error
+        return list(rows)
+
+    async def get_meta(self, key: str) -> str | None:
+        """The value stored under ``key``, or None."""
+        rows = await self._fetch("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    async def load_services(self) -> list[ServiceRow]:
+        """Every service, by id."""
+        rows = await self._fetch("SELECT id, name, policy_id, managed FROM services ORDER BY id")
+        return [ServiceRow(i, name, policy, bool(managed)) for i, name, policy, managed in rows]
+
+    async def load_policies(self) -> list[PolicyRow]:
+        """Every policy, by id."""
+        rows = await self._fetch("SELECT id, body, managed FROM policies ORDER BY id")
+        policies = []
+        for policy_id, body, managed in rows:
+            try:
+                policies.append(PolicyRow(decode_policy(policy_id, body), bool(managed)))
+            except ValueError as error:
+                raise StoreError(f"stored policy {policy_id!r} is unreadable: {error}") from error
+        return policies
+
+    async def load_teams(self) -> list[TeamRow]:
+        """Every team, by id."""
+        rows = await self._fetch("SELECT id, name, managed, cursor FROM teams ORDER BY id")
+        return [TeamRow(i, name, bool(managed), cursor) for i, name, managed, cursor in rows]
+
+    async def load_developers(self) -> list[DeveloperRow]:
+        """Every developer, by id."""
+        rows = await self._fetch(
+            "SELECT id, team_id, name, phone_number FROM developers ORDER BY id"
+        )
+        return [DeveloperRow(i, team, name, phone) for i, team, name, phone in rows]
+
+    async def load_open_incidents(self) -> list[tuple[str, Incident]]:
+        """(service_id, incident) of every incident not resolved, alert_ids included."""
+        rows = await self._fetch(
+            SELECT_INCIDENTS + " WHERE i.status != 'resolved' ORDER BY i.opened_at, i.rowid"
+        )
+        return [decode_incident(row) for row in rows]
+
+    async def get_incident(self, incident_id: str) -> tuple[str, Incident] | None:
+        """(service_id, incident), or None if there is no such incident."""
+        rows = await self._fetch(SELECT_INCIDENTS + " WHERE i.id = ?", (incident_id,))
+        return decode_incident(rows[0]) if rows else None
+
+    async def list_incidents(
+        self, *, service_id: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[tuple[str, Incident]]:
+        """Incidents newest first, optionally of one service and/or in one status."""
+        clause, params = _where(("i.service_id", service_id), ("i.status", status))
+        sql = SELECT_INCIDENTS + clause + " ORDER BY i.opened_at DESC, i.rowid DESC LIMIT ?"
+        return [decode_incident(row) for row in await self._fetch(sql, [*params, max(limit, 0)])]
+
+    async def timeline(self, incident_id: str) -> list[tuple[datetime, str, dict[str, object]]]:
+        """The incident's timeline as (at, type, detail), in the order it was written."""
+        rows = await self._fetch(
+            "SELECT at, type, detail FROM timeline WHERE incident_id = ? ORDER BY seq",
+            (incident_id,),
+        )
+        return [
+            (from_db_time(at), kind, msgspec.json.decode(detail, type=dict[str, object]))
+            for at, kind, detail in rows
+        ]
+
+    async def notifications(self, incident_id: str) -> list[OutboxRow]:
+        """The incident's outbox rows, oldest first."""
+        sql = SELECT_OUTBOX + " WHERE incident_id = ? ORDER BY created_at, rowid"
+        return [decode_outbox(row) for row in await self._fetch(sql, (incident_id,))]
+
+    async def pending_outbox(self, limit: int) -> list[OutboxRow]:
+        """Up to ``limit`` pending notifications, oldest first."""
+        sql = SELECT_OUTBOX + " WHERE status = 'pending' ORDER BY created_at, rowid LIMIT ?"
+        return [decode_outbox(row) for row in await self._fetch(sql, (max(limit, 0),))]
+
+    async def count_alerts(
+        self, *, service_id: str | None = None, incident_id: str | None = None
+    ) -> int:
+        """How many alerts are stored, optionally of one service and/or one incident."""
+        clause, params = _where(("service_id", service_id), ("incident_id", incident_id))
+        sql = "SELECT count(*) FROM alerts" + clause  # noqa: S608 - constant columns, bound values
+        rows = await self._fetch(sql, params)
+        return int(rows[0][0])
+
+
+def _where(*filters: tuple[str, object]) -> tuple[str, list[object]]:
+    """A WHERE clause over the given (constant column, value) pairs whose value is not None."""
+    used = [(column, value) for column, value in filters if value is not None]
+    if not used:
+        return "", []
+    return " WHERE " + " AND ".join(f"{column} = ?" for column, _ in used), [v for _, v in used]

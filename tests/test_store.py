@@ -1,0 +1,510 @@
+"""The durable store (pagerd.store) against a real SQLite file in tmp_path.
+
+Round trips of every row type, durability settings, migrations, and group
+commit: many writers share one transaction, a bad unit fails alone, a broken
+database fails its round and the writer goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pagerd.domain import (
+    EmailTarget,
+    Incident,
+    IncidentStatus,
+    Level,
+    Policy,
+    RecordAlert,
+    RecordTimeline,
+    SmsTarget,
+    TeamTarget,
+    WebhookTarget,
+)
+from pagerd.schema import MIGRATIONS, SCHEMA_VERSION
+from pagerd.store import (
+    DeveloperRow,
+    OutboxRow,
+    OutboxUpdate,
+    PolicyRow,
+    ServiceRow,
+    Store,
+    StoreError,
+    TeamRow,
+    WriteBatch,
+    migrate,
+)
+
+T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+SERVICE = "payments-api"
+
+POLICY = Policy(
+    "payments",
+    (
+        Level((SmsTarget("+15550001111"), EmailTarget("oncall@example.com")), 900),
+        Level((TeamTarget("claims"), WebhookTarget("https://chat.example.com/hook")), 0.3),
+    ),
+    repeat=2,
+)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await Store.open(tmp_path / "state" / "pagerd.db")
+    yield opened
+    await opened.close()
+
+
+def incident(incident_id: str = "inc-1", **changes: Any) -> Incident:
+    return Incident(**{"id": incident_id, "message": "Too many 5xx!", "opened_at": T0, **changes})
+
+
+def alert(
+    incident_id: str = "inc-1", alert_id: str | None = None, at: datetime = T0
+) -> RecordAlert:
+    return RecordAlert(incident_id, "Too many 5xx!", alert_id, "prometheus", at)
+
+
+def outbox(notification_id: str, incident_id: str = "inc-1", **changes: Any) -> OutboxRow:
+    fields: dict[str, Any] = {
+        "id": notification_id,
+        "incident_id": incident_id,
+        "service_id": SERVICE,
+        "channel": "sms",
+        "recipient": "+15550001111",
+        "level": 1,
+        "step": 0,
+        "message": "Too many 5xx!",
+        "created_at": T0,
+    }
+    return OutboxRow(**{**fields, **changes})
+
+
+def opened(incident_id: str, service_id: str = SERVICE, at: datetime = T0) -> WriteBatch:
+    """What an alert that opens an incident commits."""
+    return WriteBatch(
+        incidents=((service_id, incident(incident_id, opened_at=at)),),
+        alerts=((service_id, alert(incident_id, at=at)),),
+    )
+
+
+# --- round trips -------------------------------------------------------------------------
+
+
+async def test_every_row_type_round_trips(store: Store) -> None:
+    team = TeamRow(7, "claims", managed=True, cursor=3)
+    developers = (
+        DeveloperRow(1, 7, "someone", "999999999"),
+        DeveloperRow(2, 7, "another", "+15550002222"),
+    )
+    service = ServiceRow(SERVICE, "Payments API", "payments", managed=True)
+    api_service = ServiceRow("team-7", "team-7", "payments", managed=False)
+    row = outbox(
+        "inc-1-0-0",
+        developer_id=1,
+        status="failed",
+        attempts=4,
+        next_attempt_at=T0 + timedelta(seconds=30),
+        last_error="HTTP 503",
+    )
+    await store.write(
+        WriteBatch(
+            services=(service, api_service),
+            policies=(PolicyRow(POLICY, managed=True),),
+            teams=(team,),
+            developers=developers,
+            incidents=((SERVICE, incident()),),
+            alerts=((SERVICE, alert(alert_id="a-1")),),
+            timeline=((SERVICE, RecordTimeline("inc-1", "incident.triggered", T0, {"level": 1})),),
+            outbox=(row,),
+            meta=(("ack_secret", "s3cret"),),
+        )
+    )
+
+    assert await store.load_services() == [service, api_service]
+    assert await store.load_policies() == [PolicyRow(POLICY, managed=True)]
+    assert await store.load_teams() == [team]
+    assert await store.load_developers() == list(developers)
+    assert await store.notifications("inc-1") == [row]
+    assert await store.timeline("inc-1") == [(T0, "incident.triggered", {"level": 1})]
+    assert await store.get_meta("ack_secret") == "s3cret"
+    assert await store.get_meta("missing") is None
+    assert await store.count_alerts(service_id=SERVICE) == 1
+
+
+async def test_upserts_replace_and_deletes_remove(store: Store) -> None:
+    await store.write(
+        WriteBatch(
+            services=(ServiceRow("a", "A", "payments", managed=False),),
+            policies=(PolicyRow(POLICY, managed=False),),
+            teams=(TeamRow(1, "claims", managed=False, cursor=0),),
+            meta=(("k", "v1"),),
+        )
+    )
+    edited = Policy("payments", (Level((SmsTarget("+1"),), 60),))
+    await store.write(
+        WriteBatch(
+            services=(ServiceRow("a", "A renamed", "other", managed=True),),
+            policies=(PolicyRow(edited, managed=True),),
+            team_cursors=((1, 5),),
+            meta=(("k", "v2"),),
+        )
+    )
+    assert await store.load_services() == [ServiceRow("a", "A renamed", "other", managed=True)]
+    assert await store.load_policies() == [PolicyRow(edited, managed=True)]
+    assert await store.load_teams() == [TeamRow(1, "claims", managed=False, cursor=5)]
+    assert await store.get_meta("k") == "v2"
+
+    await store.write(WriteBatch(services_deleted=("a",), policies_deleted=("payments",)))
+    assert await store.load_services() == []
+    assert await store.load_policies() == []
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        incident("inc-t", level_index=1, round=1, step=3, ack_deadline=T0 + timedelta(seconds=0.3)),
+        incident(
+            "inc-a",
+            status=IncidentStatus.ACKNOWLEDGED,
+            step=1,
+            acknowledged_at=T0 + timedelta(minutes=2),
+            acknowledged_by="alice",
+            alert_count=4,
+        ),
+        incident(
+            "inc-r",
+            status=IncidentStatus.RESOLVED,
+            acknowledged_at=T0 + timedelta(minutes=2),
+            resolved_at=T0 + timedelta(minutes=9, microseconds=1),
+        ),
+    ],
+    ids=lambda i: str(i.status),
+)
+async def test_incident_round_trips_in_each_status(store: Store, stored: Incident) -> None:
+    await store.write(WriteBatch(incidents=(("svc", stored),)))
+    assert await store.get_incident(stored.id) == ("svc", stored)
+    assert await store.get_incident("no-such-incident") is None
+
+
+async def test_times_are_fixed_width_utc_text(store: Store, tmp_path: Path) -> None:
+    paris = timezone(timedelta(hours=1))
+    at = datetime(2026, 11, 22, 11, 0, tzinfo=paris)  # 10:00 UTC, no microseconds
+    await store.write(WriteBatch(incidents=(("svc", incident(opened_at=at)),)))
+
+    with sqlite3.connect(tmp_path / "state" / "pagerd.db") as raw:
+        (text,) = raw.execute("SELECT opened_at FROM incidents").fetchone()
+    assert text == "2026-11-22T10:00:00.000000Z"
+    found = await store.get_incident("inc-1")
+    assert found is not None
+    assert found[1].opened_at == at
+    assert found[1].opened_at.utcoffset() == timedelta(0)
+
+
+async def test_a_naive_datetime_is_refused_before_it_is_queued(store: Store) -> None:
+    naive = datetime(2026, 11, 22, 10, 0)  # no tzinfo: the point of the test
+    with pytest.raises(StoreError, match="naive"):
+        await store.write(WriteBatch(incidents=(("svc", incident(opened_at=naive)),)))
+    assert await store.list_incidents() == []
+
+
+# --- durability settings, persistence, migrations ----------------------------------------
+
+
+async def test_wal_synchronous_full_and_foreign_keys_are_set(store: Store, tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "state" / "pagerd.db") as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    # synchronous and foreign_keys belong to a connection: ask the store's writer.
+    writer = store._db
+    async with writer.execute("PRAGMA synchronous") as cursor:
+        assert await cursor.fetchone() == (2,)  # FULL
+    async with writer.execute("PRAGMA foreign_keys") as cursor:
+        assert await cursor.fetchone() == (1,)
+
+
+async def test_everything_survives_close_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "pagerd.db"
+    first = await Store.open(path)
+    await first.write(opened("inc-1"))
+    await first.write(WriteBatch(outbox=(outbox("inc-1-0-0"),), meta=(("secret", "x"),)))
+    await first.close()
+
+    second = await Store.open(path)
+    try:
+        assert [i.id for _, i in await second.load_open_incidents()] == ["inc-1"]
+        assert [row.id for row in await second.pending_outbox(10)] == ["inc-1-0-0"]
+        assert await second.get_meta("secret") == "x"
+        assert await second.count_alerts(incident_id="inc-1") == 1
+    finally:
+        await second.close()
+
+
+async def test_migrations_run_once_and_only_new_ones(tmp_path: Path) -> None:
+    path = tmp_path / "pagerd.db"
+    await (await Store.open(path)).close()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+    store = await Store.open(path)  # opening an up-to-date database runs nothing
+    try:
+        assert await migrate(store._db) == 0
+        added = (*MIGRATIONS, "CREATE TABLE extra (x INTEGER);")
+        assert await migrate(store._db, added) == 1
+        assert await migrate(store._db, added) == 0
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION + 1,)
+        assert raw.execute("SELECT count(*) FROM extra").fetchone() == (0,)
+
+
+async def test_a_failed_migration_leaves_the_previous_version(store: Store) -> None:
+    broken = (*MIGRATIONS, "CREATE TABLE half (x INTEGER); CREATE TABLE half (y INTEGER);")
+    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}"):
+        await migrate(store._db, broken)
+    async with store._db.execute("PRAGMA user_version") as cursor:
+        assert await cursor.fetchone() == (SCHEMA_VERSION,)
+    async with store._db.execute("SELECT count(*) FROM sqlite_schema WHERE name = 'half'") as c:
+        assert await c.fetchone() == (0,)
+
+
+async def test_a_database_newer_than_the_code_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "pagerd.db"
+    with sqlite3.connect(path) as raw:
+        raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match="newer than this pagerd"):
+        await Store.open(path)
+
+
+# --- group commit ------------------------------------------------------------------------
+
+
+async def test_concurrent_writes_share_commits(store: Store) -> None:
+    commits: list[int] = []
+    store.on_commit(lambda units, seconds: commits.append(units))
+
+    await asyncio.gather(*(store.write(opened(f"inc-{n}", f"svc-{n}")) for n in range(500)))
+
+    assert sum(commits) == 500
+    assert len(commits) <= 5, commits
+    assert await store.count_alerts() == 500
+    assert len(await store.load_open_incidents()) == 500
+
+
+async def test_a_bad_unit_fails_alone_and_the_rest_of_its_round_commits(store: Store) -> None:
+    await store.write(WriteBatch(teams=(TeamRow(1, "claims", managed=False, cursor=0),)))
+    good = [opened(f"inc-{n}", f"svc-{n}") for n in range(20)]
+    orphan = WriteBatch(developers=(DeveloperRow(9, 42, "nobody", "+1"),))  # no team 42
+    taken = WriteBatch(teams=(TeamRow(2, "claims", managed=False, cursor=0),))  # name in use
+
+    results = await asyncio.gather(
+        *(store.write(b) for b in [*good[:10], orphan, *good[10:], taken]),
+        return_exceptions=True,
+    )
+
+    errors = {i: r for i, r in enumerate(results) if r is not None}
+    assert set(errors) == {10, 21}, results
+    assert isinstance(errors[10], StoreError)
+    assert "developers" in str(errors[10])
+    assert "FOREIGN KEY" in str(errors[10])
+    assert isinstance(errors[21], StoreError)
+    assert "UNIQUE" in str(errors[21])
+    assert await store.count_alerts() == 20
+    assert await store.load_developers() == []
+    assert [t.name for t in await store.load_teams()] == ["claims"]
+
+
+async def test_a_database_failure_fails_its_round_and_the_writer_goes_on(store: Store) -> None:
+    # A page limit at the current size is a real SQLITE_FULL ("database or disk is full").
+    async with store._db.execute("PRAGMA page_count") as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    await store._db.execute(f"PRAGMA max_page_count = {row[0]}")
+    big = "x" * 4000
+    units = [
+        WriteBatch(timeline=(("svc", RecordTimeline(f"inc-{n}", "note", T0, {"pad": big})),))
+        for n in range(50)
+    ]
+
+    results = await asyncio.gather(*(store.write(u) for u in units), return_exceptions=True)
+
+    assert all(isinstance(r, StoreError) for r in results), results
+    assert "full" in str(results[0])
+    await store._db.execute("PRAGMA max_page_count = 1073741823")
+    await store.write(opened("inc-after"))
+    assert await store.count_alerts() == 1
+    assert await store.timeline("inc-0") == []
+
+
+async def test_a_cancelled_waiter_does_not_break_the_writer(store: Store) -> None:
+    waiter = asyncio.create_task(store.write(opened("inc-cancelled")))
+    await asyncio.sleep(0)  # one step: it has queued its unit
+    waiter.cancel()
+    await store.write(opened("inc-next"))
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    # Cancelling stops the wait, not the write: the queued unit was committed.
+    assert await store.get_incident("inc-cancelled") is not None
+    assert await store.get_incident("inc-next") is not None
+
+
+async def test_a_later_upsert_of_a_key_deleted_earlier_in_the_round_wins(store: Store) -> None:
+    service = ServiceRow("a", "A", "payments", managed=False)
+    await store.write(WriteBatch(services=(service,)))
+    recreated = ServiceRow("a", "A again", "payments", managed=False)
+
+    await asyncio.gather(
+        store.write(WriteBatch(services_deleted=("a",))),
+        store.write(WriteBatch(services=(recreated,))),
+    )
+    assert await store.load_services() == [recreated]
+
+    await store.write(WriteBatch(outbox=(outbox("n-1"),)))
+    sent = OutboxUpdate("n-1", "sent", 1, None, None)
+    await asyncio.gather(
+        store.write(WriteBatch(outbox_updates=(sent,))),
+        store.write(WriteBatch(outbox=(outbox("n-1"),))),  # a replay: ignored, not a reset
+    )
+    assert [(r.status, r.attempts) for r in await store.notifications("inc-1")] == [("sent", 1)]
+
+
+async def test_close_commits_what_is_queued(tmp_path: Path) -> None:
+    path = tmp_path / "pagerd.db"
+    store = await Store.open(path)
+    writers = [asyncio.create_task(store.write(opened(f"inc-{n}"))) for n in range(50)]
+    await asyncio.sleep(0)  # one step each: every writer has queued its unit
+    async with asyncio.timeout(10):
+        await store.close()
+        await asyncio.gather(*writers)  # all committed, none failed
+    with pytest.raises(StoreError, match="closed"):
+        await store.write(opened("inc-late"))
+
+    reopened = await Store.open(path)
+    try:
+        assert await reopened.count_alerts() == 50
+    finally:
+        await reopened.close()
+
+
+# --- alerts and the outbox ---------------------------------------------------------------
+
+
+async def test_a_repeated_alert_id_is_stored_once_per_incident(store: Store) -> None:
+    await store.write(opened("inc-1"))
+    repeated = WriteBatch(alerts=((SERVICE, alert("inc-1", "dedup-1")),))
+    await store.write(repeated)
+    await asyncio.gather(store.write(repeated), store.write(repeated))  # also within a round
+    anonymous = WriteBatch(alerts=((SERVICE, alert("inc-1", None)),))
+    await store.write(anonymous)
+    await store.write(WriteBatch(alerts=((SERVICE, alert("inc-2", "dedup-1")),)))
+
+    # opened() stored one anonymous alert; NULL alert_ids never collide.
+    assert await store.count_alerts(incident_id="inc-1") == 3
+    assert await store.count_alerts(incident_id="inc-2") == 1
+    assert await store.count_alerts(service_id=SERVICE, incident_id="inc-1") == 3
+    assert await store.count_alerts(service_id="other") == 0
+
+
+async def test_an_outbox_row_is_inserted_once(store: Store) -> None:
+    first = outbox("inc-1-0-0")
+    await store.write(WriteBatch(outbox=(first,)))
+    replay = outbox("inc-1-0-0", recipient="+19990000000", created_at=T0 + timedelta(hours=1))
+    await store.write(WriteBatch(outbox=(replay,)))
+    assert await store.notifications("inc-1") == [first]
+
+
+async def test_outbox_updates_and_pending_oldest_first(store: Store) -> None:
+    rows = [
+        outbox("n-late", created_at=T0 + timedelta(seconds=2)),
+        outbox("n-early", created_at=T0),
+        outbox("n-middle", created_at=T0 + timedelta(seconds=1)),
+    ]
+    await store.write(WriteBatch(outbox=tuple(rows)))
+    retry_at = T0 + timedelta(seconds=5)
+    await store.write(
+        WriteBatch(
+            outbox_updates=(
+                OutboxUpdate("n-early", "sent", 1, None, None),
+                OutboxUpdate("n-late", "pending", 2, retry_at, "HTTP 503"),
+            )
+        )
+    )
+
+    pending = await store.pending_outbox(10)
+    assert [r.id for r in pending] == ["n-middle", "n-late"]
+    assert (pending[1].attempts, pending[1].next_attempt_at, pending[1].last_error) == (
+        2,
+        retry_at,
+        "HTTP 503",
+    )
+    assert [r.id for r in await store.pending_outbox(1)] == ["n-middle"]
+    assert [r.id for r in await store.notifications("inc-1")] == ["n-early", "n-middle", "n-late"]
+
+
+# --- incidents ---------------------------------------------------------------------------
+
+
+async def test_load_open_incidents_rebuilds_alert_ids(store: Store) -> None:
+    resolved = incident("inc-old", status=IncidentStatus.RESOLVED, resolved_at=T0)
+    acked = incident("inc-b", status=IncidentStatus.ACKNOWLEDGED, acknowledged_at=T0)
+    await store.write(
+        WriteBatch(
+            incidents=(("old", resolved), ("a", incident("inc-a")), ("b", acked)),
+            alerts=(
+                ("a", alert("inc-a", "x")),
+                ("a", alert("inc-a", "y")),
+                ("a", alert("inc-a", None)),
+                ("old", alert("inc-old", "z")),
+            ),
+        )
+    )
+
+    loaded = dict(await store.load_open_incidents())
+    assert set(loaded) == {"a", "b"}
+    assert loaded["a"].alert_ids == frozenset({"x", "y"})
+    assert loaded["b"].alert_ids == frozenset()
+    assert loaded["b"].status is IncidentStatus.ACKNOWLEDGED
+    old = await store.get_incident("inc-old")
+    assert old is not None
+    assert old[1].alert_ids == frozenset({"z"})
+
+
+async def test_list_incidents_newest_first_with_filters(store: Store) -> None:
+    await store.write(
+        WriteBatch(
+            incidents=(
+                ("a", incident("i1", opened_at=T0)),
+                ("b", incident("i2", opened_at=T0 + timedelta(minutes=1))),
+                (
+                    "a",
+                    incident(
+                        "i3",
+                        opened_at=T0 + timedelta(minutes=2),
+                        status=IncidentStatus.RESOLVED,
+                        resolved_at=T0 + timedelta(minutes=3),
+                    ),
+                ),
+                ("a", incident("i4", opened_at=T0 + timedelta(minutes=3))),
+            )
+        )
+    )
+
+    async def ids(**filters: Any) -> list[str]:
+        found = await store.list_incidents(**filters)
+        return [i.id for _, i in found]
+
+    assert await ids() == ["i4", "i3", "i2", "i1"]
+    assert await ids(limit=2) == ["i4", "i3"]
+    assert await ids(service_id="a") == ["i4", "i3", "i1"]
+    assert await ids(status="triggered") == ["i4", "i2", "i1"]
+    assert await ids(service_id="a", status="resolved") == ["i3"]
+    assert await ids(service_id="nobody") == []
+    found = await store.list_incidents(service_id="b", status=None, limit=10)
+    assert found == [("b", incident("i2", opened_at=T0 + timedelta(minutes=1)))]
