@@ -1,0 +1,59 @@
+"""Prometheus metrics, on one registry that ``/metrics`` serves."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+ALERTS_RECEIVED = Counter(
+    "pagerd_alerts_received", "Events accepted at the edge.", ["source", "kind"], registry=REGISTRY
+)
+ALERTS_REJECTED = Counter(
+    "pagerd_alerts_rejected",
+    "Messages refused at the edge.",
+    ["source", "reason"],
+    registry=REGISTRY,
+)
+EVENTS_DECIDED = Counter(
+    "pagerd_events_decided",
+    "Events decided by the escalation core.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+ACTOR_FAILURES = Counter(
+    "pagerd_actor_failures", "Batches an actor failed to handle.", registry=REGISTRY
+)
+COMMIT_FAILURES = Counter(
+    "pagerd_commit_failures", "Actor writes the store refused.", registry=REGISTRY
+)
+COMMIT_BATCH_UNITS = Histogram(
+    "pagerd_commit_batch_units",
+    "Units of work per group commit.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000),
+    registry=REGISTRY,
+)
+COMMIT_SECONDS = Histogram(
+    "pagerd_commit_seconds",
+    "Duration of one group commit.",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+    registry=REGISTRY,
+)
+ACTORS_ALIVE = Gauge("pagerd_actors_alive", "Service actors in memory.", registry=REGISTRY)
+INCIDENTS_OPEN = Gauge("pagerd_incidents_open", "Open incidents.", registry=REGISTRY)
+NOTIFICATIONS = Counter(
+    "pagerd_notifications",
+    "Notification attempts by channel and outcome.",
+    ["channel", "outcome"],
+    registry=REGISTRY,
+)
+OUTBOX_DEPTH = Gauge("pagerd_outbox_depth", "Notifications waiting to be sent.", registry=REGISTRY)
+INTAKE_TO_PAGE_SECONDS = Histogram(
+    "pagerd_intake_to_page_seconds",
+    "From an event's arrival to its page leaving pagerd.",
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+    registry=REGISTRY,
+)
+MQTT_CONNECTED = Gauge(
+    "pagerd_mqtt_connected", "1 while subscribed to the broker.", registry=REGISTRY
+)

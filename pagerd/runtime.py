@@ -1,0 +1,480 @@
+"""The actor system: one actor per service serialises its events and owns its ack timer.
+
+An actor takes what is waiting in its mailbox, runs ``decide`` for each message
+in arrival order, commits the lot in one store write, and only then arms its
+timer, releases the outbox, publishes, and answers the senders (an MQTT PUBACK,
+an HTTP response). Actors exist while a service has work or an open incident:
+memory follows open incidents, not registered services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Protocol, assert_never
+
+import structlog
+
+from pagerd import metrics
+from pagerd.clock import Clock, TimerHandle
+from pagerd.domain import (
+    Ack,
+    AckTimeout,
+    Alert,
+    ArmTimer,
+    CancelTimer,
+    Decision,
+    EmailTarget,
+    Event,
+    Healthy,
+    Incident,
+    Notify,
+    Outcome,
+    RecordAlert,
+    RecordTimeline,
+    ServiceState,
+    SmsTarget,
+    TeamTarget,
+    WebhookTarget,
+    decide,
+)
+from pagerd.registry import Directory
+from pagerd.store import OutboxRow, ServiceRow, StoreError, TeamRow, WriteBatch
+
+log = structlog.get_logger("pagerd.runtime")
+
+# An actor commits at most this many messages in one write, so one busy service
+# cannot hold a huge transaction while others wait.
+MAX_MESSAGES_PER_WRITE = 512
+COMMIT_RETRY_DELAY = timedelta(seconds=1)
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_incident_id(now_ms: int | None = None) -> str:
+    """A 16-character id that sorts by creation time: 50 bits of ms, 30 random bits."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    value = (ms << 30) | secrets.randbits(30)
+    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(75, -5, -5))
+
+
+class UnknownServiceError(LookupError):
+    """An event for a service that is not registered; ``str()`` says why it was not registered."""
+
+    def __init__(self, service_id: str, *, fallback_policy: str) -> None:
+        why = (
+            "only an alert registers a service with [routing] fallback_policy"
+            if fallback_policy
+            else "no [routing] fallback_policy registers it"
+        )
+        super().__init__(f"unknown service {service_id!r}: {why}")
+        self.service_id = service_id
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What a message amounted to, once committed (or why it was not)."""
+
+    service_id: str
+    outcome: Outcome | None
+    incident: Incident | None
+    notified: tuple[OutboxRow, ...] = ()
+    error: str | None = None
+
+
+Reply = Callable[[Result], None]
+
+
+@dataclass(slots=True)
+class Envelope:
+    """A message in an actor's mailbox; ``reply`` is called once, after commit or failure."""
+
+    event: Event
+    reply: Reply | None = None
+    received_at: float = field(default_factory=time.monotonic)
+
+
+class Store(Protocol):
+    async def write(self, batch: WriteBatch) -> None: ...
+
+
+class Outbox(Protocol):
+    def release(self, rows: Iterable[OutboxRow]) -> None: ...
+
+
+class Publisher(Protocol):
+    def publish_state(self, service_id: str, state: ServiceState, at: datetime) -> None: ...
+
+    def publish_events(self, service_id: str, events: Iterable[RecordTimeline]) -> None: ...
+
+
+class Spawner(Protocol):
+    def create_task(
+        self, coro: Coroutine[Any, Any, None], *, name: str | None = None
+    ) -> asyncio.Task[None]: ...
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The rows of several decisions of one actor, written in one transaction."""
+
+    service_id: str
+    service: ServiceRow | None = None
+    incidents: dict[str, Incident] = field(default_factory=dict)
+    alerts: list[tuple[str, RecordAlert]] = field(default_factory=list)
+    timeline: list[tuple[str, RecordTimeline]] = field(default_factory=list)
+    outbox: list[OutboxRow] = field(default_factory=list)
+    teams: dict[int, TeamRow] = field(default_factory=dict)
+
+    def is_empty(self) -> bool:
+        return not (self.service or self.incidents or self.alerts or self.timeline or self.outbox)
+
+    def to_write(self) -> WriteBatch:
+        return WriteBatch(
+            services=() if self.service is None else (self.service,),
+            incidents=tuple((self.service_id, incident) for incident in self.incidents.values()),
+            alerts=tuple(self.alerts),
+            timeline=tuple(self.timeline),
+            outbox=tuple(self.outbox),
+            team_cursors=tuple((team.id, team.cursor) for team in self.teams.values()),
+        )
+
+
+class ServiceActor:
+    """Serialises one service's events; owns its ack timer."""
+
+    def __init__(self, service_id: str, state: ServiceState, runtime: Runtime) -> None:
+        self.service_id = service_id
+        self.state = state
+        self.mailbox: deque[Envelope] = deque()
+        self._runtime = runtime
+        self._task: asyncio.Task[None] | None = None
+        self._timer: TimerHandle | None = None
+        self._timer_key: tuple[str, int] | None = None
+        self.unsaved_service: ServiceRow | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._task is not None
+
+    @property
+    def retirable(self) -> bool:
+        return not self.busy and not self.mailbox and self._timer is None and self.state.healthy
+
+    def post(self, envelope: Envelope) -> None:
+        """Queue a message; the actor's task starts if it is not running."""
+        self.mailbox.append(envelope)
+        if self._task is None:
+            self._task = self._runtime.spawner.create_task(
+                self._run(), name=f"pagerd[svc={self.service_id}]"
+            )
+
+    async def _run(self) -> None:
+        try:
+            while self.mailbox:
+                count = min(len(self.mailbox), MAX_MESSAGES_PER_WRITE)
+                batch = [self.mailbox.popleft() for _ in range(count)]
+                try:
+                    await self._handle(batch)
+                except Exception as error:  # one bad batch must not stop the actor
+                    log.exception("actor.failed", service_id=self.service_id)
+                    metrics.ACTOR_FAILURES.inc()
+                    _reply_all(batch, self.service_id, f"internal error: {error!r}")
+                finally:
+                    self._runtime.queued(-len(batch))
+        finally:
+            self._task = None
+            self._runtime.retire_if_idle(self)
+
+    async def _handle(self, batch: list[Envelope]) -> None:
+        runtime = self._runtime
+        state = self.state
+        rows = _Batch(self.service_id, service=self.unsaved_service)
+        decided: list[tuple[Envelope, Decision | None, tuple[OutboxRow, ...]]] = []
+        for envelope in batch:
+            policy = runtime.directory.policy_for(self.service_id)
+            if policy is None:
+                decided.append((envelope, None, ()))
+                continue
+            now = runtime.clock.now()
+            decision = decide(state, envelope.event, policy, now)
+            notified = self._collect(state, decision, rows, now)
+            decided.append((envelope, decision, notified))
+            state = decision.state
+
+        if not rows.is_empty():
+            try:
+                await runtime.store.write(rows.to_write())
+            except StoreError as error:
+                log.error(  # noqa: TRY400 - the store error says all there is; no traceback
+                    "commit.failed", service_id=self.service_id, error=str(error)
+                )
+                metrics.COMMIT_FAILURES.inc()
+                _reply_all(batch, self.service_id, f"not committed: {error}")
+                # The state stays as committed; a timeout lost with this batch must come
+                # again, but not in a tight loop against a failing disk.
+                self._timer_key = None
+                self._sync_timer(not_before=runtime.clock.now() + COMMIT_RETRY_DELAY)
+                return
+        self.unsaved_service = None
+        self.state = state
+        self._sync_timer()
+        runtime.outbox.release(rows.outbox)
+        if rows.timeline:
+            runtime.publisher.publish_events(self.service_id, (t for _, t in rows.timeline))
+        if rows.incidents:
+            runtime.publisher.publish_state(self.service_id, state, runtime.clock.now())
+        for envelope, decided_by, notified in decided:
+            self._finish(envelope, decided_by, notified)
+
+    def _collect(
+        self, before: ServiceState, decision: Decision, rows: _Batch, now: datetime
+    ) -> tuple[OutboxRow, ...]:
+        """Turn a decision's effects into rows of the pending write."""
+        incident = decision.state.incident
+        # ``decide`` returns the very same state when nothing changed.
+        if incident is not None and decision.state is not before:
+            rows.incidents[incident.id] = incident
+        notified: list[OutboxRow] = []
+        for effect in decision.effects:
+            match effect:
+                case Notify():
+                    row = self._outbox_row(effect, rows, now)
+                    rows.outbox.append(row)
+                    notified.append(row)
+                    if row.status == "failed":
+                        rows.timeline.append((self.service_id, _failed_at_once(row, now)))
+                case RecordAlert():
+                    rows.alerts.append((self.service_id, effect))
+                case RecordTimeline():
+                    rows.timeline.append((self.service_id, effect))
+                case ArmTimer() | CancelTimer():
+                    # The timer follows the committed state (see _sync_timer): a batch
+                    # of several decisions nets out to its final state's timer.
+                    pass
+                case _:
+                    assert_never(effect)
+        return tuple(notified)
+
+    def _outbox_row(self, notify: Notify, rows: _Batch, now: datetime) -> OutboxRow:
+        base = OutboxRow(
+            id=notify.notification_id,
+            incident_id=notify.incident_id,
+            service_id=notify.service_id,
+            channel="sms",
+            recipient="",
+            level=notify.level,
+            step=notify.step,
+            message=notify.message,
+            created_at=now,
+        )
+        target = notify.target
+        match target:
+            case SmsTarget(phone_number=phone):
+                return replace(base, recipient=phone)
+            case EmailTarget(address=address):
+                return replace(base, channel="email", recipient=address)
+            case WebhookTarget(url=url):
+                return replace(base, channel="webhook", recipient=url)
+            case TeamTarget(team=team):
+                picked = self._runtime.directory.next_on_call(team)
+                if picked is None:
+                    return replace(
+                        base,
+                        recipient=f"team:{team}",
+                        status="failed",
+                        last_error=f"team {team!r} has nobody to page",
+                    )
+                developer, team_row = picked
+                rows.teams[team_row.id] = team_row
+                return replace(base, recipient=developer.phone_number, developer_id=developer.id)
+            case _:
+                assert_never(target)
+
+    def _sync_timer(self, not_before: datetime | None = None) -> None:
+        """Arm the timer the committed state asks for; cancel any other."""
+        incident = self.state.open_incident
+        deadline = None if incident is None else incident.ack_deadline
+        if deadline is not None and not_before is not None:
+            deadline = max(deadline, not_before)
+        wanted = None if incident is None or deadline is None else (incident.id, incident.step)
+        if wanted == self._timer_key:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_key = wanted
+        if wanted is not None and deadline is not None:
+            incident_id, step = wanted
+            self._timer = self._runtime.clock.call_at(
+                deadline, lambda: self._on_timer(incident_id, step)
+            )
+
+    def _on_timer(self, incident_id: str, step: int) -> None:
+        # The key stays: until this timeout is decided, the state still asks for this
+        # very timer, and arming it again would only post a duplicate.
+        self._timer = None
+        self._runtime.queued(1)
+        self.post(Envelope(AckTimeout(incident_id, step)))
+
+    def cancel_task(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_key = None
+
+    def _finish(
+        self, envelope: Envelope, decision: Decision | None, notified: tuple[OutboxRow, ...]
+    ) -> None:
+        if decision is None:
+            log.error("policy.missing", service_id=self.service_id)
+            _reply(envelope, Result(self.service_id, None, None, error="service has no policy"))
+            return
+        incident = decision.state.incident
+        if decision.outcome is Outcome.OPENED:
+            metrics.INCIDENTS_OPEN.inc()
+        elif decision.outcome is Outcome.RESOLVED:
+            metrics.INCIDENTS_OPEN.dec()
+        _log_outcome(self.service_id, envelope.event, decision.outcome, incident)
+        metrics.EVENTS_DECIDED.labels(outcome=decision.outcome.value).inc()
+        _reply(envelope, Result(self.service_id, decision.outcome, incident, notified))
+
+
+def _log_outcome(
+    service_id: str, event: Event, outcome: Outcome, incident: Incident | None
+) -> None:
+    incident_id = None if incident is None else incident.id
+    match event:
+        case Alert():
+            name = "incident.triggered" if outcome is Outcome.OPENED else f"alert.{outcome.value}"
+        case Ack():
+            name = f"ack.{outcome.value}"
+        case AckTimeout():
+            name = f"timeout.{outcome.value}"
+        case Healthy():
+            name = f"healthy.{outcome.value}"
+        case _:
+            assert_never(event)
+    level = None if incident is None else incident.level
+    log.info(name, service_id=service_id, incident_id=incident_id, level=level)
+
+
+def _failed_at_once(row: OutboxRow, now: datetime) -> RecordTimeline:
+    detail: dict[str, str | int | None] = {
+        "notification_id": row.id,
+        "channel": row.channel,
+        "level": row.level,
+        "error": row.last_error,
+    }
+    return RecordTimeline(row.incident_id, "notification.failed", now, detail)
+
+
+def _reply(envelope: Envelope, result: Result) -> None:
+    if envelope.reply is not None:
+        envelope.reply(result)
+
+
+def _reply_all(batch: list[Envelope], service_id: str, error: str) -> None:
+    for envelope in batch:
+        _reply(envelope, Result(service_id, None, None, error=error))
+
+
+class Runtime:
+    """Routes events to service actors, creating and retiring them as needed."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        directory: Directory,
+        clock: Clock,
+        outbox: Outbox,
+        publisher: Publisher,
+        spawner: Spawner,
+        fallback_policy: str = "",
+    ) -> None:
+        self.store = store
+        self.directory = directory
+        self.clock = clock
+        self.outbox = outbox
+        self.publisher = publisher
+        self.spawner = spawner
+        self.fallback_policy = fallback_policy
+        self.actors: dict[str, ServiceActor] = {}
+        self._queued = 0
+        self._drained = asyncio.Event()
+        self._drained.set()
+
+    def post(self, service_id: str, envelope: Envelope) -> None:
+        """Deliver an event to the service's actor; raises UnknownServiceError."""
+        actor = self.actors.get(service_id)
+        if actor is None:
+            actor = self._new_actor(service_id, envelope.event)
+        self.queued(1)
+        actor.post(envelope)
+
+    def _new_actor(self, service_id: str, event: Event) -> ServiceActor:
+        unsaved = None
+        if service_id not in self.directory.services:
+            if not (self.fallback_policy and isinstance(event, Alert)):
+                raise UnknownServiceError(service_id, fallback_policy=self.fallback_policy)
+            # Registered with the fallback policy in the same commit as its first alert.
+            unsaved = ServiceRow(service_id, service_id, self.fallback_policy, managed=False)
+            self.directory.services[service_id] = unsaved
+        actor = ServiceActor(service_id, ServiceState(service_id), self)
+        actor.unsaved_service = unsaved
+        self.actors[service_id] = actor
+        metrics.ACTORS_ALIVE.set(len(self.actors))
+        return actor
+
+    def recover(self, open_incidents: Iterable[tuple[str, Incident]]) -> int:
+        """Recreate actors for open incidents and re-arm their timers; overdue ones fire at once."""
+        count = 0
+        for service_id, incident in open_incidents:
+            actor = ServiceActor(service_id, ServiceState(service_id, incident), self)
+            self.actors[service_id] = actor
+            actor._sync_timer()
+            count += 1
+        metrics.ACTORS_ALIVE.set(len(self.actors))
+        metrics.INCIDENTS_OPEN.set(count)
+        return count
+
+    def retire_if_idle(self, actor: ServiceActor) -> None:
+        if actor.retirable and self.actors.get(actor.service_id) is actor:
+            del self.actors[actor.service_id]
+            metrics.ACTORS_ALIVE.set(len(self.actors))
+
+    def queued(self, delta: int) -> None:
+        """Count messages in (positive) and finished (negative), for ``drained``."""
+        self._queued += delta
+        if self._queued:
+            self._drained.clear()
+        else:
+            self._drained.set()
+
+    def pending(self) -> int:
+        """Messages waiting or in progress across all actors."""
+        return self._queued
+
+    async def drained(self) -> None:
+        """Return once every message posted so far has been handled."""
+        await self._drained.wait()
+
+    def cancel_all(self) -> None:
+        """Cancel actors still working (at shutdown, past the drain deadline)."""
+        for actor in self.actors.values():
+            actor.cancel_task()
+
+    def stop_timers(self) -> None:
+        """Cancel every timer (at shutdown: deadlines are in the database)."""
+        for actor in self.actors.values():
+            actor.cancel_timer()

@@ -1,0 +1,247 @@
+"""The actor runtime in process: a driven clock, the real SQLite store, recorded pages."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from pagerd.domain import (
+    Ack,
+    Alert,
+    Healthy,
+    Level,
+    Outcome,
+    Policy,
+    RecordTimeline,
+    ServiceState,
+    SmsTarget,
+)
+from pagerd.registry import Directory
+from pagerd.runtime import Envelope, Result, Runtime, UnknownServiceError, new_incident_id
+from pagerd.store import OutboxRow, PolicyRow, ServiceRow, Store, StoreError, WriteBatch
+
+T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+ONE, TWO = SmsTarget("+15550000001"), SmsTarget("+15550000002")
+POLICY = Policy("p", (Level((ONE,), 60.0), Level((TWO,), 60.0)))
+
+
+@dataclass
+class DrivenClock:
+    """Time moves only when the test says so; due timers then run."""
+
+    now_at: datetime = T0
+    timers: list[tuple[datetime, Callable[[], None], list[bool]]] = field(default_factory=list)
+
+    def now(self) -> datetime:
+        return self.now_at
+
+    def call_at(self, when: datetime, callback: Callable[[], None]) -> _Handle:
+        cancelled = [False]
+        self.timers.append((when, callback, cancelled))
+        return _Handle(cancelled)
+
+    def armed(self) -> list[datetime]:
+        return sorted(when for when, _, cancelled in self.timers if not cancelled[0])
+
+    def advance(self, seconds: float) -> None:
+        self.now_at += timedelta(seconds=seconds)
+        due = [t for t in self.timers if t[0] <= self.now_at and not t[2][0]]
+        self.timers = [t for t in self.timers if t not in due]
+        for _, callback, _ in sorted(due, key=lambda t: t[0]):
+            callback()
+
+
+@dataclass
+class _Handle:
+    cancelled: list[bool]
+
+    def cancel(self) -> None:
+        self.cancelled[0] = True
+
+
+@dataclass
+class FlakyStore:
+    """The real store, with a switch that makes the next writes fail like a full disk."""
+
+    store: Store
+    failing: bool = False
+    entered: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event | None = None
+
+    async def write(self, batch: WriteBatch) -> None:
+        self.entered.set()
+        if self.release is not None:
+            await self.release.wait()
+        if self.failing:
+            raise StoreError("database or disk is full")
+        await self.store.write(batch)
+
+
+@dataclass
+class Recorder:
+    pages: list[OutboxRow] = field(default_factory=list)
+    states: list[ServiceState] = field(default_factory=list)
+
+    def release(self, rows: Iterable[OutboxRow]) -> None:
+        self.pages.extend(rows)
+
+    def publish_state(self, service_id: str, state: ServiceState, at: datetime) -> None:
+        self.states.append(state)
+
+    def publish_events(self, service_id: str, events: Iterable[RecordTimeline]) -> None:
+        pass
+
+
+@dataclass
+class World:
+    runtime: Runtime
+    clock: DrivenClock
+    store: FlakyStore
+    pages: Recorder
+    results: list[Result] = field(default_factory=list)
+
+    def send(self, service_id: str, event: Alert | Ack | Healthy) -> None:
+        self.runtime.post(service_id, Envelope(event, self.results.append))
+
+    async def settle(self) -> None:
+        await self.runtime.drained()
+
+    def outcomes(self) -> list[Outcome | None]:
+        return [r.outcome for r in self.results]
+
+
+def alert(message: str = "down") -> Alert:
+    return Alert(message, new_incident_id())
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    store = await Store.open(tmp_path / "pagerd.db")
+    await store.write(
+        WriteBatch(
+            policies=(PolicyRow(POLICY, managed=True),),
+            services=(ServiceRow("api", "API", "p", managed=True),),
+        )
+    )
+    directory = Directory.of(await store.load_services(), await store.load_policies(), [], [])
+    clock = DrivenClock()
+    recorder = Recorder()
+    flaky = FlakyStore(store)
+    async with asyncio.TaskGroup() as group:
+        runtime = Runtime(
+            store=flaky,
+            directory=directory,
+            clock=clock,
+            outbox=recorder,
+            publisher=recorder,
+            spawner=group,
+            fallback_policy="",
+        )
+        yield World(runtime, clock, flaky, recorder)
+        await runtime.drained()
+        runtime.stop_timers()
+    await store.close()
+
+
+async def test_timer_escalates_once_after_the_deadline(world: World) -> None:
+    """Given level 1 paged, when the clock passes the deadline, then level 2 is paged once."""
+    world.send("api", alert())
+    await world.settle()
+    assert [p.recipient for p in world.pages.pages] == [ONE.phone_number]
+    assert world.clock.armed() == [T0 + timedelta(seconds=60)]
+
+    world.clock.advance(59.9)
+    await world.settle()
+    assert len(world.pages.pages) == 1
+    world.clock.advance(0.1)
+    await world.settle()
+    assert [p.recipient for p in world.pages.pages] == [ONE.phone_number, TWO.phone_number]
+    assert world.clock.armed() == [T0 + timedelta(seconds=120)]
+
+
+async def test_timer_firing_during_a_commit_is_not_armed_twice(world: World) -> None:
+    """Given a commit in flight, when the ack timer fires meanwhile, then exactly one
+    timeout is decided and no duplicate timer is armed for the same step."""
+    world.send("api", alert())
+    await world.settle()
+    world.store.release = asyncio.Event()
+    world.store.entered.clear()
+    world.send("api", alert("more"))  # its commit now waits
+    await world.store.entered.wait()
+    world.clock.advance(60)  # the timer fires while that commit is in flight
+    assert world.clock.armed() == []
+    world.store.release.set()
+    await world.settle()
+
+    assert world.outcomes().count(Outcome.STALE_TIMEOUT) == 0
+    assert [p.recipient for p in world.pages.pages] == [ONE.phone_number, TWO.phone_number]
+    assert world.clock.armed() == [T0 + timedelta(seconds=120)]
+
+
+async def test_failed_commit_keeps_state_and_retries_a_lost_timeout(world: World) -> None:
+    """Given the disk fails while a timeout is committed, then nothing is paged, the state
+    stays as committed, and the timeout comes again (not at once) once the disk is back."""
+    world.send("api", alert())
+    await world.settle()
+    world.store.failing = True
+    world.clock.advance(60)
+    await world.settle()
+    assert len(world.pages.pages) == 1
+    actor = world.runtime.actors["api"]
+    assert actor.state.open_incident is not None
+    assert actor.state.open_incident.level == 1
+    assert world.clock.armed() == [T0 + timedelta(seconds=61)]  # retried after a pause
+
+    world.store.failing = False
+    world.clock.advance(1)
+    await world.settle()
+    assert [p.recipient for p in world.pages.pages] == [ONE.phone_number, TWO.phone_number]
+
+
+async def test_failed_commit_answers_each_message_with_the_reason(world: World) -> None:
+    """Given a full disk, when an alert comes, then its sender is told it was not committed."""
+    world.store.failing = True
+    world.send("api", alert())
+    await world.settle()
+    (result,) = world.results
+    assert result.outcome is None
+    assert result.error is not None
+    assert "disk is full" in result.error
+    # Still healthy as committed, so the actor has nothing to keep it in memory.
+    assert "api" not in world.runtime.actors
+    assert await world.store.store.list_incidents(service_id="api", status=None, limit=1) == []
+
+
+async def test_healthy_then_alert_in_one_batch_commits_both_incidents(world: World) -> None:
+    """Given an open incident, when healthy and a new alert are handled in one write,
+    then the first incident is stored resolved and the second open."""
+    world.send("api", alert("first"))
+    await world.settle()
+    world.send("api", Healthy())
+    world.send("api", alert("second"))
+    await world.settle()
+    rows = await world.store.store.list_incidents(service_id="api", status=None, limit=10)
+    assert sorted(i.status.value for _, i in rows) == ["resolved", "triggered"]
+
+
+async def test_actor_retires_when_healthy_and_idle(world: World) -> None:
+    """Given an incident resolved, when the actor has nothing left, then it leaves memory."""
+    world.send("api", alert())
+    await world.settle()
+    assert "api" in world.runtime.actors
+    world.send("api", Healthy())
+    await world.settle()
+    assert "api" not in world.runtime.actors
+    assert world.clock.armed() == []
+
+
+async def test_unknown_service_is_refused_without_a_fallback(world: World) -> None:
+    """Given no fallback policy, when an event names an unregistered service, then refused."""
+    with pytest.raises(UnknownServiceError, match="unknown service 'ghost'"):
+        world.send("ghost", alert())
+    assert "ghost" not in world.runtime.actors
