@@ -1,28 +1,148 @@
-"""Command line: ``pagerd run | check-config | alert | ack | healthy | status | version``."""
+"""Command line: ``pagerd run | check-config | alert | ack | healthy | status | version``.
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config (CONTRACT §1).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from pagerd import __version__
+from pagerd.config import Config, ConfigError, default_config_path, load_config
 
 EXIT_OK = 0
 EXIT_RUNTIME_FAILURE = 1
 EXIT_BAD_USAGE = 2
+PUBLISH_TIMEOUT_S = 10.0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pagerd", description="Self-hosted on-call pager.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument(
+            "--config",
+            type=Path,
+            default=None,
+            help="configuration file (default: $PAGERD_CONFIG, else /etc/pagerd/pagerd.toml)",
+        )
+        return command
+
+    with_config("run", "run the daemon in the foreground until SIGTERM/SIGINT")
+    with_config("check-config", "validate the configuration")
+    alert = with_config("alert", "publish an alert for a service over MQTT")
+    alert.add_argument("service")
+    alert.add_argument("message")
+    ack = with_config("ack", "acknowledge a service's open incident over MQTT")
+    ack.add_argument("service")
+    ack.add_argument("--incident", default=None, help="acknowledge this incident only")
+    healthy = with_config("healthy", "report a service healthy over MQTT")
+    healthy.add_argument("service")
+    with_config("status", "services, health, open incidents, pending notifications")
     commands.add_parser("version", help="print the version")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return the process exit code."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse exits 2 on bad usage, 0 on --help
+        return int(exit_.code or 0)
     if args.command == "version":
         print(f"pagerd {__version__}")
         return EXIT_OK
-    return EXIT_BAD_USAGE
+    path: Path = args.config or default_config_path()
+    try:
+        config = load_config(path)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_BAD_USAGE
+    match args.command:
+        case "check-config":
+            print(f"{path}: ok")
+            return EXIT_OK
+        case "run":
+            return _run(config)
+        case "alert":
+            payload = json.dumps({"message": args.message, "source": "pagerd-cli"})
+            return _publish(config, "alert", args.service, payload)
+        case "ack":
+            body = {"by": "pagerd-cli"} | ({"incident_id": args.incident} if args.incident else {})
+            return _publish(config, "ack", args.service, json.dumps(body))
+        case "healthy":
+            return _publish(config, "healthy", args.service, "")
+        case "status":
+            return _status(config)
+        case _:
+            return EXIT_BAD_USAGE
+
+
+def _run(config: Config) -> int:
+    from pagerd import app
+    from pagerd.logs import choose_format, configure_logging
+
+    configure_logging(choose_format(config.log.format, sys.stdout), config.log.level)
+    try:
+        return asyncio.run(app.main(config))
+    except Exception:  # noqa: BLE001 - the last word: logged with its traceback, exit 1
+        from pagerd.logs import get_logger
+
+        get_logger("pagerd").exception("pagerd.crashed")
+        return EXIT_RUNTIME_FAILURE
+
+
+def _publish(config: Config, kind: str, service: str, payload: str) -> int:
+    import aiomqtt
+
+    from pagerd.app import mqtt_settings
+    from pagerd.domain import DomainError, validate_service_id
+
+    try:
+        validate_service_id(service, "SERVICE")
+    except DomainError as error:
+        print(f"pagerd {kind}: {error}", file=sys.stderr)
+        return EXIT_BAD_USAGE
+    settings = mqtt_settings(config)
+
+    async def publish() -> None:
+        async with aiomqtt.Client(
+            settings.host,
+            settings.port,
+            username=settings.username,
+            password=settings.password,
+            timeout=PUBLISH_TIMEOUT_S,
+        ) as client:
+            topic = f"{settings.topic_prefix}/{kind}/{service}"
+            await client.publish(topic, payload.encode(), qos=1)
+
+    try:
+        asyncio.run(publish())
+    except (aiomqtt.MqttError, OSError) as error:
+        print(
+            f"pagerd {kind}: cannot publish to {settings.host}:{settings.port}: {error}",
+            file=sys.stderr,
+        )
+        return EXIT_RUNTIME_FAILURE
+    print(f"published {kind} for {service}")
+    return EXIT_OK
+
+
+def _status(config: Config) -> int:
+    from pagerd.status import read_status, render_status
+
+    try:
+        rows, pending = read_status(Path(config.database.path))
+    except OSError as error:
+        print(f"pagerd status: {error}", file=sys.stderr)
+        return EXIT_RUNTIME_FAILURE
+    print(render_status(rows, pending))
+    return EXIT_OK

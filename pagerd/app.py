@@ -1,0 +1,240 @@
+"""Wiring: config → adapters → runtime, one TaskGroup, and a staged, bounded shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+import structlog
+
+from pagerd import metrics
+from pagerd.clock import Clock, SystemClock
+from pagerd.config import Config
+from pagerd.mqtt import MqttLink, MqttSettings
+from pagerd.outbox import Dispatcher
+from pagerd.registry import Directory
+from pagerd.runtime import Runtime
+from pagerd.senders import Sender, SmsSender
+from pagerd.store import DeveloperRow, OutboxRow, PolicyRow, ServiceRow, Store, TeamRow, WriteBatch
+from pagerd.systemd import SystemdNotifier
+
+log = structlog.get_logger("pagerd.app")
+
+# Shutdown stages; their sum stays well under the unit's TimeoutStopSec=30.
+DRAIN_TIMEOUT_S = 10.0
+SENDERS_GRACE_S = 3.0
+SMS_SHORT_ID_CHARS = 6
+
+
+async def apply_config(store: Store, config: Config) -> None:
+    """Write the objects declared in the file (read-only through the API) into the store."""
+    teams = {team.name: team for team in await store.load_teams()}
+    developers = await store.load_developers()
+    next_team_id = max((t.id for t in teams.values()), default=0) + 1
+    next_developer_id = max((d.id for d in developers), default=0) + 1
+    known_developers = {(d.team_id, d.name): d for d in developers}
+
+    team_rows: list[TeamRow] = []
+    developer_rows: list[DeveloperRow] = []
+    for team in config.teams:
+        existing = teams.get(team.name)
+        if existing is None:
+            team_id, next_team_id = next_team_id, next_team_id + 1
+            team_rows.append(TeamRow(team_id, team.name, managed=True, cursor=0))
+        else:
+            team_id = existing.id
+            team_rows.append(TeamRow(team_id, team.name, managed=True, cursor=existing.cursor))
+        for developer in team.developers:
+            known = known_developers.get((team_id, developer.name))
+            if known is None:
+                dev_id, next_developer_id = next_developer_id, next_developer_id + 1
+            else:
+                dev_id = known.id
+            developer_rows.append(
+                DeveloperRow(dev_id, team_id, developer.name, developer.phone_number)
+            )
+
+    await store.write(
+        WriteBatch(
+            teams=tuple(team_rows),
+            developers=tuple(developer_rows),
+            policies=tuple(PolicyRow(p, managed=True) for p in config.domain_policies().values()),
+            services=tuple(
+                ServiceRow(s.id, s.name, s.policy, managed=True) for s in config.services
+            ),
+        )
+    )
+
+
+def make_renderer(directory: Directory) -> Callable[[OutboxRow], str]:
+    """The page text: service, alert message, incident short id and level."""
+
+    def render(row: OutboxRow) -> str:
+        service = directory.services.get(row.service_id)
+        name = row.service_id if service is None else service.name
+        short_id = row.incident_id[-SMS_SHORT_ID_CHARS:]
+        return f"{name}: {row.message} [incident {short_id}, level {row.level}]"
+
+    return render
+
+
+def mqtt_settings(config: Config) -> MqttSettings:
+    m = config.mqtt
+    return MqttSettings(
+        host=m.host,
+        port=m.port,
+        client_id=m.client_id,
+        topic_prefix=m.topic_prefix,
+        username=m.username or None,
+        password=config.mqtt_password(),
+        tls=m.tls,
+        tls_ca_file=m.ca_file or None,
+    )
+
+
+async def serve(
+    config: Config,
+    *,
+    stop: asyncio.Event,
+    notifier: SystemdNotifier | None = None,
+    clock: Clock | None = None,
+) -> int:
+    """Run pagerd until ``stop`` is set; return the process exit code."""
+    clock = clock or SystemClock()
+    notifier = notifier or SystemdNotifier.from_env()
+    started = time.monotonic()
+    store = await Store.open(Path(config.database.path))
+    store.on_commit(_observe_commit)
+    try:
+        await apply_config(store, config)
+        directory = Directory.of(
+            await store.load_services(),
+            await store.load_policies(),
+            await store.load_teams(),
+            await store.load_developers(),
+        )
+        async with aiohttp.ClientSession() as session:
+            await _run(
+                config,
+                store=store,
+                directory=directory,
+                session=session,
+                clock=clock,
+                notifier=notifier,
+                stop=stop,
+                started=started,
+            )
+    finally:
+        await store.close()  # the last group commit
+    log.info("pagerd.stopped")
+    return 0
+
+
+async def _run(
+    config: Config,
+    *,
+    store: Store,
+    directory: Directory,
+    session: aiohttp.ClientSession,
+    clock: Clock,
+    notifier: SystemdNotifier,
+    stop: asyncio.Event,
+    started: float,
+) -> None:
+    link = MqttLink(mqtt_settings(config))
+    senders: dict[str, Sender] = {
+        "sms": SmsSender(session, config.notify.sms.url, config.notify.sms.timeout_s)
+    }
+    async with asyncio.TaskGroup() as group:
+        dispatcher = Dispatcher(
+            store=store,
+            senders=senders,
+            render=make_renderer(directory),
+            clock=clock,
+            publisher=link,
+        )
+        runtime = Runtime(
+            store=store,
+            directory=directory,
+            clock=clock,
+            outbox=dispatcher,
+            publisher=link,
+            spawner=group,
+            fallback_policy=config.routing.fallback_policy,
+        )
+        link.runtime = runtime
+        recovered = runtime.recover(await store.load_open_incidents())
+        dispatcher.release(await store.pending_outbox(limit=1_000_000))
+        log.info("pagerd.recovered", open_incidents=recovered, services=len(directory.services))
+
+        dispatch_task = group.create_task(dispatcher.run(), name="pagerd[outbox]")
+        intake_task = group.create_task(link.run(), name="pagerd[mqtt]")
+        watchdog_task = group.create_task(notifier.watchdog_loop(), name="pagerd[watchdog]")
+        ready_task = group.create_task(
+            _announce_ready(link, notifier, started, recovered), name="pagerd[ready]"
+        )
+
+        await stop.wait()
+        log.info("pagerd.stopping", pending=runtime.pending())
+        notifier.stopping()
+        # 1. stop intake: what is not yet acknowledged is redelivered by the broker.
+        await _cancel(intake_task, ready_task)
+        # 2. drain mailboxes: every accepted message committed.
+        try:
+            async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                await runtime.drained()
+        except TimeoutError:
+            log.error(  # noqa: TRY400 - a deadline, not an error with a traceback
+                "pagerd.drain_timeout", pending=runtime.pending()
+            )
+            runtime.cancel_all()
+        runtime.stop_timers()
+        dispatcher.stop_retries()
+        # 3. give sends in flight a moment; one cut off is resent on start with the same key.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SENDERS_GRACE_S):
+                await dispatcher.idle()
+        await _cancel(dispatch_task, watchdog_task)
+
+
+async def _announce_ready(
+    link: MqttLink, notifier: SystemdNotifier, started: float, recovered: int
+) -> None:
+    await link.subscribed.wait()
+    seconds = round(time.monotonic() - started, 3)
+    notifier.ready()
+    notifier.status(f"ready: {recovered} open incidents recovered in {seconds}s")
+    log.info("pagerd.ready", startup_s=seconds, open_incidents=recovered)
+
+
+async def _cancel(*tasks: asyncio.Task[None]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        # We cancelled these ourselves; a cancellation of our own shows at the next await.
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _observe_commit(units: int, seconds: float) -> None:
+    metrics.COMMIT_BATCH_UNITS.observe(units)
+    metrics.COMMIT_SECONDS.observe(seconds)
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT only set the stop event; shutdown runs in the main task."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+
+async def main(config: Config) -> int:
+    """The daemon's entry point under ``asyncio.run``."""
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    return await serve(config, stop=stop)

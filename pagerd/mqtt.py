@@ -1,0 +1,362 @@
+"""MQTT adapter: monitors' events in, service state and timeline events out.
+
+Intake is at-least-once end to end: pagerd subscribes with a persistent session
+and sends the PUBACK for a message only after its effect is committed, so the
+broker redelivers whatever a crash interrupted. Bad input is answered on
+``{prefix}/rejected``, logged, counted, and acknowledged so it is not redelivered
+forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, TypeVar
+
+import aiomqtt
+import msgspec
+import structlog
+
+from pagerd import metrics
+from pagerd.domain import (
+    MAX_ALERT_ID_CHARS,
+    MAX_MESSAGE_CHARS,
+    SERVICE_ID_PATTERN,
+    Ack,
+    Alert,
+    Event,
+    Healthy,
+    RecordTimeline,
+    ServiceState,
+)
+from pagerd.runtime import Envelope, Result, Runtime, UnknownServiceError, new_incident_id
+
+log = structlog.get_logger("pagerd.mqtt")
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+REJECTED_PAYLOAD_BYTES = 1024
+RECONNECT_BASE_S = 0.2
+RECONNECT_CAP_S = 3.0  # a broker back after a restart is found within seconds
+
+Kind = Literal["alert", "ack", "healthy"]
+
+
+# --- parsing (pure) ------------------------------------------------------------------------
+
+
+class Rejected(Exception):  # noqa: N818 - it is the verdict, not an error of ours
+    """A message pagerd refuses; ``reason`` goes to the rejected topic and the log."""
+
+    def __init__(self, reason: str, code: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code  # short, for the metric label
+
+
+class AlertBody(msgspec.Struct, frozen=True):
+    message: str
+    alert_id: str | None = None
+    source: str | None = None
+
+
+class AckBody(msgspec.Struct, frozen=True):
+    incident_id: str | None = None
+    by: str | None = None
+
+
+class HealthyBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    pass
+
+
+_Body = TypeVar("_Body", AlertBody, AckBody, HealthyBody)
+
+
+@dataclass(frozen=True, slots=True)
+class Intake:
+    kind: Kind
+    service_id: str
+    event: Event
+
+
+def parse_topic(topic: str, prefix: str) -> tuple[Kind, str]:
+    """``{prefix}/{alert|ack|healthy}/{service_id}`` → (kind, service id)."""
+    head = f"{prefix}/"
+    parts = topic[len(head) :].split("/") if topic.startswith(head) else []
+    if len(parts) != 2 or parts[0] not in ("alert", "ack", "healthy"):
+        raise Rejected(f"topic {topic!r} is not {prefix}/alert|ack|healthy/SERVICE", "topic")
+    kind: Kind = parts[0]  # type: ignore[assignment]  # checked just above
+    if not SERVICE_ID_PATTERN.fullmatch(parts[1]):
+        raise Rejected(f"service id {parts[1]!r} must match [A-Za-z0-9._-]{{1,128}}", "topic")
+    return kind, parts[1]
+
+
+def parse_message(topic: str, payload: bytes, prefix: str) -> Intake:
+    """Validate one MQTT message into a domain event, or raise Rejected."""
+    kind, service_id = parse_topic(topic, prefix)
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise Rejected(f"payload of {len(payload)} bytes is over {MAX_PAYLOAD_BYTES}", "too_large")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise Rejected(f"payload is not UTF-8: {error}", "not_utf8") from None
+    match kind:
+        case "alert":
+            return Intake(kind, service_id, _alert_event(text))
+        case "ack":
+            body = _decode(text, AckBody) if text.strip() else AckBody()
+            return Intake(kind, service_id, Ack(incident_id=body.incident_id, by=body.by))
+        case "healthy":
+            if text.strip():
+                _decode(text, HealthyBody)
+            return Intake(kind, service_id, Healthy())
+
+
+def _alert_event(text: str) -> Alert:
+    # A payload that looks like JSON must be a valid alert object; anything else
+    # is plain text, and the text is the message.
+    if text.lstrip().startswith(("{", "[")):
+        body = _decode(text, AlertBody)
+    else:
+        body = AlertBody(message=text.strip())
+    if not body.message.strip() or len(body.message) > MAX_MESSAGE_CHARS:
+        raise Rejected(f"message: must be 1..{MAX_MESSAGE_CHARS} characters, not blank", "schema")
+    if body.alert_id is not None and not 1 <= len(body.alert_id) <= MAX_ALERT_ID_CHARS:
+        raise Rejected(f"alert_id: must be 1..{MAX_ALERT_ID_CHARS} characters", "schema")
+    return Alert(
+        message=body.message,
+        new_incident_id=new_incident_id(),
+        alert_id=body.alert_id,
+        source=body.source,
+    )
+
+
+def _decode(text: str, schema: type[_Body]) -> _Body:
+    try:
+        return msgspec.json.decode(text, type=schema)
+    except msgspec.ValidationError as error:
+        raise Rejected(f"JSON does not fit the schema: {error}", "schema") from None
+    except msgspec.DecodeError as error:
+        raise Rejected(f"malformed JSON: {error}", "malformed") from None
+
+
+# --- the link ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSettings:
+    host: str
+    port: int
+    client_id: str
+    topic_prefix: str
+    username: str | None = None
+    password: str | None = None
+    tls_ca_file: str | None = None
+    tls: bool = False
+
+
+def _puback(client: aiomqtt.Client, mid: int) -> None:
+    """Send the PUBACK for a QoS 1 message we have committed.
+
+    aiomqtt 2.5 has no public manual-ack API (aiomqtt issue #345), so this reaches
+    the paho client underneath, which was switched to manual acks before connecting.
+    This function and ``_publish_nowait`` are the only places that touch it.
+    """
+    client._client.ack(mid, 1)
+
+
+def _publish_nowait(
+    client: aiomqtt.Client, topic: str, payload: bytes, *, qos: int, retain: bool
+) -> None:
+    """Queue a publication without waiting for the broker's ack (paho queues and sends)."""
+    client._client.publish(topic, payload, qos=qos, retain=retain)
+
+
+class MqttLink:
+    """Holds the broker connection: reconnects, subscribes, feeds the runtime, publishes."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        on_subscribed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._settings = settings
+        self._prefix = settings.topic_prefix
+        self._on_subscribed = on_subscribed
+        self._client: aiomqtt.Client | None = None
+        self._generation = 0
+        self._rng = random.Random()
+        self.runtime: Runtime | None = None
+        self.subscribed = asyncio.Event()
+
+    async def run(self) -> None:
+        """Connect, and reconnect with jittered exponential backoff, until cancelled."""
+        failures = 0
+        while True:
+            try:
+                await self._session()
+            except aiomqtt.MqttError as error:
+                self._lost()
+                failures += 1
+                delay = self._rng.uniform(
+                    0, min(RECONNECT_CAP_S, RECONNECT_BASE_S * 2 ** min(failures, 10))
+                )
+                log.warning("mqtt.disconnected", error=str(error), retry_in_s=round(delay, 3))
+                await asyncio.sleep(delay)
+            else:
+                failures = 0
+
+    def _lost(self) -> None:
+        self._client = None
+        self.subscribed.clear()
+        metrics.MQTT_CONNECTED.set(0)
+
+    def _make_client(self) -> aiomqtt.Client:
+        s = self._settings
+        tls = aiomqtt.TLSParameters(ca_certs=s.tls_ca_file or None) if s.tls else None
+        client = aiomqtt.Client(
+            s.host,
+            s.port,
+            identifier=s.client_id,
+            clean_session=False,  # the broker keeps our subscriptions and queues for us
+            username=s.username,
+            password=s.password,
+            tls_params=tls,
+            will=aiomqtt.Will(f"{self._prefix}/status", b"offline", qos=1, retain=True),
+            keepalive=15,
+        )
+        client._client.manual_ack_set(True)
+        return client
+
+    async def _session(self) -> None:
+        # A fresh client per connection: a packet id from a dead connection must
+        # never be acknowledged on the next one, where it may name another message.
+        client = self._make_client()
+        async with client:
+            self._generation += 1
+            generation = self._generation
+            self._client = client
+            prefix = self._prefix
+            await client.subscribe(
+                [(f"{prefix}/alert/+", 1), (f"{prefix}/ack/+", 1), (f"{prefix}/healthy/+", 1)]
+            )
+            _publish_nowait(client, f"{prefix}/status", b"online", qos=1, retain=True)
+            self._republish_states()
+            metrics.MQTT_CONNECTED.set(1)
+            self.subscribed.set()
+            log.info("mqtt.subscribed", host=self._settings.host, port=self._settings.port)
+            self._on_subscribed()
+            try:
+                async for message in client.messages:
+                    self._receive(client, generation, message)
+            finally:
+                self._lost()
+
+    def _receive(self, client: aiomqtt.Client, generation: int, message: aiomqtt.Message) -> None:
+        topic = message.topic.value
+        payload = message.payload if isinstance(message.payload, bytes) else b""
+        try:
+            intake = parse_message(topic, payload, self._prefix)
+            assert self.runtime is not None, "the app sets the runtime before connecting"
+            reply = self._acker(client, generation, message.mid, intake)
+            self.runtime.post(intake.service_id, Envelope(intake.event, reply))
+        except Rejected as refusal:
+            self._reject(client, topic, payload, refusal.reason, refusal.code)
+            self._ack(client, generation, message.mid)
+        except UnknownServiceError as unknown:
+            self._reject(client, topic, payload, str(unknown), "unknown_service")
+            self._ack(client, generation, message.mid)
+        else:
+            metrics.ALERTS_RECEIVED.labels(source="mqtt", kind=intake.kind).inc()
+
+    def _acker(
+        self, client: aiomqtt.Client, generation: int, mid: int, intake: Intake
+    ) -> Callable[[Result], None]:
+        def reply(result: Result) -> None:
+            if result.error is not None:
+                # Not committed: no PUBACK, so the broker redelivers it after a reconnect.
+                log.error(
+                    "mqtt.not_acknowledged",
+                    service_id=intake.service_id,
+                    kind=intake.kind,
+                    error=result.error,
+                )
+                return
+            self._ack(client, generation, mid)
+
+        return reply
+
+    def _ack(self, client: aiomqtt.Client, generation: int, mid: int) -> None:
+        if generation == self._generation and self._client is client:
+            _puback(client, mid)
+
+    def _reject(
+        self, client: aiomqtt.Client, topic: str, payload: bytes, reason: str, code: str
+    ) -> None:
+        metrics.ALERTS_REJECTED.labels(source="mqtt", reason=code).inc()
+        log.warning("mqtt.rejected", topic=topic, reason=reason)
+        body = {
+            "topic": topic,
+            "reason": reason,
+            "payload": payload[:REJECTED_PAYLOAD_BYTES].decode("utf-8", "replace"),
+        }
+        _publish_nowait(
+            client, f"{self._prefix}/rejected", json.dumps(body).encode(), qos=0, retain=False
+        )
+
+    # --- the runtime's publisher port ---
+
+    def publish_state(self, service_id: str, state: ServiceState, at: datetime) -> None:
+        client = self._client
+        if client is None:
+            return  # republished on reconnect
+        _publish_nowait(
+            client,
+            f"{self._prefix}/state/{service_id}",
+            msgspec.json.encode(state_payload(state, at)),
+            qos=1,
+            retain=True,
+        )
+
+    def publish_events(self, service_id: str, events: Iterable[RecordTimeline]) -> None:
+        client = self._client
+        if client is None:
+            return
+        topic = f"{self._prefix}/events/{service_id}"
+        for event in events:
+            body = {
+                "type": event.type,
+                "at": rfc3339(event.at),
+                "incident_id": event.incident_id,
+                "service_id": service_id,
+                "detail": dict(event.detail),
+            }
+            _publish_nowait(client, topic, msgspec.json.encode(body), qos=0, retain=False)
+
+    def _republish_states(self) -> None:
+        if self.runtime is None:
+            return
+        now = self.runtime.clock.now()
+        for service_id, actor in list(self.runtime.actors.items()):
+            self.publish_state(service_id, actor.state, now)
+
+
+def rfc3339(at: datetime) -> str:
+    """``2026-11-22T10:00:00.123Z``: UTC with milliseconds, as on every wire."""
+    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+
+
+def state_payload(state: ServiceState, at: datetime) -> dict[str, object]:
+    """The retained ``state/{service}`` document."""
+    incident = state.incident
+    return {
+        "service_id": state.service_id,
+        "health": "healthy" if state.healthy else "unhealthy",
+        "incident_id": None if incident is None else incident.id,
+        "status": None if incident is None else incident.status.value,
+        "level": None if incident is None else incident.level,
+        "updated_at": rfc3339(at),
+    }

@@ -1,0 +1,373 @@
+"""Real parts for end-to-end tests: mosquitto, an SMS stand-in, pagerd as a process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+from aiohttp import web
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def eventually(
+    check: Callable[[], bool], *, timeout: float = 5.0, what: str = "condition"
+) -> None:
+    """Poll ``check`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def wait_port(port: int, *, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.02)
+        else:
+            writer.close()
+            await writer.wait_closed()
+            return
+
+
+# --- mosquitto -----------------------------------------------------------------------------
+
+
+@dataclass
+class Mosquitto:
+    """A real broker on a free loopback port, persistent like the shipped config."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def conf(self) -> Path:
+        data = self.directory / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        path = self.directory / "mosquitto.conf"
+        path.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            # Started as root, mosquitto would drop to user "mosquitto" and then could not
+            # write its persistence file here; as anyone else this line changes nothing.
+            f"user {getpass.getuser()}\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {data}/\n"
+            "autosave_interval 1\n"
+            "max_queued_messages 1000000\n"
+            "max_inflight_messages 1000\n"
+            f"log_dest file {self.directory / 'mosquitto.log'}\n"
+        )
+        return path
+
+    async def start(self) -> None:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.process = subprocess.Popen([binary, "-c", str(self.conf())])
+        await wait_port(self.port)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+# --- the SMS service stand-in --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Page:
+    phone_number: str
+    message: str
+    key: str
+    at: float  # time.monotonic() on arrival
+
+
+@dataclass
+class SmsStandIn:
+    """A real aiohttp server in place of the SMS provider; records every request."""
+
+    port: int = field(default_factory=free_port)
+    pages: list[Page] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)  # answered in order, then 200
+    runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/sms", self._receive)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/sms"
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.pages.append(
+            Page(
+                body["phone_number"],
+                body["message"],
+                request.headers.get("Idempotency-Key", ""),
+                time.monotonic(),
+            )
+        )
+        status = self.statuses.pop(0) if self.statuses else 200
+        return web.json_response({"ok": status < 300}, status=status)
+
+    def to(self, phone: str) -> list[Page]:
+        return [page for page in self.pages if page.phone_number == phone]
+
+    def distinct_keys(self) -> set[str]:
+        return {page.key for page in self.pages}
+
+
+# --- pagerd as a real process --------------------------------------------------------------
+
+
+def toml_value(value: Any) -> str:
+    """Enough TOML for test configs: strings, numbers, bools, lists, inline tables."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(value)
+
+
+def sms(phone: str) -> dict[str, str]:
+    return {"type": "sms", "phone_number": phone}
+
+
+@dataclass
+class Policy:
+    id: str
+    levels: list[tuple[float, list[dict[str, str]]]]
+    repeat: int = 0
+
+    def toml(self) -> str:
+        lines = ["[[policies]]", f"id = {toml_value(self.id)}", f"repeat = {self.repeat}"]
+        for timeout, targets in self.levels:
+            lines += [
+                "[[policies.levels]]",
+                f"ack_timeout_s = {timeout!r}",
+                f"targets = {toml_value(targets)}",
+            ]
+        return "\n".join(lines)
+
+
+@dataclass
+class Pagerd:
+    """pagerd run, as systemd would run it: a process, a config file, a notify socket."""
+
+    directory: Path
+    broker: Mosquitto
+    sms: SmsStandIn
+    policies: list[Policy] = field(default_factory=list)
+    services: dict[str, str] = field(default_factory=dict)  # service id -> policy id
+    fallback_policy: str = ""
+    prefix: str = "pagerd"
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def db(self) -> Path:
+        return self.directory / "pagerd.db"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "pagerd.log"
+
+    def write_config(self) -> Path:
+        path = self.directory / "pagerd.toml"
+        parts = [
+            f'[database]\npath = "{self.db}"',
+            (
+                f'[mqtt]\nhost = "127.0.0.1"\nport = {self.broker.port}\n'
+                f'client_id = "pagerd-test"\ntopic_prefix = "{self.prefix}"'
+            ),
+            f'[http]\nlisten = "127.0.0.1:{free_port()}"\ntokens = ["test-token"]',
+            f'[routing]\nfallback_policy = "{self.fallback_policy}"',
+            f'[notify.sms]\nurl = "{self.sms.url}"\ntimeout_s = 2',
+            '[log]\nformat = "json"\nlevel = "debug"',
+            *(policy.toml() for policy in self.policies),
+            *(
+                f'[[services]]\nid = "{sid}"\nname = "Service {sid}"\npolicy = "{pid}"'
+                for sid, pid in self.services.items()
+            ),
+        ]
+        path.write_text("\n\n".join(parts) + "\n")
+        return path
+
+    async def start(self, *, wait_ready: bool = True) -> None:
+        config = self.write_config()
+        notify_path = self.directory / f"notify-{self.starts}.sock"
+        self.starts += 1
+        self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._notify.bind(str(notify_path))
+        self._notify.setblocking(False)
+        self.notifications: list[str] = []
+        env = os.environ | {"NOTIFY_SOCKET": str(notify_path), "PYTHONUNBUFFERED": "1"}
+        env.pop("WATCHDOG_USEC", None)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "pagerd", "run", "--config", str(config)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.directory,
+            )
+        if wait_ready:
+            await self.ready()
+
+    def _read_notify(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                self.notifications.append(self._notify.recv(4096).decode())
+
+    async def ready(self, timeout: float = 15.0) -> None:
+        def is_ready() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"pagerd exited {self.process.returncode}:\n{self.tail()}")
+            self._read_notify()
+            return "READY=1" in self.notifications
+
+        await eventually(is_ready, timeout=timeout, what="READY=1")
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text().splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def log_events(self) -> list[dict[str, Any]]:
+        events = []
+        for line in self.log.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                events.append(json.loads(line))
+        return events
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Signal pagerd and wait for it to exit; returns its exit code."""
+        process = self.process
+        assert process is not None
+        if process.poll() is None:
+            process.send_signal(sig)
+        deadline = time.monotonic() + timeout
+        while process.poll() is None:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise AssertionError(f"pagerd did not exit within {timeout}s:\n{self.tail()}")
+            await asyncio.sleep(0.02)
+        self._notify.close()
+        self.process = None
+        return process.returncode
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        self._notify.close()
+        self.process = None
+
+
+# --- a monitor: publishes events, watches what pagerd publishes ---------------------------
+
+
+@dataclass
+class Monitor:
+    """An MQTT client like a monitor's, plus a watcher of pagerd's own topics."""
+
+    broker: Mosquitto
+    prefix: str = "pagerd"
+    received: list[tuple[str, bytes]] = field(default_factory=list)
+
+    @contextlib.asynccontextmanager
+    async def connected(self) -> Any:
+        async with aiomqtt.Client("127.0.0.1", self.broker.port) as client:
+            self.client = client
+            await client.subscribe(
+                [
+                    (f"{self.prefix}/state/+", 1),
+                    (f"{self.prefix}/events/+", 1),
+                    (f"{self.prefix}/rejected", 1),
+                    (f"{self.prefix}/status", 1),
+                ]
+            )
+            listener = asyncio.create_task(self._listen(client))
+            try:
+                yield self
+            finally:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
+
+    async def _listen(self, client: aiomqtt.Client) -> None:
+        # A test that restarts the broker ends this watcher; it uses a new client after.
+        with contextlib.suppress(aiomqtt.MqttError):
+            async for message in client.messages:
+                payload = message.payload if isinstance(message.payload, bytes) else b""
+                self.received.append((message.topic.value, payload))
+
+    async def publish(self, kind: str, service: str, payload: bytes | str | dict[str, Any]) -> None:
+        if isinstance(payload, dict):
+            payload = json.dumps(payload)
+        if isinstance(payload, str):
+            payload = payload.encode()
+        await self.client.publish(f"{self.prefix}/{kind}/{service}", payload, qos=1)
+
+    def on(self, topic_suffix: str) -> list[Any]:
+        """Decoded payloads received on ``{prefix}/{topic_suffix}``."""
+        topic = f"{self.prefix}/{topic_suffix}"
+        out: list[Any] = []
+        for received_topic, payload in self.received:
+            if received_topic == topic:
+                try:
+                    out.append(json.loads(payload))
+                except json.JSONDecodeError:
+                    out.append(payload.decode())
+        return out
+
+
+def sqlite_rows(db: Path, query: str, *args: Any) -> list[tuple[Any, ...]]:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return list(conn.execute(query, args))

@@ -1,0 +1,333 @@
+"""CONTRACT §1 command line, run as users run it: ``python -m pagerd`` in a subprocess,
+against real config files, a real mosquitto and a database a real daemon wrote."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from pagerd import __version__
+from tests.conftest import PagerdFactory
+from tests.harness import (
+    REPO,
+    Monitor,
+    Mosquitto,
+    Policy,
+    SmsStandIn,
+    eventually,
+    free_port,
+    sms,
+    sqlite_rows,
+)
+
+SHIPPED_CONFIG = REPO / "config" / "pagerd.toml"
+EXIT_OK, EXIT_RUNTIME_FAILURE, EXIT_BAD_USAGE = 0, 1, 2
+ONE = "+15550000001"
+
+POLICY = """
+[[policies]]
+id = "oncall"
+[[policies.levels]]
+targets = [{ type = "sms", phone_number = "+15550001111" }]
+"""
+
+
+@dataclass(frozen=True)
+class Run:
+    code: int
+    out: str
+    err: str
+
+    def err_lines(self) -> list[str]:
+        return self.err.strip().splitlines()
+
+
+def environment(**extra: str) -> dict[str, str]:
+    # A PAGERD_CONFIG from the caller's shell must not decide what these tests read.
+    env = {k: v for k, v in os.environ.items() if k not in ("PAGERD_CONFIG", "STATE_DIRECTORY")}
+    return env | extra
+
+
+def pagerd(*args: str | Path, cwd: Path, **env: str) -> Run:
+    """Run ``python -m pagerd ARGS`` to completion."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pagerd", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=environment(**env),
+        timeout=30,
+        check=False,
+    )
+    return Run(done.returncode, done.stdout, done.stderr)
+
+
+async def pagerd_async(*args: str | Path, cwd: Path) -> Run:
+    """Like ``pagerd`` without blocking the event loop, so MQTT clients keep receiving."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pagerd",
+        *map(str, args),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=cwd,
+        env=environment(),
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode is not None
+    return Run(process.returncode, out.decode(), err.decode())
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def mqtt_config(tmp_path: Path, port: int, prefix: str = "ops") -> Path:
+    return write(
+        tmp_path / "cli.toml",
+        f'[database]\npath = "{tmp_path / "cli.db"}"\n\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\ntopic_prefix = "{prefix}"\n',
+    )
+
+
+# --- version, usage, config ----------------------------------------------------------------
+
+
+def test_version_prints_the_version(tmp_path: Path) -> None:
+    run = pagerd("version", cwd=tmp_path)
+    assert run.code == EXIT_OK
+    assert run.out.strip() == f"pagerd {__version__}"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["frobnicate"], id="unknown command"),
+        pytest.param([], id="no command"),
+        pytest.param(["alert", "api"], id="alert without message"),
+        pytest.param(["check-config", "--verbose"], id="unknown option"),
+    ],
+)
+def test_bad_usage_exits_2(tmp_path: Path, args: list[str]) -> None:
+    run = pagerd(*args, cwd=tmp_path)
+    assert run.code == EXIT_BAD_USAGE
+    assert "usage: pagerd" in run.err
+
+
+def test_check_config_accepts_the_shipped_config(tmp_path: Path) -> None:
+    run = pagerd("check-config", "--config", SHIPPED_CONFIG, cwd=tmp_path)
+    assert run.code == EXIT_OK, run.err
+    assert run.err == ""
+    assert str(SHIPPED_CONFIG) in run.out
+
+
+@pytest.mark.parametrize(
+    ("text", "problems"),
+    [
+        pytest.param('[mqtt]\nhots = "x"\n', ["mqtt.hots: unknown key"], id="unknown key"),
+        pytest.param(
+            'bogus = 1\n[log]\nlevel = "info"\n', ["bogus: unknown key"], id="unknown table"
+        ),
+        pytest.param(
+            POLICY + '\n[[services]]\nid = "api"\npolicy = "ghost"\n',
+            ["services[0].policy: policy 'ghost' is not declared in [[policies]]"],
+            id="undeclared policy",
+        ),
+        pytest.param(
+            POLICY + '\n[[services]]\nid = "bad id"\npolicy = "oncall"\n',
+            ["services[0].id: must match [A-Za-z0-9._-]{1,128}, got 'bad id'"],
+            id="bad service id",
+        ),
+        pytest.param(
+            '[mqtt]\nhots = "x"\nport = 0\n\n[[services]]\nid = "bad id"\npolicy = "ghost"\n',
+            [
+                "mqtt.hots: unknown key",
+                "mqtt.port: must be >= 1, got 0",
+                "services[0].id: must match [A-Za-z0-9._-]{1,128}, got 'bad id'",
+                "services[0].policy: policy 'ghost' is not declared in [[policies]]",
+            ],
+            id="several problems",
+        ),
+    ],
+)
+def test_check_config_names_each_problem(tmp_path: Path, text: str, problems: list[str]) -> None:
+    path = write(tmp_path / "broken.toml", text)
+    run = pagerd("check-config", "--config", path, cwd=tmp_path)
+    assert run.code == EXIT_BAD_USAGE
+    assert run.out == ""
+    assert sorted(run.err_lines()) == sorted(f"{path}: {problem}" for problem in problems)
+
+
+def test_check_config_gives_the_line_of_a_syntax_error(tmp_path: Path) -> None:
+    path = write(tmp_path / "broken.toml", '[mqtt]\nhost = "127.0.0.1"\nport = = 1883\n')
+    run = pagerd("check-config", "--config", path, cwd=tmp_path)
+    assert run.code == EXIT_BAD_USAGE
+    (line,) = run.err_lines()
+    assert re.fullmatch(rf"{re.escape(str(path))}:3: \S.*", line), line
+
+
+def test_missing_config_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "pagerd.toml"
+    run = pagerd("check-config", "--config", missing, cwd=tmp_path)
+    assert run.code == EXIT_BAD_USAGE
+    (line,) = run.err_lines()
+    assert line.startswith(f"{missing}: ")
+    assert "No such file" in line
+
+
+def test_pagerd_config_variable_is_the_default_and_config_overrides_it(tmp_path: Path) -> None:
+    good = write(tmp_path / "good.toml", '[log]\nlevel = "debug"\n')
+    broken = write(tmp_path / "broken.toml", '[log]\nlevel = "loud"\n')
+
+    run = pagerd("check-config", cwd=tmp_path, PAGERD_CONFIG=str(good))
+    assert (run.code, run.out.strip()) == (EXIT_OK, f"{good}: ok")
+
+    run = pagerd("check-config", cwd=tmp_path, PAGERD_CONFIG=str(broken))
+    assert run.code == EXIT_BAD_USAGE
+    assert run.err_lines() == [
+        f"{broken}: log.level: must be one of debug, info, warning, error, got 'loud'"
+    ]
+
+    run = pagerd("check-config", "--config", good, cwd=tmp_path, PAGERD_CONFIG=str(broken))
+    assert (run.code, run.out.strip()) == (EXIT_OK, f"{good}: ok")
+
+
+# --- alert, ack, healthy over MQTT ----------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def watching(broker: Mosquitto) -> AsyncIterator[list[tuple[str, bytes, int]]]:
+    """Everything published on the broker while inside: (topic, payload, qos)."""
+    seen: list[tuple[str, bytes, int]] = []
+    async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+        await client.subscribe("#", qos=1)
+
+        async def listen() -> None:
+            async for message in client.messages:
+                payload = message.payload if isinstance(message.payload, bytes) else b""
+                seen.append((message.topic.value, payload, message.qos))
+
+        listener = asyncio.create_task(listen())
+        try:
+            yield seen
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+
+@pytest.mark.parametrize(
+    ("args", "topic", "body"),
+    [
+        pytest.param(
+            ["alert", "payments-api", "5xx at 12%"],
+            "ops/alert/payments-api",
+            {"message": "5xx at 12%"},
+            id="alert",
+        ),
+        pytest.param(
+            ["ack", "payments-api", "--incident", "01ABC"],
+            "ops/ack/payments-api",
+            {"incident_id": "01ABC"},
+            id="ack an incident",
+        ),
+        pytest.param(["ack", "api"], "ops/ack/api", {}, id="ack the open incident"),
+        pytest.param(["healthy", "api"], "ops/healthy/api", None, id="healthy"),
+    ],
+)
+async def test_event_commands_publish_to_the_configured_broker(
+    tmp_path: Path,
+    broker: Mosquitto,
+    args: list[str],
+    topic: str,
+    body: dict[str, str] | None,
+) -> None:
+    config = mqtt_config(tmp_path, broker.port, prefix="ops")
+    async with watching(broker) as seen:
+        run = await pagerd_async(*args, "--config", config, cwd=tmp_path)
+        assert run.code == EXIT_OK, run.err
+        await eventually(lambda: len(seen) >= 1, what=f"message on {topic}")
+
+    ((got_topic, payload, qos),) = seen
+    assert (got_topic, qos) == (topic, 1)
+    if body is None:
+        assert payload == b""
+    else:
+        decoded = json.loads(payload)
+        # Fields the command adds (e.g. "by"/"source" naming the CLI) are allowed.
+        assert decoded | body == decoded, decoded
+        if args[0] == "ack" and "--incident" not in args:
+            assert "incident_id" not in decoded
+
+
+@pytest.mark.parametrize("args", [["alert", "api", "down"], ["ack", "api"], ["healthy", "api"]])
+def test_event_commands_fail_clearly_without_a_broker(tmp_path: Path, args: list[str]) -> None:
+    port = free_port()  # nothing listens here
+    config = mqtt_config(tmp_path, port)
+    run = pagerd(*args, "--config", config, cwd=tmp_path)
+    assert run.code == EXIT_RUNTIME_FAILURE
+    assert f"cannot publish to 127.0.0.1:{port}" in run.err
+    assert "Traceback" not in run.err
+
+
+def test_event_command_refuses_a_bad_service_id(tmp_path: Path) -> None:
+    config = mqtt_config(tmp_path, free_port())
+    run = pagerd("alert", "bad/id", "down", "--config", config, cwd=tmp_path)
+    assert run.code == EXIT_BAD_USAGE
+    assert "bad/id" in run.err
+
+
+# --- status --------------------------------------------------------------------------------
+
+
+async def test_status_lists_services_with_their_open_incident(
+    tmp_path: Path,
+    make_pagerd: PagerdFactory,
+    monitor: Monitor,
+    sms_service: SmsStandIn,
+) -> None:
+    """Given a database where one of two services has an open incident,
+    then status shows it unhealthy with the incident, and the other healthy."""
+    policy = Policy("oncall", [(30.0, [sms(ONE)])])
+    daemon = make_pagerd([policy], {"api": "oncall", "web": "oncall"})
+    await daemon.start()
+    await monitor.publish("alert", "api", "disk full")
+    await eventually(lambda: len(sms_service.to(ONE)) == 1, what="page")
+    config = daemon.directory / "pagerd.toml"
+
+    # Beside the running daemon, then after it stopped.
+    beside = await pagerd_async("status", "--config", config, cwd=tmp_path)
+    assert await daemon.stop() == 0
+    after = await pagerd_async("status", "--config", config, cwd=tmp_path)
+
+    ((incident_id,),) = sqlite_rows(daemon.db, "SELECT id FROM incidents")
+    for run in (beside, after):
+        assert run.code == EXIT_OK, run.err
+        rows = {line.split()[0]: line.split() for line in run.out.splitlines() if line.strip()}
+        assert rows["api"][:5] == ["api", "unhealthy", incident_id, "triggered", "1"], run.out
+        assert rows["api"][-1] == "oncall"
+        assert rows["web"][:5] == ["web", "healthy", "-", "-", "-"], run.out
+        assert "2 services, 1 open incident" in run.out
+    assert "0 pending notifications" in after.out
+
+
+def test_status_names_the_missing_database(tmp_path: Path) -> None:
+    missing = tmp_path / "state" / "pagerd.db"
+    config = write(tmp_path / "pagerd.toml", f'[database]\npath = "{missing}"\n')
+    run = pagerd("status", "--config", config, cwd=tmp_path)
+    assert run.code == EXIT_RUNTIME_FAILURE
+    assert str(missing) in run.err
+    assert not missing.exists()  # status only reads: it never creates a database
