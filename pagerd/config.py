@@ -49,6 +49,7 @@ _PATTERN_HINTS = {_URL_PATTERN: "must be an http:// or https:// URL"}
 Port = Annotated[int, Meta(ge=1, le=65535)]
 # inf is a TOML float; the cap keeps deadlines computable (as pagerd.domain.Level does).
 PositiveSeconds = Annotated[float, Meta(gt=0, le=MAX_ACK_TIMEOUT_S)]
+Seconds = Annotated[float, Meta(ge=0, le=MAX_ACK_TIMEOUT_S)]
 Text = Annotated[str, Meta(min_length=1)]
 Url = Annotated[str, Meta(pattern=_URL_PATTERN)]
 
@@ -111,11 +112,21 @@ class EmailConfig(_Section, frozen=True, kw_only=True):
     starttls: bool = False
     username: str = ""
     password_file: str = ""
+    timeout_s: PositiveSeconds = 10.0  # the whole SMTP conversation of one message
+
+
+class WebhookConfig(_Section, frozen=True, kw_only=True):
+    timeout_s: PositiveSeconds = 5.0
 
 
 class NotifyConfig(_Section, frozen=True, kw_only=True):
+    bundle_window_s: Seconds = 30.0  # 0: every notification goes out on its own
+    max_attempts: Annotated[int, Meta(ge=1, le=100)] = 6
+    max_age_s: PositiveSeconds = 3600.0  # older than this: failed, not retried
+    concurrency: Annotated[int, Meta(ge=1, le=1000)] = 16  # sends in flight per channel
     sms: SmsConfig = field(default_factory=SmsConfig)
     email: EmailConfig = field(default_factory=EmailConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
 
 
 class LogConfig(_Section, frozen=True, kw_only=True):
@@ -439,7 +450,10 @@ def _describe(error: msgspec.ValidationError, value: object, tp: Any, path: str)
     if m := re.fullmatch(r"Expected `(.*)`, got `(.*)`", message):
         return f"{where}: expected {_toml_type_name(m.group(1))}, got {_toml_type_name(m.group(2))}"
     if m := re.fullmatch(r"Expected `\w+` (>=|>|<=|<) (\S+)", message):
-        bound = "positive" if m.group(1) == ">" and float(m.group(2)) == 0 else " ".join(m.groups())
+        limit = float(m.group(2))
+        # A float field's bound prints as 0.0; the file says 0.
+        shown = str(int(limit)) if limit.is_integer() else m.group(2)
+        bound = "positive" if m.group(1) == ">" and limit == 0 else f"{m.group(1)} {shown}"
         return f"{where}: must be {bound}, got {got!r}"
     if m := re.fullmatch(r"Expected `str` of length >= (\d+)", message):
         return f"{where}: must not be empty"

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
 from typing import Protocol
 
 import aiohttp
+import aiosmtplib
 
+from pagerd.config import EmailConfig
 from pagerd.store import OutboxRow
 
 
@@ -25,8 +30,19 @@ class Attempt:
     retry_after_s: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One notification ready to go: the row, and everything a channel shows of it."""
+
+    row: OutboxRow
+    service_name: str
+    text: str  # the message body (an SMS keeps within 160 characters where it can)
+    subject: str  # for email
+    ack_url: str
+
+
 class Sender(Protocol):
-    async def send(self, row: OutboxRow, text: str) -> Attempt: ...
+    async def send(self, page: Page) -> Attempt: ...
 
 
 def classify_http(status: int, retry_after: str | None) -> Attempt:
@@ -49,9 +65,111 @@ class SmsSender:
         self._url = url
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
-    async def send(self, row: OutboxRow, text: str) -> Attempt:
-        body = {"phone_number": row.recipient, "message": text}
-        return await post_json(self._session, self._url, body, row.id, self._timeout)
+    async def send(self, page: Page) -> Attempt:
+        body = {"phone_number": page.row.recipient, "message": page.text}
+        return await post_json(self._session, self._url, body, page.row.id, self._timeout)
+
+
+class WebhookSender:
+    """POSTs the incident as JSON to the target's URL, keyed by the notification id."""
+
+    def __init__(self, session: aiohttp.ClientSession, timeout_s: float) -> None:
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def send(self, page: Page) -> Attempt:
+        row = page.row
+        return await post_json(
+            self._session, row.recipient, webhook_body(page), row.id, self._timeout
+        )
+
+
+def webhook_body(page: Page) -> dict[str, object]:
+    """The JSON a webhook receives: event, incident, service, level and acknowledge link."""
+    row = page.row
+    return {
+        "event": "incident.triggered" if row.step == 0 else "incident.escalated",
+        "incident": {
+            "id": row.incident_id,
+            "message": row.message,
+            "level": row.level,
+            "step": row.step,
+        },
+        "service": {"id": row.service_id, "name": page.service_name},
+        "level": row.level,
+        "ack_url": page.ack_url or None,
+    }
+
+
+class EmailSender:
+    """Sends each page as one email over SMTP; STARTTLS and login only when configured."""
+
+    def __init__(self, settings: EmailConfig, password: str | None) -> None:
+        self._settings = settings
+        self._password = password
+
+    async def send(self, page: Page) -> Attempt:
+        settings = self._settings
+        try:
+            message = email_message(page, settings.sender)
+        except ValueError as error:  # a header that cannot be written: resending will not help
+            return Attempt(Verdict.FAIL, f"cannot write the message: {error}")
+        login = bool(settings.username)
+        try:
+            # aiosmtplib's timeout is per command; this one bounds the whole conversation.
+            async with asyncio.timeout(settings.timeout_s):
+                await aiosmtplib.send(
+                    message,
+                    sender=parseaddr(settings.sender)[1] or settings.sender,
+                    recipients=[page.row.recipient],
+                    hostname=settings.host,
+                    port=settings.port,
+                    start_tls=settings.starttls,  # aiosmtplib's default would upgrade on offer
+                    username=settings.username if login else None,
+                    password=self._password if login else None,
+                    timeout=settings.timeout_s,
+                )
+        except aiosmtplib.SMTPRecipientsRefused as error:
+            refusals = error.recipients
+            code = min((r.code for r in refusals), default=550)
+            return _smtp_reply(code, "; ".join(r.message for r in refusals))
+        except aiosmtplib.SMTPResponseException as error:
+            return _smtp_reply(error.code, error.message)
+        except TimeoutError:
+            return Attempt(Verdict.RETRY, "SMTP timed out")
+        except OSError as error:  # refused, reset, disconnected (aiosmtplib's are OSErrors too)
+            return Attempt(Verdict.RETRY, f"SMTP {type(error).__name__}: {error}")
+        except aiosmtplib.SMTPException as error:  # e.g. STARTTLS or AUTH configured, not offered
+            return Attempt(Verdict.FAIL, f"SMTP {error.message}")
+        except ValueError as error:  # an address aiosmtplib will not put on the wire
+            return Attempt(Verdict.FAIL, f"SMTP {error}")
+        return Attempt(Verdict.SENT, "SMTP 250")
+
+
+def email_message(page: Page, sender: str) -> EmailMessage:
+    """The email for ``page``; its Message-ID is the notification id, the same on every resend."""
+    row = page.row
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = row.recipient
+    # An alert message may hold line breaks; a header may not.
+    message["Subject"] = " ".join(page.subject.split())
+    message["Date"] = formatdate(usegmt=True)
+    message["Message-ID"] = f"<{row.id}@pagerd>"
+    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to the pager
+    message["X-Pagerd-Incident"] = row.incident_id
+    message["X-Pagerd-Notification"] = row.id
+    body = page.text
+    if page.ack_url:
+        body += f"\n\nAcknowledge: {page.ack_url}"
+    message.set_content(body + "\n")
+    return message
+
+
+def _smtp_reply(code: int, text: str) -> Attempt:
+    """A 5xx reply is permanent; 4xx, and anything unexpected, is worth another try."""
+    verdict = Verdict.FAIL if 500 <= code < 600 else Verdict.RETRY
+    return Attempt(verdict, f"SMTP {code} {text}".rstrip())
 
 
 async def post_json(

@@ -121,7 +121,7 @@ def test_example_config_shows_every_key() -> None:
         field_type = next(f.type for f in msgspec.structs.fields(Config) if f.name == name)
         assert set(document[name]) == _keys(field_type), name
     assert set(document["notify"]) == _keys(NotifyConfig)
-    for channel in ("sms", "email"):
+    for channel in ("sms", "email", "webhook"):
         field_type = next(f.type for f in msgspec.structs.fields(NotifyConfig) if f.name == channel)
         assert set(document["notify"][channel]) == _keys(field_type), channel
     assert set(document["policies"][0]) == _keys(PolicyConfig)
@@ -228,6 +228,37 @@ def test_default_config_path() -> None:
     assert default_config_path({}) == Path("/etc/pagerd/pagerd.toml")
     assert default_config_path({"PAGERD_CONFIG": ""}) == Path("/etc/pagerd/pagerd.toml")
     assert default_config_path({"PAGERD_CONFIG": "/tmp/p.toml"}) == Path("/tmp/p.toml")
+
+
+def test_notify_defaults(tmp_path: Path) -> None:
+    notify = load_config(write(tmp_path, ""), env={}).notify
+
+    assert notify.bundle_window_s == 30
+    assert notify.max_attempts == 6
+    assert notify.max_age_s == 3600
+    assert notify.concurrency == 16
+    assert notify.sms.timeout_s == 5
+    assert notify.email.timeout_s == 10
+    assert notify.webhook.timeout_s == 5
+    assert not notify.email.starttls
+
+
+def test_example_config_shows_the_notify_defaults() -> None:
+    assert load_config(EXAMPLE, env={}).notify == NotifyConfig()
+
+
+def test_notify_settings_at_their_bounds(tmp_path: Path) -> None:
+    text = (
+        "[notify]\nbundle_window_s = 0\nmax_attempts = 100\nmax_age_s = 0.3\n"
+        "concurrency = 1000\n[notify.email]\ntimeout_s = 0.3\n"
+        "[notify.webhook]\ntimeout_s = 0.3\n"
+    )
+
+    notify = load_config(write(tmp_path, text), env={}).notify
+
+    assert (notify.bundle_window_s, notify.max_attempts, notify.max_age_s) == (0, 100, 0.3)
+    assert notify.concurrency == 1000
+    assert (notify.email.timeout_s, notify.webhook.timeout_s) == (0.3, 0.3)
 
 
 def test_config_is_frozen(tmp_path: Path) -> None:
@@ -387,6 +418,46 @@ BROKEN = {
     "zero sms timeout": (
         "[notify.sms]\ntimeout_s = 0\n",
         "notify.sms.timeout_s: must be positive, got 0",
+    ),
+    "negative bundle window": (
+        "[notify]\nbundle_window_s = -1\n",
+        "notify.bundle_window_s: must be >= 0, got -1",
+    ),
+    "zero max_attempts": (
+        "[notify]\nmax_attempts = 0\n",
+        "notify.max_attempts: must be >= 1, got 0",
+    ),
+    "too many max_attempts": (
+        "[notify]\nmax_attempts = 101\n",
+        "notify.max_attempts: must be <= 100, got 101",
+    ),
+    "fractional max_attempts": (
+        "[notify]\nmax_attempts = 2.5\n",
+        "notify.max_attempts: expected integer, got float",
+    ),
+    "zero max_age": (
+        "[notify]\nmax_age_s = 0\n",
+        "notify.max_age_s: must be positive, got 0",
+    ),
+    "zero concurrency": (
+        "[notify]\nconcurrency = 0\n",
+        "notify.concurrency: must be >= 1, got 0",
+    ),
+    "too much concurrency": (
+        "[notify]\nconcurrency = 1001\n",
+        "notify.concurrency: must be <= 1000, got 1001",
+    ),
+    "zero email timeout": (
+        "[notify.email]\ntimeout_s = 0\n",
+        "notify.email.timeout_s: must be positive, got 0",
+    ),
+    "negative webhook timeout": (
+        "[notify.webhook]\ntimeout_s = -1\n",
+        "notify.webhook.timeout_s: must be positive, got -1",
+    ),
+    "unknown key in notify.webhook": (
+        '[notify.webhook]\nurl = "https://x"\n',
+        "notify.webhook.url: unknown key",
     ),
     "zero max_body_bytes": (
         "[http]\nmax_body_bytes = 0\n",
