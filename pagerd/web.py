@@ -1,0 +1,337 @@
+"""The HTTP server: health, readiness, metrics and the acknowledge-link pages.
+
+``build_app`` makes the aiohttp application; other modules (the JSON API) add
+their routes to it before ``start_http`` and reach the shared parts through
+``request.app[CONTEXT]``. Errors on JSON routes are ``application/problem+json``
+(``problem``); the acknowledge pages answer in HTML, since a person reads them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import assert_never
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from pagerd import metrics
+from pagerd.acklinks import EXPIRED, AckClaim, AckLinks, InvalidAckToken
+from pagerd.clock import Clock
+from pagerd.domain import Ack, Event, Incident, IncidentStatus, Outcome
+from pagerd.logs import get_logger
+from pagerd.runtime import Envelope, Result, Runtime, UnknownServiceError
+from pagerd.store import Store
+
+log = get_logger(__name__)
+
+# How long a request waits for its event to be committed before answering 503.
+REPLY_TIMEOUT_S = 30.0
+# In-flight requests get this long at shutdown; part of the unit's stop budget.
+SHUTDOWN_TIMEOUT_S = 5.0
+PROBLEM_JSON = "application/problem+json"
+
+
+@dataclass(frozen=True, slots=True)
+class WebContext:
+    """What request handlers share; ``not_ready`` names each part not ready (empty: ready)."""
+
+    runtime: Runtime
+    store: Store
+    links: AckLinks
+    not_ready: Callable[[], Sequence[str]]
+    clock: Clock
+
+
+CONTEXT = web.AppKey("pagerd.web", WebContext)
+
+
+def build_app(
+    *,
+    runtime: Runtime,
+    store: Store,
+    links: AckLinks,
+    not_ready: Callable[[], Sequence[str]],
+    clock: Clock,
+    max_body_bytes: int,
+) -> web.Application:
+    """The application with health, metrics and acknowledge-link routes."""
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[_errors])
+    app[CONTEXT] = WebContext(runtime, store, links, not_ready, clock)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/ack/{token}", _ack_page)
+    app.router.add_post("/ack/{token}", _ack)
+    return app
+
+
+async def start_http(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Serve ``app`` on host:port; the caller awaits ``runner.cleanup()`` at shutdown."""
+    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    log.info("http.listening", addresses=[str(a) for a in runner.addresses])
+    return runner
+
+
+async def ask(runtime: Runtime, service_id: str, event: Event) -> Result:
+    """Post ``event`` and wait until it is committed (or failed); raises UnknownServiceError."""
+    future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+
+    def reply(result: Result) -> None:
+        if not future.done():  # the request may have given up waiting
+            future.set_result(result)
+
+    runtime.post(service_id, Envelope(event, reply))
+    return await future
+
+
+# --- problems and the error middleware ----------------------------------------------------
+
+
+def problem(
+    status: int, title: str, detail: str, *, headers: dict[str, str] | None = None
+) -> web.Response:
+    """An RFC 9457 ``application/problem+json`` response."""
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    return web.Response(
+        status=status,
+        body=json.dumps(body).encode(),
+        content_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+_DEFAULT_DETAIL = {
+    404: "there is nothing at this path",
+    405: "this path does not accept this method",
+}
+
+
+def _is_page(request: web.Request) -> bool:
+    return request.path == "/ack" or request.path.startswith("/ack/")
+
+
+@web.middleware
+async def _errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """aiohttp's own errors and unexpected failures, as problem+json (or a page under /ack)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        if _is_page(request):
+            return _refusal_page(error.status, error.reason)
+        text = error.text or ""
+        detail = (
+            _DEFAULT_DETAIL.get(error.status, text) if text.startswith(f"{error.status}:") else text
+        )
+        headers = {k: v for k, v in error.headers.items() if k in ("Allow", "Retry-After")}
+        return problem(error.status, error.reason, detail, headers=headers)
+    except Exception:
+        log.exception("http.failed", method=request.method, path=request.path)
+        if _is_page(request):
+            return _refusal_page(500, "Something went wrong")
+        return problem(500, "Internal Server Error", "the request failed; the error is logged")
+
+
+# --- health, readiness, metrics -----------------------------------------------------------
+
+
+async def _healthz(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    missing = list(request.app[CONTEXT].not_ready())
+    if missing:
+        return problem(503, "Not Ready", "; ".join(missing))
+    return web.json_response({"status": "ready"})
+
+
+async def _metrics(_: web.Request) -> web.Response:
+    return web.Response(
+        body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+# --- acknowledge links ---------------------------------------------------------------------
+
+# A mail or SMS link scanner fetches with GET: GET only shows, and POST acknowledges.
+
+
+async def _ack_page(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    found = await _claimed_incident(request, ctx)
+    if isinstance(found, web.Response):
+        return found
+    _, service_id, incident = found
+    name = _service_name(ctx, service_id)
+    match incident.status:
+        case IncidentStatus.TRIGGERED:
+            return _incident_page(
+                200,
+                "Acknowledge this incident?",
+                name,
+                incident,
+                note="Acknowledging stops the escalation. The incident stays open until"
+                " the service is healthy again.",
+                button=True,
+            )
+        case IncidentStatus.ACKNOWLEDGED:
+            return _incident_page(
+                200, "Already acknowledged", name, incident, note=_acked_note(incident)
+            )
+        case IncidentStatus.RESOLVED:
+            return _incident_page(200, "Already resolved", name, incident, note=_RESOLVED)
+        case _:
+            assert_never(incident.status)
+
+
+async def _ack(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    found = await _claimed_incident(request, ctx)
+    if isinstance(found, web.Response):
+        return found
+    claim, service_id, incident = found
+    name = _service_name(ctx, service_id)
+    if incident.status is IncidentStatus.RESOLVED:
+        return _incident_page(409, "Already resolved", name, incident, note=_RESOLVED)
+    event = Ack(incident_id=claim.incident_id, by=f"link:{claim.notification_id}")
+    try:
+        async with asyncio.timeout(REPLY_TIMEOUT_S):
+            result = await ask(ctx.runtime, service_id, event)
+    except UnknownServiceError:
+        return _refusal_page(404, "Service not found", "The service of this incident is gone.")
+    except TimeoutError:
+        log.warning("ack_link.timeout", service_id=service_id, incident_id=incident.id)
+        return _refusal_page(503, "Not confirmed", _NOT_CONFIRMED)
+    metrics.ALERTS_RECEIVED.labels(source="ack_link", kind="ack").inc()
+    if result.error is not None:
+        return _refusal_page(503, "Not acknowledged", _TRY_AGAIN)
+    current = result.incident if result.incident is not None else incident
+    if result.outcome is Outcome.ACKNOWLEDGED:
+        return _incident_page(200, "Acknowledged", name, current, note="Escalation stopped.")
+    if result.outcome is Outcome.ALREADY_ACKNOWLEDGED:
+        return _incident_page(200, "Already acknowledged", name, current, note=_acked_note(current))
+    # No open incident with this id: it was resolved (a later one is never acknowledged).
+    return _incident_page(409, "Already resolved", name, incident, note=_RESOLVED)
+
+
+async def _claimed_incident(
+    request: web.Request, ctx: WebContext
+) -> tuple[AckClaim, str, Incident] | web.Response:
+    """The token's claim and its incident, or the page that refuses the link."""
+    try:
+        claim = ctx.links.verify(request.match_info["token"], ctx.clock.now())
+    except InvalidAckToken as error:
+        expired = error.reason == EXPIRED
+        metrics.ALERTS_REJECTED.labels(
+            source="ack_link", reason="expired" if expired else "invalid"
+        ).inc()
+        log.info("ack_link.refused", reason=error.reason)
+        status = 410 if expired else 404
+        title = "Link expired" if expired else "Link not valid"
+        detail = error.reason.capitalize() + "."
+        if expired:
+            detail += " Use the link of a newer page, or acknowledge with `pagerd ack`."
+        return _refusal_page(status, title, detail)
+    found = await ctx.store.get_incident(claim.incident_id)
+    if found is None:
+        return _refusal_page(404, "Incident not found", "This incident is not known here.")
+    service_id, incident = found
+    return claim, service_id, incident
+
+
+def _service_name(ctx: WebContext, service_id: str) -> str:
+    service = ctx.runtime.directory.services.get(service_id)
+    return service_id if service is None else service.name
+
+
+_RESOLVED = "The service is healthy again; there is nothing to acknowledge."
+_TRY_AGAIN = "pagerd could not save the acknowledgement. Try again in a moment."
+_NOT_CONFIRMED = (
+    "pagerd has not confirmed the acknowledgement in time. Try again: acknowledging twice"
+    " is harmless."
+)
+
+
+def _acked_note(incident: Incident) -> str:
+    who = f" by {incident.acknowledged_by}" if incident.acknowledged_by else ""
+    when = f" at {_when(incident.acknowledged_at)}" if incident.acknowledged_at else ""
+    return f"It was acknowledged{who}{when}."
+
+
+def _when(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# --- HTML ------------------------------------------------------------------------------------
+
+_STYLE = """
+body{font:1.05rem/1.5 system-ui,sans-serif;color:#111;background:#fff;margin:0;padding:1rem}
+main{max-width:32rem;margin:0 auto}
+h1{font-size:1.4rem;margin:.5rem 0 1rem}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.3rem 1rem;margin:0 0 1rem}
+dt{font-weight:600}dd{margin:0;overflow-wrap:anywhere}
+button{font:inherit;font-weight:600;color:#fff;background:#0b57d0;border:0;border-radius:.4rem;
+padding:.8rem 1.6rem;width:100%;cursor:pointer}
+button:focus-visible{outline:3px solid #111;outline-offset:2px}
+"""
+
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Robots-Tag": "noindex",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline';"
+    " form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+}
+
+
+def _page(status: int, title: str, body_html: str) -> web.Response:
+    """A whole page; ``body_html`` must already be escaped."""
+    text = (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)} · pagerd</title><style>{_STYLE}</style></head>"
+        f"<body><main><h1>{html.escape(title)}</h1>{body_html}</main></body></html>\n"
+    )
+    return web.Response(
+        status=status,
+        text=text,
+        content_type="text/html",
+        charset="utf-8",
+        headers=_PAGE_HEADERS,
+    )
+
+
+def _refusal_page(status: int, title: str, detail: str = "") -> web.Response:
+    return _page(status, title, f"<p>{html.escape(detail)}</p>" if detail else "")
+
+
+def _incident_page(
+    status: int, title: str, service: str, incident: Incident, *, note: str, button: bool = False
+) -> web.Response:
+    rows = (
+        ("Service", service),
+        ("Alert", incident.message),
+        ("Level", str(incident.level)),
+        ("Status", incident.status.value),
+        ("Opened", _when(incident.opened_at)),
+        ("Incident", incident.id),
+    )
+    details = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in rows)
+    form = '<form method="post"><button type="submit">Acknowledge</button></form>' if button else ""
+    return _page(status, title, f"<dl>{details}</dl><p>{html.escape(note)}</p>{form}")
