@@ -12,23 +12,25 @@ from pathlib import Path
 import aiohttp
 import structlog
 
-from pagerd import metrics
+from pagerd import messages, metrics
+from pagerd.acklinks import AckLinks, load_or_create_secret
 from pagerd.clock import Clock, SystemClock
 from pagerd.config import Config
+from pagerd.domain import AckTimeout
 from pagerd.mqtt import MqttLink, MqttSettings
-from pagerd.outbox import Dispatcher
+from pagerd.outbox import DeliveryPolicy, Dispatcher
 from pagerd.registry import Directory
-from pagerd.runtime import Runtime
-from pagerd.senders import Sender, SmsSender
+from pagerd.runtime import Envelope, Runtime
+from pagerd.senders import EmailSender, Page, Sender, SmsSender, WebhookSender
 from pagerd.store import DeveloperRow, OutboxRow, PolicyRow, ServiceRow, Store, TeamRow, WriteBatch
 from pagerd.systemd import SystemdNotifier
+from pagerd.web import build_app, start_http
 
 log = structlog.get_logger("pagerd.app")
 
-# Shutdown stages; their sum stays well under the unit's TimeoutStopSec=30.
+# Shutdown stages (with the HTTP server's 5 s) sum to 18 s, under TimeoutStopSec=30.
 DRAIN_TIMEOUT_S = 10.0
 SENDERS_GRACE_S = 3.0
-SMS_SHORT_ID_CHARS = 6
 
 
 async def apply_config(store: Store, config: Config) -> None:
@@ -71,16 +73,51 @@ async def apply_config(store: Store, config: Config) -> None:
     )
 
 
-def make_renderer(directory: Directory) -> Callable[[OutboxRow], str]:
-    """The page text: service, alert message, incident short id and level."""
+def make_composers(
+    directory: Directory, public_url: str, links: AckLinks
+) -> tuple[Callable[[OutboxRow], Page], Callable[[list[OutboxRow]], Page]]:
+    """How a single page and a bundle of pages read, per channel."""
 
-    def render(row: OutboxRow) -> str:
-        service = directory.services.get(row.service_id)
-        name = row.service_id if service is None else service.name
-        short_id = row.incident_id[-SMS_SHORT_ID_CHARS:]
-        return f"{name}: {row.message} [incident {short_id}, level {row.level}]"
+    def name_of(service_id: str) -> str:
+        service = directory.services.get(service_id)
+        return service_id if service is None else service.name
 
-    return render
+    def compose(row: OutboxRow) -> Page:
+        name = name_of(row.service_id)
+        # Expiry counts from the row's creation, so every retry sends the same text.
+        ack_url = links.link(row.id, row.incident_id, row.created_at)
+        text = messages.page_text(
+            service=name,
+            message=row.message,
+            incident_id=row.incident_id,
+            level=row.level,
+            ack_url=ack_url,
+            limit=messages.SMS_LIMIT if row.channel == "sms" else None,
+        )
+        return Page(row, name, text, subject=f"[pagerd] {name}: {row.message}", ack_url=ack_url)
+
+    def compose_bundle(rows: list[OutboxRow]) -> Page:
+        head = rows[0]
+        text = messages.bundle_text(
+            [(name_of(r.service_id), r.message) for r in rows],
+            console_url=f"{public_url}/",
+            limit=messages.SMS_LIMIT if head.channel == "sms" else None,
+        )
+        subject = f"[pagerd] {len(rows)} more incidents"
+        return Page(head, name_of(head.service_id), text, subject=subject, ack_url="")
+
+    return compose, compose_bundle
+
+
+def delivery_policy(config: Config) -> DeliveryPolicy:
+    """``[notify]`` as the dispatcher needs it."""
+    notify = config.notify
+    return DeliveryPolicy(
+        max_attempts=notify.max_attempts,
+        max_age_s=notify.max_age_s,
+        concurrency=notify.concurrency,
+        bundle_window_s=notify.bundle_window_s,
+    )
 
 
 def mqtt_settings(config: Config) -> MqttSettings:
@@ -147,16 +184,29 @@ async def _run(
     started: float,
 ) -> None:
     link = MqttLink(mqtt_settings(config))
+    notify = config.notify
     senders: dict[str, Sender] = {
-        "sms": SmsSender(session, config.notify.sms.url, config.notify.sms.timeout_s)
+        "sms": SmsSender(session, notify.sms.url, notify.sms.timeout_s),
+        "email": EmailSender(notify.email, config.email_password()),
+        "webhook": WebhookSender(session, notify.webhook.timeout_s),
     }
     async with asyncio.TaskGroup() as group:
+        links = AckLinks(await load_or_create_secret(store), config.http.public_url)
+        compose, compose_bundle = make_composers(directory, config.http.public_url, links)
+
+        def escalate_now(service_id: str, incident_id: str, step: int) -> None:
+            # Every page of the level failed: act as if its ack timer ran out now.
+            runtime.post(service_id, Envelope(AckTimeout(incident_id, step)))
+
         dispatcher = Dispatcher(
             store=store,
             senders=senders,
-            render=make_renderer(directory),
+            compose=compose,
+            compose_bundle=compose_bundle,
             clock=clock,
             publisher=link,
+            on_level_failed=escalate_now,
+            policy=delivery_policy(config),
         )
         runtime = Runtime(
             store=store,
@@ -169,6 +219,17 @@ async def _run(
         )
         link.runtime = runtime
         recovered = runtime.recover(await store.load_open_incidents())
+        # Only after recovery: an ack arriving earlier would meet an actor with no incident.
+        host, port = config.http.host_port()
+        web_app = build_app(
+            runtime=runtime,
+            store=store,
+            links=links,
+            clock=clock,
+            not_ready=lambda: [] if link.subscribed.is_set() else ["mqtt: not subscribed"],
+            max_body_bytes=config.http.max_body_bytes,
+        )
+        http = await start_http(web_app, host, port)
         dispatcher.release(await store.pending_outbox(limit=1_000_000))
         log.info("pagerd.recovered", open_incidents=recovered, services=len(directory.services))
 
@@ -184,6 +245,7 @@ async def _run(
         notifier.stopping()
         # 1. stop intake: what is not yet acknowledged is redelivered by the broker.
         await _cancel(intake_task, ready_task)
+        await http.cleanup()
         # 2. drain mailboxes: every accepted message committed.
         try:
             async with asyncio.timeout(DRAIN_TIMEOUT_S):

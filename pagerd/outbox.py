@@ -3,7 +3,10 @@
 Rows enter the outbox in the same transaction as the decision that caused them
 (see runtime), so a page is never lost: on start-up every row still pending is
 sent again, with the same ``Idempotency-Key`` (the notification id). Each attempt
-and outcome is committed, logged, counted and published.
+and outcome is committed to the timeline, logged, counted and published.
+
+Against alert storms, pages to one person are bundled: the first goes at once,
+and what follows within the bundle window is merged into one message at its end.
 """
 
 from __future__ import annotations
@@ -11,26 +14,47 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
+from typing import Protocol
 
 import structlog
 
 from pagerd import metrics
 from pagerd.clock import Clock
 from pagerd.domain import RecordTimeline
-from pagerd.runtime import Publisher, Store
-from pagerd.senders import Attempt, Sender, Verdict
+from pagerd.runtime import Publisher
+from pagerd.senders import Attempt, Page, Sender, Verdict
 from pagerd.store import OutboxRow, OutboxUpdate, WriteBatch
 
 log = structlog.get_logger("pagerd.outbox")
 
-MAX_ATTEMPTS = 6
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 60.0
+CHANNELS = ("sms", "email", "webhook")
+BUNDLED_CHANNELS = frozenset({"sms", "email"})  # people; a webhook is a machine
 
-Renderer = Callable[[OutboxRow], str]
+Composer = Callable[[OutboxRow], Page]
+BundleComposer = Callable[[list[OutboxRow]], Page]
+LevelFailed = Callable[[str, str, int], None]  # service id, incident id, step
+
+
+class OutboxStore(Protocol):
+    async def write(self, batch: WriteBatch) -> None: ...
+
+    async def notifications(self, incident_id: str) -> list[OutboxRow]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    """How hard the dispatcher tries, from ``[notify]``."""
+
+    max_attempts: int = 6
+    max_age_s: float = 3600.0
+    concurrency: int = 16
+    bundle_window_s: float = 30.0
 
 
 def backoff_delay(attempts: int, rng: random.Random) -> float:
@@ -39,50 +63,118 @@ def backoff_delay(attempts: int, rng: random.Random) -> float:
     return rng.uniform(0, ceiling)
 
 
+@dataclass(slots=True)
+class _Window:
+    """Pages held for one recipient until ``closes`` (monotonic seconds)."""
+
+    closes: float
+    held: list[OutboxRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    rows: tuple[OutboxRow, ...]  # one row, or the rows of a bundle
+
+    @property
+    def head(self) -> OutboxRow:
+        return self.rows[0]
+
+
 class Dispatcher:
-    """Sends outbox rows with a bounded number of workers; retries what may succeed later."""
+    """Sends outbox rows through bounded per-channel workers; retries what may succeed later."""
 
     def __init__(
         self,
         *,
-        store: Store,
+        store: OutboxStore,
         senders: dict[str, Sender],
-        render: Renderer,
+        compose: Composer,
+        compose_bundle: BundleComposer,
         clock: Clock,
         publisher: Publisher,
-        concurrency: int = 32,
+        on_level_failed: LevelFailed,
+        policy: DeliveryPolicy | None = None,
     ) -> None:
         self._store = store
         self._senders = senders
-        self._render = render
+        self._compose = compose
+        self._compose_bundle = compose_bundle
         self._clock = clock
         self._publisher = publisher
-        self._concurrency = concurrency
-        self._queue: asyncio.Queue[OutboxRow] = asyncio.Queue()
+        self._on_level_failed = on_level_failed
+        self._policy = policy or DeliveryPolicy()
+        # Every channel has a queue; one without a sender fails its pages loudly.
+        self._queues: dict[str, asyncio.Queue[_Job]] = {c: asyncio.Queue() for c in CHANNELS}
+        self._chores: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
         self._rng = random.Random()
         self._retries: dict[str, asyncio.TimerHandle] = {}
+        self._windows: dict[tuple[str, str], _Window] = {}
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+
+    # --- intake ---
 
     def release(self, rows: Iterable[OutboxRow]) -> None:
         """Queue rows that were just committed (called by actors after their write)."""
         now = self._clock.now()
         for row in rows:
-            if row.status == "pending" and row.next_attempt_at and row.next_attempt_at > now:
-                self._retry_later(row, (row.next_attempt_at - now).total_seconds())
-            elif row.status == "pending":
-                self._queue.put_nowait(row)
-            elif row.status == "failed":
+            if row.status == "failed":
                 # Failed before any attempt (e.g. a team with nobody in it): still loud.
                 self._report_failure(row, row.last_error or "failed")
-        metrics.OUTBOX_DEPTH.set(self._queue.qsize())
+                self._chores.put_nowait(partial(self._check_level, row))
+            elif row.status == "pending" and row.next_attempt_at and row.next_attempt_at > now:
+                self._retry_later(_Job((row,)), (row.next_attempt_at - now).total_seconds())
+            elif row.status == "pending":
+                self._admit(row)
+        self._gauge()
+
+    def _admit(self, row: OutboxRow) -> None:
+        """Send now, or hold for the recipient's open bundle window."""
+        window_s = self._policy.bundle_window_s
+        if window_s <= 0 or row.channel not in BUNDLED_CHANNELS or row.attempts:
+            self._enqueue(_Job((row,)))
+            return
+        key = (row.channel, row.recipient)
+        window = self._windows.get(key)
+        if window is None:
+            self._windows[key] = _Window(time.monotonic() + window_s)
+            asyncio.get_running_loop().call_later(window_s, self._close_window, key)
+            self._enqueue(_Job((row,)))  # the first page never waits
+        else:
+            window.held.append(row)
+
+    def _close_window(self, key: tuple[str, str]) -> None:
+        window = self._windows.pop(key, None)
+        if window is None or not window.held:
+            return
+        # A storm that goes on gets one bundle per window, not one page per alert.
+        window_s = self._policy.bundle_window_s
+        self._windows[key] = _Window(time.monotonic() + window_s)
+        asyncio.get_running_loop().call_later(window_s, self._close_window, key)
+        self._enqueue(_Job(tuple(window.held)))
+
+    def _enqueue(self, job: _Job) -> None:
+        self._queues[job.head.channel].put_nowait(job)
+
+    # --- workers ---
 
     async def run(self) -> None:
         """Run the workers until cancelled."""
         async with asyncio.TaskGroup() as group:
-            for index in range(self._concurrency):
-                group.create_task(self._work(), name=f"pagerd[outbox-{index}]")
+            group.create_task(self._do_chores(), name="pagerd[outbox-chores]")
+            for channel, queue in self._queues.items():
+                workers = self._policy.concurrency if channel in self._senders else 1
+                for index in range(workers):
+                    group.create_task(self._work(queue), name=f"pagerd[{channel}-{index}]")
+
+    async def _do_chores(self) -> None:
+        while True:
+            chore = await self._chores.get()
+            try:
+                await chore()
+            except Exception:  # a failed follow-up must not stop the others
+                log.exception("outbox.chore_failed")
 
     async def idle(self) -> None:
         """Return once no send is in flight."""
@@ -94,124 +186,151 @@ class Dispatcher:
             handle.cancel()
         self._retries.clear()
 
-    async def _work(self) -> None:
+    async def _work(self, queue: asyncio.Queue[_Job]) -> None:
         while True:
-            row = await self._queue.get()
-            metrics.OUTBOX_DEPTH.set(self._queue.qsize())
+            job = await queue.get()
+            self._gauge()
             self._in_flight += 1
             self._idle.clear()
             try:
-                await self._deliver(row)
+                await self._deliver(job)
             except Exception:  # one broken row must not stop a worker
-                log.exception("notification.dispatch_error", notification_id=row.id)
+                log.exception("notification.dispatch_error", notification_id=job.head.id)
             finally:
                 self._in_flight -= 1
                 if not self._in_flight:
                     self._idle.set()
 
-    async def _deliver(self, row: OutboxRow) -> None:
-        sender = self._senders.get(row.channel)
-        started = time.monotonic()
+    async def _deliver(self, job: _Job) -> None:
+        sender = self._senders.get(job.head.channel)
         if sender is None:
-            attempt = Attempt(Verdict.FAIL, f"channel {row.channel!r} is not configured")
-        else:
-            attempt = await sender.send(row, self._render(row))
-        attempts = row.attempts + 1
+            detail = f"channel {job.head.channel!r} is not configured"
+            await self._settle(job, Attempt(Verdict.FAIL, detail))
+            return
+        rows = list(job.rows)
+        page = self._compose(job.head) if len(rows) == 1 else self._compose_bundle(rows)
+        await self._settle(job, await sender.send(page))
+
+    async def _settle(self, job: _Job, attempt: Attempt) -> None:
+        """Commit the outcome of one attempt, then retry, report or escalate."""
         now = self._clock.now()
+        head = job.head
+        attempts = head.attempts + 1
+        retry_in = attempt.retry_after_s or backoff_delay(attempts, self._rng)
+        too_old = (now - head.created_at).total_seconds() + retry_in > self._policy.max_age_s
+        verdict = attempt.verdict
+        if verdict is Verdict.RETRY and (attempts >= self._policy.max_attempts or too_old):
+            verdict = Verdict.FAIL
+        status, event, next_at = {
+            Verdict.SENT: ("sent", "notification.sent", None),
+            Verdict.RETRY: ("pending", "notification.retrying", now + timedelta(seconds=retry_in)),
+            Verdict.FAIL: ("failed", "notification.failed", None),
+        }[verdict]
+        error = None if verdict is Verdict.SENT else attempt.detail
+        await self._commit(
+            job,
+            status=status,
+            attempts=attempts,
+            next_at=next_at,
+            error=error,
+            event=event,
+            now=now,
+        )
+        metrics.NOTIFICATIONS.labels(channel=head.channel, outcome=status).inc(len(job.rows))
         fields = {
-            "service_id": row.service_id,
-            "incident_id": row.incident_id,
-            "notification_id": row.id,
-            "channel": row.channel,
-            "recipient": row.recipient,
+            "service_id": head.service_id,
+            "incident_id": head.incident_id,
+            "notification_id": head.id,
+            "channel": head.channel,
+            "recipient": head.recipient,
             "attempt": attempts,
+            "bundled": len(job.rows),
             "detail": attempt.detail,
         }
-        match attempt.verdict:
+        match verdict:
             case Verdict.SENT:
-                await self._commit(
-                    row,
-                    status="sent",
-                    attempts=attempts,
-                    next_at=None,
-                    error=None,
-                    now=now,
-                    event="notification.sent",
+                for row in job.rows:
+                    seconds = max(0.0, (now - row.created_at).total_seconds())
+                    metrics.INTAKE_TO_PAGE_SECONDS.observe(seconds)
+                log.info("notification.sent", **fields)
+            case Verdict.RETRY:
+                log.warning("notification.retrying", **fields, retry_in_s=round(retry_in, 3))
+                retried = tuple(
+                    replace(r, attempts=attempts, next_attempt_at=next_at) for r in job.rows
                 )
-                metrics.NOTIFICATIONS.labels(channel=row.channel, outcome="sent").inc()
-                metrics.INTAKE_TO_PAGE_SECONDS.observe(
-                    max(0.0, (now - row.created_at).total_seconds())
-                )
-                log.info("notification.sent", **fields, seconds=time.monotonic() - started)
-            case Verdict.RETRY if attempts < MAX_ATTEMPTS:
-                delay = attempt.retry_after_s or backoff_delay(attempts, self._rng)
-                next_at = now + timedelta(seconds=delay)
-                await self._commit(
-                    row,
-                    status="pending",
-                    attempts=attempts,
-                    next_at=next_at,
-                    error=attempt.detail,
-                    now=now,
-                    event="notification.retrying",
-                )
-                metrics.NOTIFICATIONS.labels(channel=row.channel, outcome="retry").inc()
-                log.warning("notification.retrying", **fields, retry_in_s=round(delay, 3))
-                self._retry_later(replace(row, attempts=attempts, next_attempt_at=next_at), delay)
-            case Verdict.RETRY | Verdict.FAIL:
-                await self._commit(
-                    row,
-                    status="failed",
-                    attempts=attempts,
-                    next_at=None,
-                    error=attempt.detail,
-                    now=now,
-                    event="notification.failed",
-                )
-                self._report_failure(replace(row, attempts=attempts), attempt.detail)
-
-    def _retry_later(self, row: OutboxRow, delay: float) -> None:
-        loop = asyncio.get_running_loop()
-        self._retries[row.id] = loop.call_later(delay, self._requeue, row)
-
-    def _requeue(self, row: OutboxRow) -> None:
-        self._retries.pop(row.id, None)
-        self._queue.put_nowait(row)
+                self._retry_later(_Job(retried), retry_in)
+            case Verdict.FAIL:
+                for row in job.rows:
+                    self._report_failure(replace(row, attempts=attempts), attempt.detail)
+                    await self._check_level(row)
 
     async def _commit(
         self,
-        row: OutboxRow,
+        job: _Job,
         *,
         status: str,
         attempts: int,
         next_at: datetime | None,
         error: str | None,
-        now: datetime,
         event: str,
+        now: datetime,
     ) -> None:
-        timeline = RecordTimeline(
-            row.incident_id,
-            event,
-            now,
-            {
-                "notification_id": row.id,
-                "channel": row.channel,
-                "level": row.level,
-                "attempt": attempts,
-                "error": error,
-            },
+        timeline = tuple(
+            (
+                row.service_id,
+                RecordTimeline(
+                    row.incident_id,
+                    event,
+                    now,
+                    {
+                        "notification_id": row.id,
+                        "channel": row.channel,
+                        "level": row.level,
+                        "attempt": attempts,
+                        "error": error,
+                        "bundled_with": len(job.rows) - 1,
+                    },
+                ),
+            )
+            for row in job.rows
         )
         await self._store.write(
             WriteBatch(
-                outbox_updates=(OutboxUpdate(row.id, status, attempts, next_at, error),),
-                timeline=((row.service_id, timeline),),
+                outbox_updates=tuple(
+                    OutboxUpdate(row.id, status, attempts, next_at, error) for row in job.rows
+                ),
+                timeline=timeline,
             )
         )
-        if event != "notification.retrying":
-            self._publisher.publish_events(row.service_id, (timeline,))
+        for service_id, record in timeline:
+            self._publisher.publish_events(service_id, (record,))
+
+    def _retry_later(self, job: _Job, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._retries[job.head.id] = loop.call_later(delay, self._requeue, job)
+
+    def _requeue(self, job: _Job) -> None:
+        self._retries.pop(job.head.id, None)
+        self._enqueue(job)
+
+    # --- failure ---
+
+    async def _check_level(self, row: OutboxRow) -> None:
+        """When every page of a level has failed, escalate now rather than at the timeout."""
+        siblings = [
+            r for r in await self._store.notifications(row.incident_id) if r.step == row.step
+        ]
+        if siblings and all(r.status == "failed" for r in siblings):
+            log.error(
+                "notification.level_failed",
+                service_id=row.service_id,
+                incident_id=row.incident_id,
+                level=row.level,
+                pages=len(siblings),
+            )
+            self._on_level_failed(row.service_id, row.incident_id, row.step)
 
     def _report_failure(self, row: OutboxRow, reason: str) -> None:
-        metrics.NOTIFICATIONS.labels(channel=row.channel, outcome="failed").inc()
         log.error(
             "notification.failed",
             service_id=row.service_id,
@@ -222,3 +341,6 @@ class Dispatcher:
             attempts=row.attempts,
             reason=reason,
         )
+
+    def _gauge(self) -> None:
+        metrics.OUTBOX_DEPTH.set(sum(q.qsize() for q in self._queues.values()))

@@ -116,12 +116,15 @@ class SmsStandIn:
     port: int = field(default_factory=free_port)
     pages: list[Page] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)  # answered in order, then 200
+    delays: list[float] = field(default_factory=list)  # seconds before answering, in order
+    retry_after: str | None = None  # sent with a 429 or 503
     runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/sms", self._receive)
-        self.runner = web.AppRunner(app)
+        # A test may leave a request hanging on purpose; do not wait for it at cleanup.
+        self.runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
 
@@ -143,8 +146,11 @@ class SmsStandIn:
                 time.monotonic(),
             )
         )
+        if self.delays:
+            await asyncio.sleep(self.delays.pop(0))
         status = self.statuses.pop(0) if self.statuses else 200
-        return web.json_response({"ok": status < 300}, status=status)
+        headers = {"Retry-After": self.retry_after} if self.retry_after else None
+        return web.json_response({"ok": status < 300}, status=status, headers=headers)
 
     def to(self, phone: str) -> list[Page]:
         return [page for page in self.pages if page.phone_number == phone]
@@ -203,12 +209,19 @@ class Pagerd:
     services: dict[str, str] = field(default_factory=dict)  # service id -> policy id
     fallback_policy: str = ""
     prefix: str = "pagerd"
+    notify: dict[str, Any] = field(default_factory=lambda: {"bundle_window_s": 0})
+    sms_url: str | None = None  # default: the stand-in's
+    http_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
     @property
     def db(self) -> Path:
         return self.directory / "pagerd.db"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
     @property
     def log(self) -> Path:
@@ -222,9 +235,13 @@ class Pagerd:
                 f'[mqtt]\nhost = "127.0.0.1"\nport = {self.broker.port}\n'
                 f'client_id = "pagerd-test"\ntopic_prefix = "{self.prefix}"'
             ),
-            f'[http]\nlisten = "127.0.0.1:{free_port()}"\ntokens = ["test-token"]',
+            (
+                f'[http]\nlisten = "127.0.0.1:{self.http_port}"\n'
+                f'public_url = "{self.base_url}"\ntokens = ["test-token"]'
+            ),
             f'[routing]\nfallback_policy = "{self.fallback_policy}"',
-            f'[notify.sms]\nurl = "{self.sms.url}"\ntimeout_s = 2',
+            "[notify]\n" + "\n".join(f"{k} = {toml_value(v)}" for k, v in self.notify.items()),
+            f'[notify.sms]\nurl = "{self.sms_url or self.sms.url}"\ntimeout_s = 2',
             '[log]\nformat = "json"\nlevel = "debug"',
             *(policy.toml() for policy in self.policies),
             *(

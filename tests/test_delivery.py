@@ -1,0 +1,197 @@
+"""Notification delivery end to end: retries, failures, crashes mid-send, bundling."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import aiohttp
+
+from tests.conftest import PagerdFactory
+from tests.harness import Monitor, Policy, SmsStandIn, eventually, free_port, sms, sqlite_rows
+
+ONE = "+15550000001"
+TWO = "+15550000002"
+
+
+def timeline(db: object, kind: str) -> list[dict[str, object]]:
+    rows = sqlite_rows(db, "SELECT detail FROM timeline WHERE type = ? ORDER BY seq", kind)  # type: ignore[arg-type]
+    return [json.loads(detail) for (detail,) in rows]
+
+
+def two_levels(timeout: float = 30.0) -> list[Policy]:
+    return [Policy("p", [(timeout, [sms(ONE)]), (timeout, [sms(TWO)])])]
+
+
+async def test_server_errors_are_retried_with_the_same_key_until_delivered(
+    make_pagerd: PagerdFactory, monitor: Monitor, sms_service: SmsStandIn
+) -> None:
+    """Given the SMS service answers 500, 500, then 200, then exactly one page is delivered,
+    after three attempts in the timeline, each with the same Idempotency-Key."""
+    sms_service.statuses = [500, 500]
+    daemon = make_pagerd(two_levels(), {"api": "p"})
+    await daemon.start()
+    await monitor.publish("alert", "api", "down")
+    await eventually(lambda: len(timeline(daemon.db, "notification.sent")) == 1, what="sent")
+
+    assert len(sms_service.pages) == 3
+    assert len(sms_service.distinct_keys()) == 1
+    retries = timeline(daemon.db, "notification.retrying")
+    assert [r["attempt"] for r in retries] == [1, 2]
+    assert all(r["error"] == "HTTP 500" for r in retries)
+    assert timeline(daemon.db, "notification.sent")[0]["attempt"] == 3
+    assert sqlite_rows(daemon.db, "SELECT status, attempts FROM outbox") == [("sent", 3)]
+
+
+async def test_client_error_fails_at_once_and_pages_the_next_level_at_once(
+    make_pagerd: PagerdFactory, monitor: Monitor, sms_service: SmsStandIn
+) -> None:
+    """Given the SMS service refuses level 1's page with 400, then it is not retried, and
+    level 2 is paged at once instead of after the 30 s timeout."""
+    sms_service.statuses = [400]
+    daemon = make_pagerd(two_levels(timeout=30.0), {"api": "p"})
+    await daemon.start()
+    await monitor.publish("alert", "api", "down")
+    await eventually(lambda: len(sms_service.to(TWO)) == 1, timeout=5, what="level 2 at once")
+
+    assert len(sms_service.to(ONE)) == 1  # one attempt only
+    (failed,) = timeline(daemon.db, "notification.failed")
+    assert failed["error"] == "HTTP 400"
+    events = [e["event"] for e in daemon.log_events()]
+    assert "notification.failed" in events
+    assert "notification.level_failed" in events
+
+
+async def test_timeouts_are_retried(
+    make_pagerd: PagerdFactory, monitor: Monitor, sms_service: SmsStandIn
+) -> None:
+    """Given the SMS service takes longer than [notify.sms] timeout_s, then the page is retried."""
+    sms_service.delays = [3.0]  # the harness configures timeout_s = 2
+    daemon = make_pagerd(two_levels(), {"api": "p"})
+    await daemon.start()
+    await monitor.publish("alert", "api", "down")
+    await eventually(
+        lambda: len(timeline(daemon.db, "notification.sent")) == 1, timeout=8, what="sent"
+    )
+    (retry,) = timeline(daemon.db, "notification.retrying")
+    assert retry["error"] == "timed out"
+
+
+async def test_connection_refused_is_retried_then_failed_loudly(
+    make_pagerd: PagerdFactory, monitor: Monitor, sms_service: SmsStandIn
+) -> None:
+    """Given nothing listens at the SMS URL, then each page is retried up to max_attempts,
+    then failed, logged and counted, and the next level is paged (by its own failure, too)."""
+    daemon = make_pagerd(
+        two_levels(),
+        {"api": "p"},
+        sms_url=f"http://127.0.0.1:{free_port()}/sms",
+        notify={"bundle_window_s": 0, "max_attempts": 3},
+    )
+    await daemon.start()
+    await monitor.publish("alert", "api", "down")
+    await eventually(
+        lambda: len(timeline(daemon.db, "notification.failed")) == 2,
+        timeout=10,
+        what="both levels failed",
+    )
+    retries = timeline(daemon.db, "notification.retrying")
+    assert len(retries) == 4  # two per page, the third attempt fails it
+    assert all("Connect" in str(r["error"]) for r in retries)
+    statuses = sqlite_rows(daemon.db, "SELECT level, status, attempts FROM outbox ORDER BY level")
+    assert statuses == [(1, "failed", 3), (2, "failed", 3)]
+
+
+async def test_retry_after_is_honoured(
+    make_pagerd: PagerdFactory, monitor: Monitor, sms_service: SmsStandIn
+) -> None:
+    """Given a 429 with Retry-After: 2, then the next attempt waits two seconds."""
+    sms_service.statuses = [429]
+    sms_service.retry_after = "2"
+    daemon = make_pagerd(two_levels(), {"api": "p"})
+    await daemon.start()
+    await monitor.publish("alert", "api", "down")
+    await eventually(lambda: len(sms_service.pages) == 2, timeout=6, what="second attempt")
+    gap = sms_service.pages[1].at - sms_service.pages[0].at
+    assert 1.9 <= gap <= 3.0, f"retried after {gap:.2f}s"
+
+
+async def test_page_cut_off_by_a_crash_is_resent_with_the_same_key(
+    make_pagerd: PagerdFactory, monitor: Monitor, sms_service: SmsStandIn
+) -> None:
+    """Given the SMS service received a page but pagerd died before marking it sent, then
+    after restart it is sent again with the same Idempotency-Key (so a receiver that
+    de-duplicates by key shows one page)."""
+    sms_service.delays = [30.0]  # the first request hangs: pagerd never learns the outcome
+    daemon = make_pagerd(two_levels(), {"api": "p"})
+    await daemon.start()
+    await monitor.publish("alert", "api", "down")
+    await eventually(lambda: len(sms_service.pages) == 1, what="page received")
+    daemon.kill()
+    assert sqlite_rows(daemon.db, "SELECT status FROM outbox") == [("pending",)]
+
+    await daemon.start()
+    await eventually(lambda: len(sms_service.pages) == 2, what="resent after restart")
+    assert len(sms_service.distinct_keys()) == 1
+    await eventually(
+        lambda: sqlite_rows(daemon.db, "SELECT status FROM outbox") == [("sent",)],
+        what="marked sent",
+    )
+
+
+async def test_alert_storm_to_one_phone_is_one_page_and_one_bundle(
+    make_pagerd: PagerdFactory, monitor: Monitor, sms_service: SmsStandIn
+) -> None:
+    """Given ten services with the same on-call phone alerting at once, then the phone gets
+    the first page at once and one bundled page at the end of the window, not ten."""
+    window = 1.5
+    services = {f"svc-{i}": "p" for i in range(10)}
+    daemon = make_pagerd(
+        [Policy("p", [(60.0, [sms(ONE)])])], services, notify={"bundle_window_s": window}
+    )
+    await daemon.start()
+    sent_at = time.monotonic()
+    await asyncio.gather(*(monitor.publish("alert", s, f"{s} down") for s in services))
+    await eventually(lambda: len(sms_service.pages) == 1, what="first page")
+    assert sms_service.pages[0].at - sent_at < window / 2, "the first page must not wait"
+
+    await eventually(lambda: len(sms_service.pages) == 2, timeout=window + 2, what="bundle")
+    bundle = sms_service.pages[1]
+    assert bundle.message.startswith("pagerd: 9 more incidents:")
+    assert len(bundle.message) <= 160
+    assert bundle.at - sms_service.pages[0].at >= window - 0.2
+    await asyncio.sleep(window)
+    assert len(sms_service.pages) == 2
+    assert sqlite_rows(daemon.db, "SELECT status, count(*) FROM outbox GROUP BY 1") == [
+        ("sent", 10)
+    ]
+
+
+async def test_acknowledge_link_in_the_page_stops_escalation(
+    make_pagerd: PagerdFactory, monitor: Monitor, sms_service: SmsStandIn
+) -> None:
+    """Given a page with an acknowledge link, when a link scanner GETs it, then nothing
+    changes; when the person POSTs, then the incident is acknowledged and level 2 is
+    never paged."""
+    daemon = make_pagerd(two_levels(timeout=1.0), {"api": "p"})
+    await daemon.start()
+    await monitor.publish("alert", "api", "down")
+    await eventually(lambda: len(sms_service.to(ONE)) == 1, what="level 1 page")
+    page = sms_service.to(ONE)[0].message
+    assert len(page) <= 160
+    link = page.split(" ack: ")[1]
+    assert link.startswith(f"{daemon.base_url}/ack/")
+
+    async with aiohttp.ClientSession() as http:
+        async with http.get(link) as response:
+            assert response.status == 200
+            assert "<button" in await response.text()
+        assert sqlite_rows(daemon.db, "SELECT status FROM incidents") == [("triggered",)]
+        async with http.post(link) as response:
+            assert response.status == 200
+    assert sqlite_rows(daemon.db, "SELECT status, acknowledged_by FROM incidents") == [
+        ("acknowledged", f"link:{sms_service.to(ONE)[0].key}")
+    ]
+    await asyncio.sleep(1.5)  # past level 1's timeout: nothing more may come
+    assert sms_service.to(TWO) == []
