@@ -212,6 +212,7 @@ class Pagerd:
     notify: dict[str, Any] = field(default_factory=lambda: {"bundle_window_s": 0})
     sms_url: str | None = None  # default: the stand-in's
     http_port: int = field(default_factory=free_port)
+    teams: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # name -> (dev, phone)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -243,6 +244,11 @@ class Pagerd:
             "[notify]\n" + "\n".join(f"{k} = {toml_value(v)}" for k, v in self.notify.items()),
             f'[notify.sms]\nurl = "{self.sms_url or self.sms.url}"\ntimeout_s = 2',
             '[log]\nformat = "json"\nlevel = "debug"',
+            *(
+                f"[[teams]]\nname = {toml_value(name)}\ndevelopers = "
+                + toml_value([{"name": d, "phone_number": p} for d, p in developers])
+                for name, developers in self.teams.items()
+            ),
             *(policy.toml() for policy in self.policies),
             *(
                 f'[[services]]\nid = "{sid}"\nname = "Service {sid}"\npolicy = "{pid}"'

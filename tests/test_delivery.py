@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from functools import partial
 
 import aiohttp
 
@@ -195,3 +196,52 @@ async def test_acknowledge_link_in_the_page_stops_escalation(
     ]
     await asyncio.sleep(1.5)  # past level 1's timeout: nothing more may come
     assert sms_service.to(TWO) == []
+
+
+CLAIMS = [("ana", "+15550000011"), ("bo", "+15550000012"), ("cy", "+15550000013")]
+
+
+async def test_team_target_rotates_across_incidents_and_restarts(
+    make_pagerd: PagerdFactory, monitor: Monitor, sms_service: SmsStandIn
+) -> None:
+    """Given a team of three in rotation, when three services alert (pagerd restarted after
+    the second), then three different developers are paged, in rotation order: the
+    cursor is persisted with the decision."""
+    team = {"type": "team", "team": "claims"}
+    daemon = make_pagerd(
+        [Policy("p", [(60.0, [team])])],
+        {"a": "p", "b": "p", "c": "p"},
+        teams={"claims": CLAIMS},
+    )
+    await daemon.start()
+    for pages, service in enumerate(("a", "b", "c"), start=1):
+        if service == "c":
+            assert await daemon.stop() == 0
+            await daemon.start()
+        await monitor.publish("alert", service, "down")
+        await eventually(partial(paged, daemon.db, pages), what=f"page for {service}")
+    assert [p.phone_number for p in sms_service.pages] == [phone for _, phone in CLAIMS]
+
+
+async def test_unacknowledged_incident_walks_the_rotation(
+    make_pagerd: PagerdFactory, monitor: Monitor, sms_service: SmsStandIn
+) -> None:
+    """Given one level targeting a team of three with repeat = 2, when nobody acks, then
+    each developer is paged once, in turn, and then nobody more."""
+    team = {"type": "team", "team": "claims"}
+    daemon = make_pagerd(
+        [Policy("p", [(0.3, [team])], repeat=2)], {"a": "p"}, teams={"claims": CLAIMS}
+    )
+    await daemon.start()
+    await monitor.publish("alert", "a", "down")
+    await eventually(lambda: len(sms_service.pages) == 3, timeout=5, what="three pages")
+    await asyncio.sleep(0.9)  # three more timeouts: nothing more may come
+    assert [p.phone_number for p in sms_service.pages] == [phone for _, phone in CLAIMS]
+
+
+def paged(db: object, expected: int) -> bool:
+    return count_pages(db) == expected
+
+
+def count_pages(db: object) -> int:
+    return int(sqlite_rows(db, "SELECT count(*) FROM outbox WHERE status = 'sent'")[0][0])  # type: ignore[arg-type]
