@@ -14,9 +14,11 @@ import structlog
 
 from pagerd import messages, metrics
 from pagerd.acklinks import AckLinks, load_or_create_secret
+from pagerd.api import add_api_routes
 from pagerd.clock import Clock, SystemClock
 from pagerd.config import Config
 from pagerd.domain import AckTimeout
+from pagerd.integrations import add_integration_routes
 from pagerd.mqtt import MqttLink, MqttSettings
 from pagerd.outbox import DeliveryPolicy, Dispatcher
 from pagerd.registry import Directory
@@ -228,7 +230,10 @@ async def _run(
             clock=clock,
             not_ready=lambda: [] if link.subscribed.is_set() else ["mqtt: not subscribed"],
             max_body_bytes=config.http.max_body_bytes,
+            tokens=config.http_tokens(),
         )
+        add_api_routes(web_app, config=config)
+        add_integration_routes(web_app, config=config)
         http = await start_http(web_app, host, port)
         dispatcher.release(await store.pending_outbox(limit=1_000_000))
         log.info("pagerd.recovered", open_incidents=recovered, services=len(directory.services))

@@ -57,3 +57,8 @@ INTAKE_TO_PAGE_SECONDS = Histogram(
 MQTT_CONNECTED = Gauge(
     "pagerd_mqtt_connected", "1 while subscribed to the broker.", registry=REGISTRY
 )
+HTTP_UNAUTHORIZED = Counter(
+    "pagerd_http_unauthorized",
+    "Requests refused for a missing or unknown token.",
+    registry=REGISTRY,
+)

@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pagerd import metrics
 from pagerd.acklinks import EXPIRED, AckClaim, AckLinks, InvalidAckToken
+from pagerd.auth import bearer_auth
 from pagerd.clock import Clock
 from pagerd.domain import Ack, Event, Incident, IncidentStatus, Outcome
 from pagerd.logs import get_logger
@@ -58,9 +59,15 @@ def build_app(
     not_ready: Callable[[], Sequence[str]],
     clock: Clock,
     max_body_bytes: int,
+    tokens: Sequence[str] = (),
 ) -> web.Application:
-    """The application with health, metrics and acknowledge-link routes."""
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[_errors])
+    """The application with health, metrics and acknowledge-link routes.
+
+    Routes under ``/api/v1`` and ``/integrations`` (added by other modules) need one
+    of ``tokens``; with none configured, they are closed to everyone.
+    """
+    auth = bearer_auth(tokens, _unauthorized)
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[_errors, auth])
     app[CONTEXT] = WebContext(runtime, store, links, not_ready, clock)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
@@ -96,6 +103,11 @@ async def ask(runtime: Runtime, service_id: str, event: Event) -> Result:
 
 
 # --- problems and the error middleware ----------------------------------------------------
+
+
+def _unauthorized(reason: str) -> web.Response:
+    detail = f"{reason}: send Authorization: Bearer <token> (a token from [http] tokens)"
+    return problem(401, "Unauthorized", detail)
 
 
 def problem(

@@ -38,6 +38,7 @@ from pagerd.web import ask, build_app, problem, start_http
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 POLICY = Policy("p", (Level((SmsTarget("+15550000001"),), 3600.0),))
 MAX_BODY = 1024
+TOKEN = "web-test-token"
 PUBLIC_URL = "https://pg.example.com"
 
 
@@ -145,6 +146,7 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
             not_ready=lambda: not_ready,
             clock=clock,
             max_body_bytes=MAX_BODY,
+            tokens=(TOKEN,),
         )
         # What the full API does: add its routes to the same application.
         app.router.add_post("/api/v1/echo", _echo)
@@ -153,7 +155,8 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
         runner = await start_http(app, "127.0.0.1", 0)
         host, port = runner.addresses[0][:2]
         try:
-            async with aiohttp.ClientSession() as http:
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            async with aiohttp.ClientSession(headers=headers) as http:
                 yield Site(f"http://{host}:{port}", http, runtime, store, links, clock, not_ready)
         finally:
             await runner.cleanup()
@@ -355,3 +358,13 @@ async def test_html_in_the_alert_message_is_escaped(site: Site) -> None:
         assert "<script>" not in text
         assert "<img" not in text
         assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in text
+
+
+async def test_api_routes_refuse_requests_without_a_known_token(site: Site) -> None:
+    """Given no token or a wrong one, then /api/v1 answers 401 problem+json and a challenge."""
+    for headers in ({"Authorization": ""}, {"Authorization": "Bearer wrong"}):
+        async with site.http.get(site.base + "/api/v1/conflict", headers=headers) as response:
+            assert response.status == 401
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+            assert response.content_type == "application/problem+json"
+            assert "wrong" not in await response.text()  # never echo a token back
