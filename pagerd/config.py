@@ -43,6 +43,8 @@ LOCAL_DATABASE_PATH = "./var/pagerd.db"
 DATABASE_FILE_NAME = "pagerd.db"
 
 _URL_PATTERN = r"^https?://\S+$"
+# Where AWS serves SNS signing certificates (pagerd.sns fetches only from such URLs).
+DEFAULT_SNS_CERT_URL_PATTERN = r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[^?#]*\.pem$"
 # msgspec names the regex that failed; people want to read what was meant.
 _PATTERN_HINTS = {_URL_PATTERN: "must be an http:// or https:// URL"}
 
@@ -129,6 +131,12 @@ class NotifyConfig(_Section, frozen=True, kw_only=True):
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
 
 
+class IntegrationsConfig(_Section, frozen=True, kw_only=True):
+    # Checked by load_config: it must compile (see _check_integrations).
+    sns_cert_url_pattern: Text = DEFAULT_SNS_CERT_URL_PATTERN
+    sns_confirm_subscriptions: bool = False
+
+
 class LogConfig(_Section, frozen=True, kw_only=True):
     format: Literal["json", "console"] = "json"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -204,6 +212,7 @@ class Config(Struct, frozen=True, kw_only=True):
     escalation: EscalationConfig = field(default_factory=EscalationConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    integrations: IntegrationsConfig = field(default_factory=IntegrationsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     teams: tuple[TeamConfig, ...] = ()
     policies: tuple[PolicyConfig, ...] = ()
@@ -267,6 +276,7 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
     escalation = _section(raw, "escalation", EscalationConfig, problems)
     routing = _section(raw, "routing", RoutingConfig, problems)
     notify = _section(raw, "notify", NotifyConfig, problems)
+    integrations = _section(raw, "integrations", IntegrationsConfig, problems)
     log = _section(raw, "log", LogConfig, problems)
     teams = _elements(raw, "teams", TeamConfig, problems)
     policies = _elements(raw, "policies", PolicyConfig, problems)
@@ -276,6 +286,7 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
         http.host_port()
     except ValueError as exc:
         problems.append(f"http.listen: {exc}")
+    problems += _check_integrations(integrations)
     for key_path, cfg in policies:
         _domain_policy(cfg, escalation.ack_timeout_s, key_path, problems)
     for key_path, svc in services:
@@ -296,6 +307,7 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
         escalation=escalation,
         routing=routing,
         notify=notify,
+        integrations=integrations,
         log=log,
         teams=tuple(team for _, team in teams),
         policies=tuple(policy for _, policy in policies),
@@ -508,6 +520,14 @@ def _toml_type(value: object) -> str:
 
 
 # --- domain and cross checks -------------------------------------------------------------
+
+
+def _check_integrations(integrations: IntegrationsConfig) -> list[str]:
+    try:
+        re.compile(integrations.sns_cert_url_pattern)
+    except re.error as exc:
+        return [f"integrations.sns_cert_url_pattern: not a valid regular expression: {exc}"]
+    return []
 
 
 def _domain_policy(

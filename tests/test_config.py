@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import re
 import shutil
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from pagerd.config import (
     Config,
     ConfigError,
     HttpConfig,
+    IntegrationsConfig,
     LevelConfig,
     NotifyConfig,
     PolicyConfig,
@@ -117,7 +119,7 @@ def test_example_config_shows_every_key() -> None:
     file_keys = _keys(Config) - {"source", "secrets"}
 
     assert set(document) == file_keys
-    for name in ("database", "mqtt", "http", "escalation", "routing", "log"):
+    for name in ("database", "mqtt", "http", "escalation", "routing", "integrations", "log"):
         field_type = next(f.type for f in msgspec.structs.fields(Config) if f.name == name)
         assert set(document[name]) == _keys(field_type), name
     assert set(document["notify"]) == _keys(NotifyConfig)
@@ -245,6 +247,43 @@ def test_notify_defaults(tmp_path: Path) -> None:
 
 def test_example_config_shows_the_notify_defaults() -> None:
     assert load_config(EXAMPLE, env={}).notify == NotifyConfig()
+
+
+def test_integrations_defaults_admit_only_aws_sns_certificates(tmp_path: Path) -> None:
+    integrations = load_config(write(tmp_path, ""), env={}).integrations
+    pattern = re.compile(integrations.sns_cert_url_pattern)
+
+    assert not integrations.sns_confirm_subscriptions
+    assert pattern.fullmatch(
+        "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-01d088a6f77103d0fe307c0069e40ed6.pem"
+    )
+    assert pattern.fullmatch(
+        "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService.pem"
+    )
+    for url in (
+        "http://sns.eu-west-1.amazonaws.com/cert.pem",  # not https
+        "https://sns.eu-west-1.amazonaws.com.evil.example/cert.pem",
+        "https://evil.example/sns.eu-west-1.amazonaws.com/cert.pem",
+        "https://sns.eu-west-1.amazonaws.com/cert.pem?x=.pem",
+        "https://sns.eu-west-1.amazonaws.com/cert.pem\n",
+    ):
+        assert not pattern.fullmatch(url), url
+
+
+def test_example_config_shows_the_integrations_defaults() -> None:
+    assert load_config(EXAMPLE, env={}).integrations == IntegrationsConfig()
+
+
+def test_integrations_settings_are_read(tmp_path: Path) -> None:
+    text = (
+        "[integrations]\nsns_cert_url_pattern = 'http://127\\.0\\.0\\.1:\\d+/.*'\n"
+        "sns_confirm_subscriptions = true\n"
+    )
+
+    integrations = load_config(write(tmp_path, text), env={}).integrations
+
+    assert integrations.sns_cert_url_pattern == r"http://127\.0\.0\.1:\d+/.*"
+    assert integrations.sns_confirm_subscriptions
 
 
 def test_notify_settings_at_their_bounds(tmp_path: Path) -> None:
@@ -519,6 +558,22 @@ BROKEN = {
         "notify.sms.url: must be an http:// or https:// URL, got 'ftp://sms'",
     ),
     "empty token": ('[http]\ntokens = [""]\n', "http.tokens[0]: must not be empty"),
+    "invalid sns cert url pattern": (
+        "[integrations]\nsns_cert_url_pattern = '^https://(sns'\n",
+        "integrations.sns_cert_url_pattern: not a valid regular expression: missing )",
+    ),
+    "empty sns cert url pattern": (
+        '[integrations]\nsns_cert_url_pattern = ""\n',
+        "integrations.sns_cert_url_pattern: must not be empty",
+    ),
+    "sns confirm subscriptions not a boolean": (
+        '[integrations]\nsns_confirm_subscriptions = "yes"\n',
+        "integrations.sns_confirm_subscriptions: expected boolean, got string",
+    ),
+    "unknown key in integrations": (
+        "[integrations]\nsns_verify = false\n",
+        "integrations.sns_verify: unknown key",
+    ),
 }
 
 
