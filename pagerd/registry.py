@@ -6,6 +6,7 @@ takes effect from the next step without touching running actors.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from pagerd.domain import Policy
@@ -19,6 +20,11 @@ class Directory:
     teams: dict[int, TeamRow] = field(default_factory=dict)
     team_ids: dict[str, int] = field(default_factory=dict)
     developers: dict[int, list[DeveloperRow]] = field(default_factory=dict)
+    # Promised to writes still in flight (see reserve_team): a second create of the same
+    # name is refused at once, and two writes never pick the same id.
+    reserved_team_names: set[str] = field(default_factory=set)
+    reserved_team_ids: set[int] = field(default_factory=set)
+    reserved_developer_ids: set[int] = field(default_factory=set)
 
     @classmethod
     def of(
@@ -44,6 +50,38 @@ class Directory:
         self.teams[team.id] = team
         self.team_ids[team.name] = team.id
         self.developers.setdefault(team.id, [])
+
+    def add_developers(self, developers: Iterable[DeveloperRow]) -> None:
+        """Add committed developers to their (known) teams, in rotation after the others."""
+        for developer in developers:
+            self.developers.setdefault(developer.team_id, []).append(developer)
+            self.reserved_developer_ids.discard(developer.id)
+
+    def reserve_team(self, name: str) -> int | None:
+        """Reserve ``name`` and a new team id (max + 1) until ``release_team``; None if taken."""
+        if name in self.team_ids or name in self.reserved_team_names:
+            return None
+        team_id = max((*self.teams, *self.reserved_team_ids), default=0) + 1
+        self.reserved_team_names.add(name)
+        self.reserved_team_ids.add(team_id)
+        return team_id
+
+    def release_team(self, name: str, team_id: int) -> None:
+        """Drop a team reservation, once its write committed (after put_team) or failed."""
+        self.reserved_team_names.discard(name)
+        self.reserved_team_ids.discard(team_id)
+
+    def reserve_developer_ids(self, count: int) -> list[int]:
+        """Reserve ``count`` new developer ids (above every id known or reserved)."""
+        known = (d.id for team in self.developers.values() for d in team)
+        top = max(max(known, default=0), max(self.reserved_developer_ids, default=0))
+        ids = list(range(top + 1, top + 1 + count))
+        self.reserved_developer_ids.update(ids)
+        return ids
+
+    def release_developer_ids(self, ids: Iterable[int]) -> None:
+        """Drop developer id reservations whose write failed."""
+        self.reserved_developer_ids.difference_update(ids)
 
     def policy_for(self, service_id: str) -> Policy | None:
         """The policy the service escalates through now, or None if it has none."""

@@ -1,0 +1,640 @@
+"""The JSON API's bodies as msgspec Structs: decoding, field-by-field problems, OpenAPI.
+
+The same Structs decode request bodies and generate ``/api/v1/openapi.json``, so
+the document cannot drift from what the server accepts. msgspec stops at the
+first error, so a body that fails is checked again field by field and element by
+element (as pagerd.config does for the file) until each problem is named.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+from msgspec import Meta, Struct
+
+from pagerd.domain import MAX_ACK_TIMEOUT_S, MAX_ALERT_ID_CHARS, MAX_MESSAGE_CHARS, MAX_REPEAT
+
+T = TypeVar("T")
+
+MAX_DEPTH = 32
+MAX_DEVELOPERS = 1000
+MAX_PROBLEMS = 20
+MAX_INCIDENTS = 1000
+DEFAULT_TEAM_ALERT = "Too many 5xx!"
+
+PHONE_PATTERN = r"^\+?[0-9]{6,15}$"
+SERVICE_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
+_NOT_BLANK = r"\S"
+_EMAIL = r"^[^@\s]+@[^@\s]+$"
+_URL = r"^https?://\S+$"
+# msgspec names the regex that failed; people want to read what was meant.
+_PATTERN_HINTS = {
+    PHONE_PATTERN: "must be a phone number: an optional + and 6 to 15 digits",
+    SERVICE_ID_PATTERN: "must match [A-Za-z0-9._-]{1,128}",
+    _NOT_BLANK: "must not be blank",
+    _EMAIL: "must be an email address",
+    _URL: "must be an http:// or https:// URL",
+}
+
+Name = Annotated[str, Meta(min_length=1, max_length=100, pattern=_NOT_BLANK)]
+Phone = Annotated[str, Meta(pattern=PHONE_PATTERN, examples=["999999999", "+15550001111"])]
+Message = Annotated[str, Meta(min_length=1, max_length=MAX_MESSAGE_CHARS, pattern=_NOT_BLANK)]
+AlertId = Annotated[str, Meta(min_length=1, max_length=MAX_ALERT_ID_CHARS)]
+ShortText = Annotated[str, Meta(min_length=1, max_length=255)]
+ServiceId = Annotated[str, Meta(pattern=SERVICE_ID_PATTERN)]
+Timeout = Annotated[float, Meta(gt=0, le=MAX_ACK_TIMEOUT_S)]
+Time = Annotated[str, Meta(description="RFC 3339 UTC with milliseconds")]
+Status = Literal["triggered", "acknowledged", "resolved"]
+Health = Literal["healthy", "unhealthy"]
+Channel = Literal["sms", "email", "webhook"]
+Delivery = Literal["pending", "sent", "failed"]
+
+
+class _Body(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of request bodies: an unknown field is an error."""
+
+
+# --- teams -----------------------------------------------------------------------------------
+
+
+class TeamName(_Body):
+    name: Name
+
+
+class NewDeveloper(_Body):
+    """A developer to add to a team."""
+
+    name: Name
+    phone_number: Phone
+
+
+class NewTeam(_Body):
+    """A team and its developers, created in one write."""
+
+    team: TeamName
+    developers: Annotated[list[NewDeveloper], Meta(min_length=1, max_length=MAX_DEVELOPERS)]
+
+
+class Team(Struct, kw_only=True):
+    id: int
+    name: str
+
+
+class Developer(Struct, kw_only=True):
+    id: int
+    team_id: int
+    name: str
+    phone_number: str
+
+
+class TeamWithDevelopers(Struct, kw_only=True):
+    """A team and its developers, in rotation order."""
+
+    team: Team
+    developers: list[Developer]
+
+
+class TeamList(Struct, kw_only=True):
+    teams: list[TeamWithDevelopers]
+
+
+class TeamAlert(_Body):
+    """Alert a team: its service ``team-{id}`` pages the rotation's next developer."""
+
+    team_id: int
+    message: Message = DEFAULT_TEAM_ALERT
+
+
+class Notified(Struct, kw_only=True):
+    developer_id: int
+    name: str
+    phone_number: str
+
+
+class TeamAlertAccepted(Struct, kw_only=True):
+    """Who was paged; empty when the team's service already had an open incident."""
+
+    incident_id: str
+    service_id: str
+    notified: list[Notified]
+
+
+# --- policies --------------------------------------------------------------------------------
+
+
+class SmsTarget(_Body, tag="sms", tag_field="type"):
+    phone_number: Phone
+
+
+class EmailTarget(_Body, tag="email", tag_field="type"):
+    address: Annotated[str, Meta(pattern=_EMAIL)]
+
+
+class TeamTarget(_Body, tag="team", tag_field="type"):
+    """One developer of the team, in rotation; name the team by ``team`` or ``team_id``."""
+
+    team: Name | None = None
+    team_id: int | None = None
+
+
+class WebhookTarget(_Body, tag="webhook", tag_field="type"):
+    url: Annotated[str, Meta(pattern=_URL, max_length=2048)]
+
+
+Target = SmsTarget | EmailTarget | TeamTarget | WebhookTarget
+_TARGET_TYPES = ("sms", "email", "team", "webhook")
+
+
+class PolicyLevel(_Body):
+    """Targets paged together; ``ack_timeout_s`` defaults to [escalation].ack_timeout_s."""
+
+    targets: Annotated[list[Target], Meta(min_length=1, max_length=100)]
+    ack_timeout_s: Timeout | None = None
+
+
+class PolicyBody(_Body):
+    """Levels paged in order, then ``repeat`` more rounds from level 1."""
+
+    levels: Annotated[list[PolicyLevel], Meta(min_length=1, max_length=100)]
+    repeat: Annotated[int, Meta(ge=0, le=MAX_REPEAT)] = 0
+
+
+class LevelOut(Struct, kw_only=True):
+    ack_timeout_s: float
+    targets: list[Target]
+
+
+class PolicyOut(Struct, kw_only=True):
+    id: str
+    repeat: int
+    levels: list[LevelOut]
+
+
+class PolicyList(Struct, kw_only=True):
+    policies: list[PolicyOut]
+
+
+# --- services and incidents ------------------------------------------------------------------
+
+
+class ServiceBody(_Body):
+    policy_id: ServiceId
+    name: Name | None = None
+
+
+class IncidentBrief(Struct, kw_only=True):
+    id: str
+    status: Status
+    level: int
+    opened_at: Time
+    acknowledged_at: Time | None
+
+
+class ServiceOut(Struct, kw_only=True):
+    id: str
+    name: str
+    policy_id: str
+    health: Health
+    incident: IncidentBrief | None
+
+
+class ServiceList(Struct, kw_only=True):
+    services: list[ServiceOut]
+
+
+class ServiceAlert(_Body):
+    message: Message
+    alert_id: AlertId | None = None
+
+
+class AlertAccepted(Struct, kw_only=True):
+    """The incident the alert belongs to; ``opened`` if this alert opened it."""
+
+    incident_id: str
+    opened: bool
+
+
+class AckBody(_Body):
+    """Acknowledge the open incident (only the named one, if ``incident_id`` is given)."""
+
+    incident_id: ShortText | None = None
+    by: ShortText | None = None
+
+
+class Acknowledged(Struct, kw_only=True):
+    incident_id: str
+    status: Literal["acknowledged"] = "acknowledged"
+
+
+class HealthyBody(_Body):
+    """No fields: the service is healthy."""
+
+
+class MadeHealthy(Struct, kw_only=True):
+    service_id: str
+    health: Literal["healthy"] = "healthy"
+    resolved_incident_id: str | None
+
+
+class IncidentOut(Struct, kw_only=True):
+    id: str
+    service_id: str
+    message: str
+    status: Status
+    level: int
+    opened_at: Time
+    acknowledged_at: Time | None
+    acknowledged_by: str | None
+    resolved_at: Time | None
+    alert_count: int
+
+
+class IncidentList(Struct, kw_only=True):
+    incidents: list[IncidentOut]
+
+
+class TimelineEntry(Struct, kw_only=True):
+    at: Time
+    type: str
+    detail: dict[str, Any]
+
+
+class NotificationOut(Struct, kw_only=True):
+    id: str
+    channel: Channel
+    to: str
+    level: int
+    status: Delivery
+    attempts: int
+    last_error: str | None
+
+
+class IncidentDetail(IncidentOut, kw_only=True):
+    timeline: list[TimelineEntry]
+    notifications: list[NotificationOut]
+
+
+class Problem(Struct, kw_only=True):
+    """RFC 9457 problem details; ``errors`` names each invalid field of a 422."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldProblem] | None = None
+
+
+class FieldProblem(Struct, kw_only=True):
+    field: str
+    problem: str
+
+
+# --- decoding --------------------------------------------------------------------------------
+
+
+class BodyError(Exception):
+    """The body is unusable: 400 (not JSON, too deep) or 422 (``problems`` by field)."""
+
+    def __init__(self, status: int, detail: str, problems: Sequence[FieldProblem] = ()) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.problems = list(problems)
+
+
+def invalid(problems: list[FieldProblem]) -> BodyError:
+    """The 422 naming each field of ``problems``."""
+    shown = problems[:MAX_PROBLEMS]
+    detail = "; ".join(f"{p.field}: {p.problem}" for p in shown)
+    if len(problems) > len(shown):
+        detail += "; and more"
+    return BodyError(422, detail, shown)
+
+
+def parse_json(raw: bytes) -> object:
+    """The body as plain JSON values; BodyError 400 if it is not JSON or nests too deep."""
+    if not raw.strip():
+        raise BodyError(400, "the request needs a JSON body")
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError as error:  # includes numbers out of range
+        raise BodyError(400, f"malformed JSON: {error}") from None
+    except RecursionError:
+        raise BodyError(400, f"JSON nests deeper than {MAX_DEPTH} levels") from None
+    if _depth(value) > MAX_DEPTH:
+        raise BodyError(400, f"JSON nests deeper than {MAX_DEPTH} levels")
+    return value
+
+
+def _depth(value: object) -> int:
+    """How many arrays and objects deep ``value`` nests (iterative: depth is what we check)."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children: Any = item.values() if isinstance(item, dict) else item
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_DEPTH:
+                stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def decode_body(raw: bytes, tp: type[T], *, empty: T | None = None) -> T:
+    """Decode and check a request body; BodyError names what is wrong.
+
+    ``empty`` is the value of an empty body, where the body is optional.
+    """
+    if empty is not None and not raw.strip():
+        return empty
+    value = parse_json(raw)
+    try:
+        return msgspec.convert(value, tp)
+    except msgspec.ValidationError:
+        raise invalid(field_problems(value, tp, "")) from None
+
+
+def field_problems(value: object, tp: Any, path: str) -> list[FieldProblem]:
+    """Every problem of ``value`` as ``tp``, found by descending into objects and arrays."""
+    return list(_problems(value, tp, path))
+
+
+def _problems(value: object, tp: Any, path: str) -> Iterator[FieldProblem]:
+    try:
+        msgspec.convert(value, tp)
+    except msgspec.ValidationError as error:
+        found = error
+    else:
+        return
+    base, shallow = _unwrap(tp)
+    if shallow is not None:
+        # The constraint on this node itself (an array's length) first: 10,000 developers
+        # are one problem, not 10,000.
+        try:
+            msgspec.convert(value, shallow)
+        except msgspec.ValidationError as error:
+            yield _describe(error, value, path)
+            return
+    count = 0
+    for problem in _descend(value, base, path):
+        yield problem
+        count += 1
+        if count >= MAX_PROBLEMS + 1:
+            return
+    if count == 0:
+        yield _describe(found, value, path)
+
+
+def _unwrap(tp: Any) -> tuple[Any, Any]:
+    """The type under ``Annotated``, and the node's own constraints on a shallow type."""
+    if typing.get_origin(tp) is not Annotated:
+        return tp, None
+    base, *metas = typing.get_args(tp)
+    shallow_base = list[Any] if typing.get_origin(base) is list else base
+    if _is_struct(base):
+        return base, None
+    return base, Annotated[(shallow_base, *metas)]
+
+
+def _is_struct(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, Struct)
+
+
+def _descend(value: object, tp: Any, path: str) -> Iterator[FieldProblem]:
+    if _is_struct(tp) and isinstance(value, dict):
+        yield from _struct_problems(value, tp, path)
+    elif typing.get_origin(tp) is list and isinstance(value, list):
+        (item_type,) = typing.get_args(tp)
+        for index, item in enumerate(value):
+            yield from _problems(item, item_type, f"{path}[{index}]")
+    elif typing.get_origin(tp) in (typing.Union, types.UnionType):
+        members = [m for m in typing.get_args(tp) if m is not type(None)]
+        if value is None:
+            return
+        if len(members) == 1:
+            yield from _problems(value, members[0], path)
+        elif all(_is_struct(m) for m in members) and isinstance(value, dict):
+            yield from _tagged_problems(value, members, path)
+
+
+def _struct_problems(value: dict[Any, Any], tp: type[Struct], path: str) -> Iterator[FieldProblem]:
+    config = tp.__struct_config__
+    fields = {f.encode_name: f for f in msgspec.structs.fields(tp)}
+    if config.forbid_unknown_fields:
+        for key in value:
+            if key not in fields and key != config.tag_field:
+                yield FieldProblem(field=_join(path, key), problem="unknown field")
+    for key, info in fields.items():
+        if key in value:
+            yield from _problems(value[key], info.type, _join(path, key))
+        elif info.required:
+            yield FieldProblem(field=_join(path, key), problem="is required")
+
+
+def _tagged_problems(
+    value: dict[Any, Any], members: list[Any], path: str
+) -> Iterator[FieldProblem]:
+    by_tag = {m.__struct_config__.tag: m for m in members}
+    tag_field = members[0].__struct_config__.tag_field
+    tag = value.get(tag_field)
+    chosen = by_tag.get(tag) if isinstance(tag, str) else None
+    if chosen is None:
+        what = "is required" if tag is None else f"is not known: {tag!r}"
+        yield FieldProblem(
+            field=_join(path, tag_field), problem=f"{what}; one of {', '.join(by_tag)}"
+        )
+        return
+    yield from _problems(value, chosen, path)
+
+
+_JSON_NAMES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}
+
+
+def _describe(error: msgspec.ValidationError, value: object, path: str) -> FieldProblem:
+    """Say what msgspec's error means, in JSON terms, at the field path it names."""
+    found = re.fullmatch(r"(?s)(.*?)(?: - at `\$(.*)`)?", str(error))
+    assert found is not None  # the pattern matches any string
+    message, where = found.group(1), path + (found.group(2) or "")
+    problem = message
+    if m := re.fullmatch(r"Object (missing required|contains unknown) field `(.*)`", message):
+        where = _join(where, m.group(2))
+        problem = "is required" if m.group(1) == "missing required" else "unknown field"
+    elif m := re.fullmatch(r"Expected `(.*)`, got `(.*)`", message):
+        problem = f"expected {_json_type(m.group(1))}, got {_json_type(m.group(2))}"
+    elif m := re.fullmatch(r"Expected `str` of length (>=|<=) (\d+)", message):
+        short = m.group(1) == ">=" and m.group(2) == "1"
+        bound = "at least" if m.group(1) == ">=" else "at most"
+        problem = "must not be empty" if short else f"must be {bound} {m.group(2)} characters"
+    elif m := re.fullmatch(r"Expected `(?:array|object)` of length (>=|<=) (\d+)", message):
+        bound = "at least" if m.group(1) == ">=" else "at most"
+        problem = f"must have {bound} {m.group(2)} items"
+    elif m := re.fullmatch(r"Expected `str` matching regex (.*)", message):
+        hint = next((h for p, h in _PATTERN_HINTS.items() if repr(p) == m.group(1)), None)
+        problem = hint or f"must match {m.group(1)}"
+    elif m := re.fullmatch(r"Expected `\w+` (>=|>|<=|<) (\S+)", message):
+        problem = f"must be {m.group(1)} {m.group(2)}"
+    elif m := re.fullmatch(r"Invalid enum value (.*)", message):
+        problem = f"is not one of the allowed values: {m.group(1)}"
+    return FieldProblem(field=where or "body", problem=problem)
+
+
+def _json_type(msgspec_names: str) -> str:
+    names = (_JSON_NAMES.get(n, n) for n in msgspec_names.split(" | "))
+    return " or ".join(names)
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+# --- the OpenAPI document --------------------------------------------------------------------
+
+_REF = "#/components/schemas/{name}"
+_PROBLEMS = {
+    400: "malformed JSON, or nested deeper than 32 levels",
+    401: "no token, or an unknown one",
+    404: "no such object",
+    409: "conflict",
+    413: "body over [http] max_body_bytes",
+    422: "invalid fields, each named",
+    503: "not committed; try again",
+}
+_ROUTE_PARAM = re.compile(r"\{(\w+)(?::([^{}]*))?\}")
+SERVICE_ID = {"type": "string", "pattern": SERVICE_ID_PATTERN}
+INCIDENT_ID = {"type": "string", "minLength": 1}
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One route: how aiohttp routes it and how the OpenAPI document describes it."""
+
+    method: str
+    path: str  # below /api/v1, as aiohttp writes it: {id:\d+} is a positive integer
+    name: str  # the operationId, and the name of the method that handles it
+    summary: str
+    answers: Mapping[int, tuple[type[Struct] | None, str]]
+    body: type[Struct] | None = None
+    body_required: bool = True
+    problems: tuple[int, ...] = ()
+    id_schema: Mapping[str, object] = field(default_factory=lambda: SERVICE_ID)
+    query: tuple[Mapping[str, object], ...] = ()
+
+
+def openapi_document(operations: Iterable[Operation], version: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ``/api/v1``, from the Structs that decode and encode it."""
+    operations = list(operations)
+    types_used: set[type[Struct]] = {Problem}
+    for op in operations:
+        types_used.update(tp for tp, _ in op.answers.values() if tp is not None)
+        if op.body is not None:
+            types_used.add(op.body)
+    ordered = sorted(types_used, key=lambda tp: tp.__name__)
+    _, schemas = msgspec.json.schema_components(ordered, ref_template=_REF)
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        path = _ROUTE_PARAM.sub(lambda m: "{" + m.group(1) + "}", op.path)
+        paths.setdefault(path, {})[op.method.lower()] = _operation(op)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "pagerd", "version": version},
+        "servers": [{"url": "/api/v1"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def _ref(tp: type[Struct]) -> dict[str, str]:
+    return {"$ref": _REF.format(name=tp.__name__)}
+
+
+def _operation(op: Operation) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    for status, (tp, description) in op.answers.items():
+        responses[str(status)] = {"description": description}
+        if tp is not None:
+            responses[str(status)]["content"] = {"application/json": {"schema": _ref(tp)}}
+    problem = {"application/problem+json": {"schema": _ref(Problem)}}
+    for status in (401, *op.problems):
+        responses[str(status)] = {"description": _PROBLEMS[status], "content": problem}
+    parameters: list[dict[str, object]] = []
+    for m in _ROUTE_PARAM.finditer(op.path):
+        integer = m.group(2) == r"\d+"
+        schema = {"type": "integer", "minimum": 1} if integer else dict(op.id_schema)
+        parameters.append({"name": m.group(1), "in": "path", "required": True, "schema": schema})
+    parameters += [{"in": "query", "required": False, **q} for q in op.query]
+    operation: dict[str, Any] = {
+        "operationId": op.name,
+        "summary": op.summary,
+        "responses": responses,
+    }
+    if parameters:
+        operation["parameters"] = parameters
+    if op.body is not None:
+        operation["requestBody"] = {
+            "required": op.body_required,
+            "content": {"application/json": {"schema": _ref(op.body)}},
+        }
+    return operation
+
+
+# The API's routes: add_api_routes routes each to the _Api method of its name.
+_BODY = (400, 413, 422)
+_STATUSES = {"enum": list(typing.get_args(Status))}
+OPERATIONS = (
+    Operation("POST", "/teams", "create_team", "Create a team, its developers and its service",
+              {201: (TeamWithDevelopers, "created, with ids")}, NewTeam,
+              problems=(*_BODY, 409, 503)),
+    Operation("GET", "/teams", "list_teams", "Every team", {200: (TeamList, "the teams")}),
+    Operation("GET", r"/teams/{id:\d+}", "get_team", "One team",
+              {200: (TeamWithDevelopers, "the team")}, problems=(404,)),
+    Operation("POST", r"/teams/{id:\d+}/developers", "add_developer",
+              "Add a developer to the team's rotation", {201: (Developer, "added")},
+              NewDeveloper, problems=(*_BODY, 404, 409, 503)),
+    Operation("POST", "/alerts", "alert_team", "Alert a team: page its next developer",
+              {202: (TeamAlertAccepted, "committed; who was paged")}, TeamAlert,
+              problems=(*_BODY, 404, 503)),
+    Operation("GET", "/policies", "list_policies", "Every escalation policy",
+              {200: (PolicyList, "the policies")}),
+    Operation("PUT", "/policies/{id}", "put_policy", "Create or replace a policy",
+              {200: (PolicyOut, "replaced"), 201: (PolicyOut, "created")}, PolicyBody,
+              problems=(*_BODY, 409, 503)),
+    Operation("GET", "/policies/{id}", "get_policy", "One policy",
+              {200: (PolicyOut, "the policy")}, problems=(404,)),
+    Operation("DELETE", "/policies/{id}", "delete_policy", "Delete a policy no service uses",
+              {204: (None, "deleted")}, problems=(404, 409, 503)),
+    Operation("GET", "/services", "list_services", "Every service, its health and incident",
+              {200: (ServiceList, "the services")}),
+    Operation("PUT", "/services/{id}", "put_service", "Create or change a service",
+              {200: (ServiceOut, "changed"), 201: (ServiceOut, "created")}, ServiceBody,
+              problems=(*_BODY, 409, 503)),
+    Operation("GET", "/services/{id}", "get_service", "One service, its health and incident",
+              {200: (ServiceOut, "the service")}, problems=(404,)),
+    Operation("POST", "/services/{id}/alerts", "alert_service", "Alert a service",
+              {202: (AlertAccepted, "committed")}, ServiceAlert, problems=(*_BODY, 404, 503)),
+    Operation("POST", "/services/{id}/ack", "ack_service", "Acknowledge its open incident",
+              {200: (Acknowledged, "acknowledged, now or before")}, AckBody,
+              body_required=False, problems=(*_BODY, 404, 409, 503)),
+    Operation("POST", "/services/{id}/healthy", "healthy_service",
+              "The service is healthy: resolve its open incident",
+              {200: (MadeHealthy, "healthy")}, HealthyBody, body_required=False,
+              problems=(*_BODY, 404, 503)),
+    Operation("GET", "/incidents", "list_incidents", "Incidents, newest first",
+              {200: (IncidentList, "the incidents")}, problems=(422,),
+              query=({"name": "service_id", "schema": {"type": "string"}},
+                     {"name": "status", "schema": _STATUSES},
+                     {"name": "limit", "schema": {"type": "integer", "minimum": 1,
+                                                  "maximum": MAX_INCIDENTS}})),
+    Operation("GET", "/incidents/{id}", "get_incident", "One incident, timeline, notifications",
+              {200: (IncidentDetail, "the incident")}, problems=(404,), id_schema=INCIDENT_ID),
+    Operation("GET", "/openapi.json", "openapi", "This document", {200: (None, "OpenAPI 3.1")}),
+)  # fmt: skip

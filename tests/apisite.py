@@ -1,0 +1,173 @@
+"""The JSON API served in process on 127.0.0.1: a real Store, Runtime and aiohttp server.
+
+The outbox and MQTT publisher are stand-ins that keep what they are given
+(delivery is tested elsewhere); everything the API commits is in a real SQLite
+file. ``threaded_site`` serves the same on its own event loop in a thread, for
+synchronous clients such as schemathesis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from pagerd.acklinks import AckLinks
+from pagerd.api import add_api_routes
+from pagerd.app import apply_config
+from pagerd.clock import SystemClock
+from pagerd.config import Config
+from pagerd.domain import RecordTimeline, ServiceState
+from pagerd.integrations import add_integration_routes
+from pagerd.registry import Directory
+from pagerd.runtime import Runtime
+from pagerd.store import OutboxRow, Store
+from pagerd.web import build_app, start_http
+
+TOKEN = "api-test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@dataclass
+class Kept:
+    """Stands in for the outbox and the MQTT publisher: keeps what it is given."""
+
+    released: list[OutboxRow] = field(default_factory=list)
+
+    def release(self, rows: Iterable[OutboxRow]) -> None:
+        self.released.extend(rows)
+
+    def publish_state(self, service_id: str, state: ServiceState, at: datetime) -> None:
+        pass
+
+    def publish_events(self, service_id: str, events: Iterable[RecordTimeline]) -> None:
+        pass
+
+
+@dataclass
+class ApiSite:
+    base: str
+    http: aiohttp.ClientSession  # sends the token
+    runtime: Runtime
+    store: Store
+    kept: Kept
+    app: web.Application
+    db: Path
+
+    def url(self, path: str) -> str:
+        return f"{self.base}/api/v1{path}"
+
+    async def call(
+        self, method: str, path: str, body: Any = None, *, data: bytes | None = None
+    ) -> tuple[int, Any]:
+        """(status, decoded JSON or None) of a request to ``/api/v1{path}``."""
+        async with self.http.request(method, self.url(path), json=body, data=data) as response:
+            text = await response.text()
+            if response.content_type in ("application/json", "application/problem+json"):
+                return response.status, await response.json(content_type=None)
+            return response.status, text or None
+
+
+async def build(
+    config: Config, store: Store, runtime: Runtime, max_body_bytes: int
+) -> web.Application:
+    """The daemon's application with the API and integration routes (as pagerd.app wires it)."""
+    app = build_app(
+        runtime=runtime,
+        store=store,
+        links=AckLinks(bytes(range(32)), config.http.public_url),
+        not_ready=list,
+        clock=runtime.clock,
+        max_body_bytes=max_body_bytes,
+        tokens=(TOKEN,),
+    )
+    add_api_routes(app, config=config)
+    add_integration_routes(app, config=config)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def serve_api(
+    database: Path, config: Config | None = None, *, max_body_bytes: int = 65536
+) -> AsyncIterator[ApiSite]:
+    """Serve the API on a free port of 127.0.0.1 over a new database at ``database``."""
+    config = config or Config()
+    store = await Store.open(database)
+    await apply_config(store, config)
+    directory = Directory.of(
+        await store.load_services(),
+        await store.load_policies(),
+        await store.load_teams(),
+        await store.load_developers(),
+    )
+    kept = Kept()
+    try:
+        async with asyncio.TaskGroup() as group:
+            runtime = Runtime(
+                store=store,
+                directory=directory,
+                clock=SystemClock(),
+                outbox=kept,
+                publisher=kept,
+                spawner=group,
+                fallback_policy=config.routing.fallback_policy,
+            )
+            app = await build(config, store, runtime, max_body_bytes)
+            runner = await start_http(app, "127.0.0.1", 0)
+            host, port = runner.addresses[0][:2]
+            try:
+                async with aiohttp.ClientSession(headers=AUTH) as http:
+                    yield ApiSite(
+                        f"http://{host}:{port}", http, runtime, store, kept, app, database
+                    )
+            finally:
+                await runner.cleanup()
+                await runtime.drained()
+                runtime.stop_timers()
+    finally:
+        await store.close()
+
+
+@contextlib.contextmanager
+def threaded_site(database: Path, config: Config | None = None) -> Iterator[str]:
+    """Serve the API from a thread with its own event loop; yields the base URL."""
+    ready: list[str] = []
+    started = threading.Event()
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    failure: list[BaseException] = []
+
+    async def main() -> None:
+        async with serve_api(database, config) as site:
+            ready.append(site.base)
+            started.set()
+            await stop.wait()
+
+    def run() -> None:
+        try:
+            loop.run_until_complete(main())
+        except BaseException as error:  # reported by the waiting test
+            failure.append(error)
+        finally:
+            started.set()
+            loop.close()
+
+    thread = threading.Thread(target=run, name="api-site", daemon=True)
+    thread.start()
+    started.wait(timeout=30)
+    try:
+        if not ready:
+            raise RuntimeError(f"the API site did not start: {failure!r}")
+        yield ready[0]
+    finally:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=30)
