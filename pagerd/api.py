@@ -26,7 +26,7 @@ from pagerd.config import Config
 from pagerd.domain import Ack, Alert, DomainError, Event, Healthy, Incident, Outcome, Policy
 from pagerd.logs import get_logger
 from pagerd.mqtt import rfc3339
-from pagerd.registry import Directory
+from pagerd.registry import Directory, team_policy, team_service_id
 from pagerd.runtime import Result, UnknownServiceError, new_incident_id
 from pagerd.store import (
     DeveloperRow,
@@ -55,11 +55,6 @@ _TITLES = {
     503: "Service Unavailable",
 }
 MANAGED = "managed by config file"
-
-
-def team_service_id(team_id: int) -> str:
-    """The service (and, unless replaced, policy) that alerts a team: ``team-{id}``."""
-    return f"team-{team_id}"
 
 
 def _custom_policy_key(team_id: int) -> str:
@@ -248,10 +243,7 @@ class _Api:
         services: tuple[ServiceRow, ...] = ()
         if service_id not in directory.services:
             services = (ServiceRow(service_id, team.name, service_id, managed=False),)
-        level = domain.Level((domain.TeamTarget(team.name),), self.default_timeout_s)
-        # Paged in turn until each developer was paged once.
-        repeat = min(max(developers - 1, 0), domain.MAX_REPEAT)
-        derived = Policy(service_id, (level,), repeat)
+        derived = team_policy(team.id, team.name, developers, self.default_timeout_s)
         existing = directory.policies.get(service_id)
         if existing is not None and (
             existing.managed

@@ -21,7 +21,7 @@ from pagerd.domain import AckTimeout
 from pagerd.integrations import add_integration_routes
 from pagerd.mqtt import MqttLink, MqttSettings
 from pagerd.outbox import DeliveryPolicy, Dispatcher
-from pagerd.registry import Directory
+from pagerd.registry import Directory, team_policy
 from pagerd.runtime import Envelope, Runtime
 from pagerd.senders import EmailSender, Page, Sender, SmsSender, WebhookSender
 from pagerd.store import DeveloperRow, OutboxRow, PolicyRow, ServiceRow, Store, TeamRow, WriteBatch
@@ -63,14 +63,23 @@ async def apply_config(store: Store, config: Config) -> None:
                 DeveloperRow(dev_id, team_id, developer.name, developer.phone_number)
             )
 
+    # A declared team's own service and policy are declared too: read-only, and
+    # brought up to date with the file's developers at every start.
+    sizes = {team.name: len(team.developers) for team in config.teams}
+    timeout = config.escalation.ack_timeout_s
+    team_policies = [team_policy(t.id, t.name, sizes[t.name], timeout) for t in team_rows]
+    policies = (*config.domain_policies().values(), *team_policies)
+    services = [ServiceRow(s.id, s.name or s.id, s.policy, managed=True) for s in config.services]
+    services += [
+        ServiceRow(p.id, t.name, p.id, managed=True)
+        for t, p in zip(team_rows, team_policies, strict=True)
+    ]
     await store.write(
         WriteBatch(
             teams=tuple(team_rows),
             developers=tuple(developer_rows),
-            policies=tuple(PolicyRow(p, managed=True) for p in config.domain_policies().values()),
-            services=tuple(
-                ServiceRow(s.id, s.name, s.policy, managed=True) for s in config.services
-            ),
+            policies=tuple(PolicyRow(p, managed=True) for p in policies),
+            services=tuple(services),
         )
     )
 

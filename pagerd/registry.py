@@ -9,8 +9,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from pagerd.domain import Policy
+from pagerd.domain import MAX_REPEAT, Level, Policy, TeamTarget
 from pagerd.store import DeveloperRow, PolicyRow, ServiceRow, TeamRow
+
+
+def team_service_id(team_id: int) -> str:
+    """The service (and, unless replaced, policy) that alerts a team: ``team-{id}``."""
+    return f"team-{team_id}"
+
+
+def team_policy(team_id: int, team_name: str, developers: int, ack_timeout_s: float) -> Policy:
+    """A team's own policy (CONTRACT §4): one level paging the rotation, repeated until
+    each developer was paged once."""
+    level = Level((TeamTarget(team_name),), ack_timeout_s)
+    repeat = min(max(developers - 1, 0), MAX_REPEAT)
+    return Policy(team_service_id(team_id), (level,), repeat)
 
 
 @dataclass(slots=True)

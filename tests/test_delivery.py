@@ -245,3 +245,28 @@ def paged(db: object, expected: int) -> bool:
 
 def count_pages(db: object) -> int:
     return int(sqlite_rows(db, "SELECT count(*) FROM outbox WHERE status = 'sent'")[0][0])  # type: ignore[arg-type]
+
+
+async def test_team_declared_in_the_config_file_can_be_alerted_through_the_api(
+    make_pagerd: PagerdFactory, sms_service: SmsStandIn
+) -> None:
+    """Given a team declared in the config file, when POST /api/v1/alerts names it, then
+    one developer is paged, and the team's own service team-{id} is there, read-only."""
+    daemon = make_pagerd([], {}, teams={"claims": CLAIMS})
+    await daemon.start()
+    headers = {"Authorization": "Bearer test-token"}
+    async with aiohttp.ClientSession(base_url=daemon.base_url, headers=headers) as http:
+        async with http.get("/api/v1/teams") as response:
+            (team,) = (await response.json())["teams"]
+        team_id = team["team"]["id"]
+        async with http.post("/api/v1/alerts", json={"team_id": team_id}) as response:
+            assert response.status == 202
+            accepted = await response.json()
+        assert accepted["service_id"] == f"team-{team_id}"
+        assert [n["phone_number"] for n in accepted["notified"]] == [CLAIMS[0][1]]
+        async with http.put(
+            f"/api/v1/policies/team-{team_id}", json={"levels": [{"targets": []}]}
+        ) as response:
+            assert response.status == 409  # declared in the file: read-only
+    await eventually(lambda: len(sms_service.pages) == 1, what="the team's page")
+    assert "Too many 5xx!" in sms_service.pages[0].message
