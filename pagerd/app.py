@@ -17,6 +17,7 @@ from pagerd.acklinks import AckLinks, load_or_create_secret
 from pagerd.api import add_api_routes
 from pagerd.clock import Clock, SystemClock
 from pagerd.config import Config
+from pagerd.console import add_console_routes
 from pagerd.domain import AckTimeout
 from pagerd.integrations import add_integration_routes
 from pagerd.mqtt import MqttLink, MqttSettings
@@ -242,6 +243,7 @@ async def _run(
             tokens=config.http_tokens(),
         )
         add_api_routes(web_app, config=config)
+        add_console_routes(web_app, config=config)
         add_integration_routes(web_app, config=config)
         http = await start_http(web_app, host, port)
         dispatcher.release(await store.pending_outbox(limit=1_000_000))

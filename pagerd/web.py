@@ -291,23 +291,15 @@ def _when(at: datetime) -> str:
 
 # --- HTML ------------------------------------------------------------------------------------
 
-_STYLE = """
-body{font:1.05rem/1.5 system-ui,sans-serif;color:#111;background:#fff;margin:0;padding:1rem}
-main{max-width:32rem;margin:0 auto}
-h1{font-size:1.4rem;margin:.5rem 0 1rem}
-dl{display:grid;grid-template-columns:max-content 1fr;gap:.3rem 1rem;margin:0 0 1rem}
-dt{font-weight:600}dd{margin:0;overflow-wrap:anywhere}
-button{font:inherit;font-weight:600;color:#fff;background:#0b57d0;border:0;border-radius:.4rem;
-padding:.8rem 1.6rem;width:100%;cursor:pointer}
-button:focus-visible{outline:3px solid #111;outline-offset:2px}
-"""
+# The console's sheet (pagerd.console serves it), so these pages look like the console.
+STYLESHEET = "/console/style.css"
 
 _PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
     "X-Robots-Tag": "noindex",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline';"
+    "Content-Security-Policy": "default-src 'none'; style-src 'self';"
     " form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
 }
 
@@ -317,7 +309,8 @@ def _page(status: int, title: str, body_html: str) -> web.Response:
     text = (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(title)} · pagerd</title><style>{_STYLE}</style></head>"
+        f'<title>{html.escape(title)} · pagerd</title><link rel="stylesheet" href="{STYLESHEET}">'
+        "</head>"
         f"<body><main><h1>{html.escape(title)}</h1>{body_html}</main></body></html>\n"
     )
     return web.Response(

@@ -1,0 +1,132 @@
+"""The web console: static files served at ``/``, and sign-in and sign-out.
+
+The console is plain ES modules in ``pagerd/console/`` (no build step) that use
+the JSON API under ``/api/v1`` like any other client; it has no write path of its
+own. Signing in puts the API token in an HttpOnly, SameSite=Strict cookie, which
+``pagerd.auth`` accepts for ``/api/v1`` (see there for the Origin check).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import msgspec
+from aiohttp import web
+
+from pagerd import auth
+from pagerd.config import Config
+from pagerd.logs import get_logger
+from pagerd.web import problem
+
+log = get_logger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "console"
+_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
+
+# Scripts and styles come from files only (no inline code): an injected string can
+# never run, whatever the API gives back.
+CONSOLE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self';"
+    " img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none';"
+    " base-uri 'none'",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StaticFile:
+    """A file of the console, read once at start-up."""
+
+    body: bytes
+    content_type: str
+
+
+class SignIn(msgspec.Struct, forbid_unknown_fields=True):
+    token: str
+
+
+def load_static(directory: Path = STATIC_DIR) -> dict[str, StaticFile]:
+    """Every file of the console directory by name (no subdirectories: nothing to traverse)."""
+    files: dict[str, StaticFile] = {}
+    for path in sorted(directory.iterdir()):
+        if not path.is_file():
+            continue
+        kind = _TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0]
+        files[path.name] = StaticFile(path.read_bytes(), kind or "application/octet-stream")
+    return files
+
+
+def add_console_routes(app: web.Application, *, config: Config) -> None:
+    """Serve the console at ``/`` and ``/console/*``, with sign-in and sign-out."""
+    console = _Console(load_static(), tuple(config.http_tokens()))
+    app.router.add_get("/", console.index)
+    app.router.add_post("/console/sign-in", console.sign_in)
+    app.router.add_post("/console/sign-out", console.sign_out)
+    app.router.add_get("/console/{name}", console.static)
+
+
+class _Console:
+    def __init__(self, files: Mapping[str, StaticFile], tokens: Sequence[str]) -> None:
+        self.files = files
+        self.tokens = tokens
+
+    async def index(self, _: web.Request) -> web.Response:
+        return self._file("index.html")
+
+    async def static(self, request: web.Request) -> web.Response:
+        return self._file(request.match_info["name"])
+
+    def _file(self, name: str) -> web.Response:
+        found = self.files.get(name)
+        if found is None:
+            raise web.HTTPNotFound
+        response = web.Response(body=found.body, headers=CONSOLE_HEADERS)
+        response.content_type = found.content_type
+        if found.content_type.startswith("text/"):
+            response.charset = "utf-8"
+        return response
+
+    async def sign_in(self, request: web.Request) -> web.Response:
+        """Check the token and keep it in the session cookie; 204, or a problem."""
+        if not auth.same_origin(request):
+            # Else another site could sign a browser in with a token of its choosing.
+            return auth.forbidden(f"sign in from {auth.own_origin(request)} (Origin header)")
+        token = await _presented(request)
+        if token is None:
+            return problem(422, "Unprocessable Content", "token: is required")
+        if not auth.token_matches(token, self.tokens):
+            log.warning("console.sign_in_refused")  # never the token
+            return problem(401, "Unauthorized", "token: not a token of this pagerd")
+        log.info("console.signed_in")
+        response = web.Response(status=204, headers={"Cache-Control": "no-store"})
+        auth.set_session(response, request, token)
+        return response
+
+    async def sign_out(self, request: web.Request) -> web.Response:
+        """Clear the session cookie; 204."""
+        if not auth.same_origin(request):
+            return auth.forbidden(f"sign out from {auth.own_origin(request)} (Origin header)")
+        response = web.Response(status=204, headers={"Cache-Control": "no-store"})
+        auth.clear_session(response, request)
+        return response
+
+
+async def _presented(request: web.Request) -> str | None:
+    """The token of a JSON or form body, or None if the body has none."""
+    raw = await request.read()  # past [http] max_body_bytes: 413
+    if request.content_type == "application/x-www-form-urlencoded":
+        values = parse_qs(raw.decode(errors="replace")).get("token", [])
+        token = values[0] if values else ""
+    else:
+        try:
+            token = msgspec.json.decode(raw, type=SignIn).token
+        except msgspec.DecodeError:  # includes ValidationError
+            return None
+    token = token.strip()
+    return token or None
