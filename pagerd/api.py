@@ -589,9 +589,12 @@ def _developer_out(row: DeveloperRow) -> wire.Developer:
 
 
 def _team_out(team: TeamRow, developers: Iterable[DeveloperRow]) -> wire.TeamWithDevelopers:
+    members = list(developers)
     return wire.TeamWithDevelopers(
         team=wire.Team(id=team.id, name=team.name),
-        developers=[_developer_out(d) for d in developers],
+        developers=[_developer_out(d) for d in members],
+        managed=team.managed,
+        next_developer_id=members[team.cursor % len(members)].id if members else None,
     )
 
 
@@ -603,7 +606,9 @@ def _policy_out(directory: Directory, policy: Policy) -> wire.PolicyOut:
         )
         for level in policy.levels
     ]
-    return wire.PolicyOut(id=policy.id, repeat=policy.repeat, levels=levels)
+    row = directory.policies.get(policy.id)
+    managed = row is not None and row.managed
+    return wire.PolicyOut(id=policy.id, repeat=policy.repeat, levels=levels, managed=managed)
 
 
 def _target_out(directory: Directory, target: domain.Target) -> wire.Target:
@@ -628,6 +633,7 @@ def _service_out(ctx: WebContext, row: ServiceRow) -> wire.ServiceOut:
     if incident is not None:
         brief = wire.IncidentBrief(
             id=incident.id,
+            message=incident.message,
             status=incident.status.value,
             level=incident.level,
             opened_at=rfc3339(incident.opened_at),

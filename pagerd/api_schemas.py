@@ -98,6 +98,8 @@ class TeamWithDevelopers(Struct, kw_only=True):
 
     team: Team
     developers: list[Developer]
+    managed: bool = False  # declared in the config file: read-only here
+    next_developer_id: int | None = None  # whom the rotation pages next
 
 
 class TeamList(Struct, kw_only=True):
@@ -174,6 +176,7 @@ class PolicyOut(Struct, kw_only=True):
     id: str
     repeat: int
     levels: list[LevelOut]
+    managed: bool = False  # declared in the config file: read-only here
 
 
 class PolicyList(Struct, kw_only=True):
@@ -190,6 +193,7 @@ class ServiceBody(_Body):
 
 class IncidentBrief(Struct, kw_only=True):
     id: str
+    message: str
     status: Status
     level: int
     opened_at: Time

@@ -138,6 +138,7 @@ async def test_a_team_is_written_with_its_developers_service_and_policy(site: Ap
                 "targets": [{"type": "team", "team": "claims", "team_id": team_id}],
             }
         ],
+        "managed": False,
     }
 
 
@@ -308,8 +309,11 @@ async def test_adding_a_developer_extends_the_rotation_and_the_repeat(site: ApiS
     }
     _, team = await site.call("GET", f"/teams/{team_id}")
     assert [d["name"] for d in team["developers"]] == ["a", "b"]
+    assert team["next_developer_id"] == team["developers"][0]["id"]
+    assert team["managed"] is False
     _, policy = await site.call("GET", f"/policies/team-{team_id}")
     assert policy["repeat"] == 1
+    assert policy["managed"] is False
     status, answer = await site.call(
         "POST", f"/teams/{team_id}/developers", {"name": "c", "phone_number": "nope"}
     )
@@ -486,6 +490,7 @@ async def test_a_policy_of_the_config_file_is_read_only(site: ApiSite) -> None:
     status, policy = await site.call("GET", "/policies/managed")
     assert status == 200
     assert policy["levels"][0]["targets"] == [{"type": "sms", "phone_number": "5550002"}]
+    assert policy["managed"] is True
 
 
 async def test_an_invalid_policy_is_422_naming_each_field(site: ApiSite) -> None:
@@ -568,6 +573,7 @@ async def test_service_put_and_get_with_health_and_incident(site: ApiSite) -> No
     incident = unhealthy["incident"]
     assert incident["id"] == alerted["incident_id"]
     assert incident["status"] == "triggered"
+    assert incident["message"] == "down"
     assert incident["level"] == 1
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", incident["opened_at"])
     assert incident["acknowledged_at"] is None
