@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import msgspec
@@ -193,6 +193,41 @@ async def _rollback(db: aiosqlite.Connection) -> None:
             log.error("store.rollback_failed", error=str(error))  # noqa: TRY400 - no traceback
 
 
+def _apply(conn: sqlite3.Connection, parts: list[tuple[Op, list[Row]]]) -> None:
+    """One whole transaction, run on the database's thread (see ``_on_db_thread``)."""
+    where = "begin"
+    try:
+        if conn.in_transaction:  # a rollback that failed before may have left one open
+            conn.execute("ROLLBACK")
+        conn.execute("BEGIN IMMEDIATE")
+        for op, rows in parts:
+            where = op.name.lower()
+            conn.executemany(SQL[op], rows)
+        where = "commit"
+        conn.execute("COMMIT")
+    except (sqlite3.Error, ValueError, TypeError, OverflowError) as error:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error as rollback_error:
+                log.error("store.rollback_failed", error=str(rollback_error))  # noqa: TRY400
+        raise _TransactionError(where, error) from error
+
+
+_T = TypeVar("_T")
+
+
+async def _on_db_thread(db: aiosqlite.Connection, fn: Callable[..., _T], *args: object) -> _T:
+    """Run ``fn(connection, *args)`` on aiosqlite's own thread, in one hand-off.
+
+    aiosqlite has no public API for this: each of its calls is one hand-off to its
+    thread, and a group commit of BEGIN, one executemany per table and COMMIT paid
+    each hand-off while the event loop was busy. This, with the one-line reach into
+    ``_execute`` and ``_conn``, is the only place that relies on aiosqlite's insides.
+    """
+    return await db._execute(lambda: fn(db._conn, *args))  # type: ignore[no-untyped-call,no-any-return]
+
+
 # --- the store ---------------------------------------------------------------------------
 
 
@@ -322,20 +357,10 @@ class Store:
             self._committed([unit], started)
 
     async def _transaction(self, parts: list[tuple[Op, list[Row]]]) -> None:
-        db = self._db
-        where = "begin"
         try:
-            await _rollback(db)  # a rollback that failed before may have left one open
-            await db.execute("BEGIN IMMEDIATE")
-            for op, rows in parts:
-                where = op.name.lower()
-                await db.executemany(SQL[op], rows)
-            where = "commit"
-            await db.execute("COMMIT")
-        except (sqlite3.Error, ValueError, TypeError, OverflowError) as error:
-            # ValueError also covers aiosqlite's "Connection closed".
-            await _rollback(db)
-            raise _TransactionError(where, error) from error
+            await _on_db_thread(self._db, _apply, parts)
+        except ValueError as error:  # aiosqlite's "Connection closed"
+            raise _TransactionError("begin", error) from error
 
     def _committed(self, units: list[_Unit], started: float) -> None:
         seconds = time.perf_counter() - started
