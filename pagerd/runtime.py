@@ -52,6 +52,7 @@ log = structlog.get_logger("pagerd.runtime")
 # cannot hold a huge transaction while others wait.
 MAX_MESSAGES_PER_WRITE = 512
 COMMIT_RETRY_DELAY = timedelta(seconds=1)
+QUIET_OUTCOMES = frozenset({Outcome.APPENDED, Outcome.DUPLICATE_ALERT, Outcome.STALE_TIMEOUT})
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -193,7 +194,7 @@ class ServiceActor:
 
     async def _handle(self, batch: list[Envelope]) -> None:
         runtime = self._runtime
-        state = self.state
+        before = state = self.state
         rows = _Batch(self.service_id, service=self.unsaved_service)
         decided: list[tuple[Envelope, Decision | None, tuple[OutboxRow, ...]]] = []
         for envelope in batch:
@@ -227,7 +228,9 @@ class ServiceActor:
         runtime.outbox.release(rows.outbox)
         if rows.timeline:
             runtime.publisher.publish_events(self.service_id, (t for _, t in rows.timeline))
-        if rows.incidents:
+        if _visible(state) != _visible(before):
+            # The retained state/{service} shows health, incident, status and level only:
+            # an appended alert changes none of them and publishes nothing.
             runtime.publisher.publish_state(self.service_id, state, runtime.clock.now())
         for envelope, decided_by, notified in decided:
             self._finish(envelope, decided_by, notified)
@@ -364,8 +367,17 @@ def _log_outcome(
             name = f"healthy.{outcome.value}"
         case _:
             assert_never(event)
-    level = None if incident is None else incident.level
-    log.info(name, service_id=service_id, incident_id=incident_id, level=level)
+    # "level" is the log line's own severity; the escalation level needs another key.
+    escalation_level = None if incident is None else incident.level
+    # One line per appended alert would be the daemon's busiest log: keep it at debug.
+    emit = log.debug if outcome in QUIET_OUTCOMES else log.info
+    emit(name, service_id=service_id, incident_id=incident_id, escalation_level=escalation_level)
+
+
+def _visible(state: ServiceState) -> tuple[str, str, int] | None:
+    """What the retained state topic shows of a service."""
+    incident = state.incident
+    return None if incident is None else (incident.id, incident.status.value, incident.level)
 
 
 def _failed_at_once(row: OutboxRow, now: datetime) -> RecordTimeline:

@@ -190,4 +190,6 @@ async def test_policy_edit_takes_effect_from_the_next_step(
     assert sms_service.to(TWO) == []
     assert len(sms_service.to(ONE)) == 1
     assert sqlite_rows(daemon.db, "SELECT status FROM incidents") == [("triggered",)]
-    assert "timeout.exhausted" in [e["event"] for e in daemon.log_events()]
+    (exhausted,) = [e for e in daemon.log_events() if e["event"] == "timeout.exhausted"]
+    assert exhausted["escalation_level"] == 1
+    assert exhausted["level"] == "info"

@@ -245,3 +245,20 @@ async def test_unknown_service_is_refused_without_a_fallback(world: World) -> No
     with pytest.raises(UnknownServiceError, match="unknown service 'ghost'"):
         world.send("ghost", alert())
     assert "ghost" not in world.runtime.actors
+
+
+async def test_state_is_published_only_when_what_it_shows_changes(world: World) -> None:
+    """Given an open incident, when more alerts are appended, then no state is republished;
+    an ack changes the status and is published."""
+    world.send("api", alert())
+    await world.settle()
+    for _ in range(3):
+        world.send("api", alert("again"))
+        await world.settle()
+    assert len(world.pages.states) == 1
+    world.send("api", Ack())
+    await world.settle()
+    assert [s.incident.status.value for s in world.pages.states if s.incident] == [
+        "triggered",
+        "acknowledged",
+    ]
