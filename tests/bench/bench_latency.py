@@ -1,0 +1,164 @@
+"""Page latency: from an alert's scheduled publish to the SMS stand-in receiving the page.
+
+At each offered rate a separate process publishes for ``--seconds`` on a fixed
+schedule (open loop: the n-th alert is due at ``start + n / rate`` whether or not
+pagerd keeps up), each alert for a service of its own, so each one opens an
+incident and pages once. The alert's message carries its scheduled time; the
+stand-in, in a process of its own, notes the arrival time on the same monotonic
+clock. Latency is arrival minus scheduled time, so a late publisher or a slow
+pagerd both count (no coordinated omission).
+
+Run from the repository root: ``.venv/bin/python -m tests.bench.bench_latency``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.bench.common import (
+    Publisher,
+    PublishPlan,
+    SmsProcess,
+    broker_in,
+    create_schema,
+    insert_services,
+    pagerd_in,
+    percentile,
+    py_spy,
+    report,
+    wait_until,
+)
+
+TARGET_RATE = 1_000
+TARGET_P99_MS = 25.0
+WARMUP_RATE = 200
+WARMUP_S = 2.0
+DRAIN_TIMEOUT_S = 120.0
+SCHEDULED = re.compile(r"t=(\d+\.\d+)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Figures:
+    rate: int
+    sent: int
+    paged: int  # distinct notifications (Idempotency-Key); latency counts the first arrival
+    resent: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    paged_per_s: float  # distinct pages over first scheduled send to last arrival
+    publisher_lag_ms: float
+
+
+def services_for(name: str, n: int) -> tuple[str, ...]:
+    return tuple(f"{name}-{i:06d}" for i in range(n))
+
+
+async def offer(sms: SmsProcess, port: int, name: str, *, rate: int, seconds: float) -> Figures:
+    """Publish at ``rate`` per second for ``seconds``; wait for every page; measure."""
+    services = services_for(name, round(rate * seconds))
+    already = sms.pages
+    with Publisher(PublishPlan(port, services, rate=float(rate))) as publisher:
+        publisher.go()
+        published = await publisher.result(seconds + DRAIN_TIMEOUT_S)
+    await wait_until(
+        lambda: sms.pages - already >= len(services), timeout=DRAIN_TIMEOUT_S, every=0.05
+    )
+    first: dict[str, tuple[float, float]] = {}  # key -> (scheduled, arrived), first arrival
+    arrivals = sms.arrivals()[already:]
+    for arrived, message, key in arrivals:
+        found = SCHEDULED.search(message)
+        assert found, f"page without a scheduled time: {message!r}"
+        first.setdefault(key, (float(found.group(1)), arrived))
+    latencies = sorted(arrived - scheduled for scheduled, arrived in first.values())
+    last_arrival = max(arrived for _, arrived in first.values())
+    return Figures(
+        rate=rate,
+        sent=published.count,
+        paged=len(first),
+        resent=len(arrivals) - len(first),
+        p50_ms=percentile(latencies, 50) * 1000,
+        p99_ms=percentile(latencies, 99) * 1000,
+        max_ms=latencies[-1] * 1000,
+        paged_per_s=len(first) / (last_arrival - published.first_at),
+        publisher_lag_ms=published.max_lag_s * 1000,
+    )
+
+
+async def run(
+    rates: list[int], seconds: float, directory: Path | None, profile: Path | None
+) -> None:
+    figures: list[Figures] = []
+    with tempfile.TemporaryDirectory(dir=directory) as tmp, SmsProcess() as sms:
+        root = Path(tmp)
+        async with (
+            broker_in(root / "broker") as broker,
+            pagerd_in(root / "pagerd", broker, sms.port) as daemon,
+        ):
+            await create_schema(daemon.db)
+            insert_services(daemon.db, services_for("warm", round(WARMUP_RATE * WARMUP_S)))
+            for rate in rates:
+                insert_services(daemon.db, services_for(f"r{rate}", round(rate * seconds)))
+            await daemon.start()
+            try:
+                # Warm-up, not reported: first connections to the broker and the stand-in.
+                await offer(sms, broker.port, "warm", rate=WARMUP_RATE, seconds=WARMUP_S)
+                for rate in rates:
+                    with py_spy(daemon.pid, profile and profile / f"pagerd-{rate}-per-s.txt"):
+                        figures.append(
+                            await offer(sms, broker.port, f"r{rate}", rate=rate, seconds=seconds)
+                        )
+                    # Let the "sent" commits of the last pages settle before the next rate.
+                    await asyncio.sleep(1.0)
+            finally:
+                await daemon.stop()
+    report(
+        "Page latency, publish (scheduled) to SMS stand-in, one new incident per alert"
+        f" (target p99 <= {TARGET_P99_MS:.0f} ms at {TARGET_RATE:,}/s)",
+        [
+            "offered/s",
+            "alerts",
+            "pages (resent)",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "paged/s",
+            "publisher lag max ms",
+        ],
+        [
+            (
+                f"{f.rate:,}",
+                f"{f.sent:,}",
+                f"{f.paged:,} ({f.resent})",
+                f"{f.p50_ms:,.1f}",
+                f"{f.p99_ms:,.1f}",
+                f"{f.max_ms:,.1f}",
+                f"{f.paged_per_s:,.0f}",
+                f"{f.publisher_lag_ms:.1f}",
+            )
+            for f in figures
+        ],
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--rate", type=int, action="append", help="default: 100 (a reference), 500, 1000, 2000"
+    )
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--dir", type=Path, default=None, help="where the temporary files go")
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="sample pagerd with py-spy into this directory"
+    )
+    args = parser.parse_args()
+    asyncio.run(run(args.rate or [100, 500, 1_000, 2_000], args.seconds, args.dir, args.profile))
+
+
+if __name__ == "__main__":
+    main()

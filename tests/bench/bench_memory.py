@@ -1,0 +1,138 @@
+"""Start-up time and memory with many services and open incidents (a benchmark, not a test).
+
+The database gets 1,000,000 registered services (one policy) and 100,000 open
+incidents (``triggered``, ack deadline an hour ahead, so every one arms a timer
+on start-up), each with the alert that opened it and its sent page. pagerd
+makes the schema; the rows go in with ``executemany``. Measured: process start
+to READY=1, and the resident memory (VmRSS) at READY and once settled.
+
+Run from the repository root: ``.venv/bin/python -m tests.bench.bench_memory``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sqlite3
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from pagerd.schema import to_db_time
+from tests.bench.common import (
+    PHONE,
+    POLICY_ID,
+    SmsProcess,
+    broker_in,
+    create_schema,
+    pagerd_in,
+    proc_status,
+    py_spy,
+    report,
+)
+
+TARGET_READY_S = 3.0
+TARGET_RSS_MIB = 1024
+SETTLE_S = 3.0
+READY_TIMEOUT_S = 120.0
+
+
+def build(db: Path, services: int, incidents: int) -> None:
+    """Rows as pagerd would have written them; every n-th service has an open incident."""
+    now = datetime.now(UTC)
+    opened = to_db_time(now - timedelta(minutes=5))
+    deadline = to_db_time(now + timedelta(hours=1))
+    stride = max(1, services // max(1, incidents))
+    unhealthy = [i * stride for i in range(min(incidents, services))]
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("PRAGMA synchronous = OFF")  # building, not benchmarking the build
+        conn.executemany(
+            "INSERT INTO services (id, name, policy_id, managed) VALUES (?, ?, ?, 0)",
+            ((f"svc-{i:07d}", f"Service {i:07d}", POLICY_ID) for i in range(services)),
+        )
+        conn.executemany(
+            "INSERT INTO incidents (id, service_id, message, opened_at, status, level_index,"
+            " round, step, ack_deadline, acknowledged_at, acknowledged_by, resolved_at,"
+            " alert_count) VALUES (?, ?, ?, ?, 'triggered', 0, 0, 0, ?, NULL, NULL, NULL, 1)",
+            (
+                (f"inc-{i:07d}", f"svc-{i:07d}", "Too many 5xx!", opened, deadline)
+                for i in unhealthy
+            ),
+        )
+        conn.executemany(
+            "INSERT INTO alerts (incident_id, service_id, alert_id, message, source, at)"
+            " VALUES (?, ?, ?, 'Too many 5xx!', 'bench', ?)",
+            ((f"inc-{i:07d}", f"svc-{i:07d}", f"a-{i}", opened) for i in unhealthy),
+        )
+        conn.executemany(
+            "INSERT INTO outbox (id, incident_id, service_id, channel, recipient, level, step,"
+            " message, created_at, developer_id, status, attempts, next_attempt_at, last_error)"
+            " VALUES (?, ?, ?, 'sms', ?, 1, 0, 'Too many 5xx!', ?, NULL, 'sent', 1, NULL, NULL)",
+            (
+                (f"inc-{i:07d}-0-0", f"inc-{i:07d}", f"svc-{i:07d}", PHONE, opened)
+                for i in unhealthy
+            ),
+        )
+
+
+async def run(services: int, incidents: int, directory: Path | None, profile: Path | None) -> None:
+    with tempfile.TemporaryDirectory(dir=directory) as tmp, SmsProcess() as sms:
+        root = Path(tmp)
+        async with (
+            broker_in(root / "broker") as broker,
+            pagerd_in(root / "pagerd", broker, sms.port) as daemon,
+        ):
+            await create_schema(daemon.db)
+            started = time.monotonic()
+            build(daemon.db, services, incidents)
+            build_s = time.monotonic() - started
+            db_mib = daemon.db.stat().st_size / 2**20
+
+            started = time.monotonic()
+            await daemon.start(wait_ready=False)
+            with py_spy(daemon.pid, profile and profile / "pagerd-startup.txt"):
+                await daemon.ready(timeout=READY_TIMEOUT_S)
+            ready_s = time.monotonic() - started
+            at_ready = proc_status(daemon.pid)
+            await asyncio.sleep(SETTLE_S)
+            settled = proc_status(daemon.pid)
+            stopping = time.monotonic()
+            exit_code = await daemon.stop(timeout=60)
+            stop_s = time.monotonic() - stopping
+            logged = {e.get("event"): e for e in daemon.log_events()}
+    recovered = logged.get("pagerd.ready", {}).get("open_incidents", "?")
+    inside_s = logged.get("pagerd.ready", {}).get("startup_s", "?")
+    report(
+        f"Start-up and memory: {services:,} services, {incidents:,} open incidents"
+        f" (targets: READY <= {TARGET_READY_S:.0f} s, RSS <= {TARGET_RSS_MIB:,} MiB)",
+        ["figure", "value", "target"],
+        [
+            ("process start to READY=1", f"{ready_s:.2f} s", f"<= {TARGET_READY_S:.0f} s"),
+            ("  of which serve() to READY (pagerd's own log)", f"{inside_s} s", ""),
+            ("VmRSS at READY", f"{at_ready['VmRSS'] / 1024:,.0f} MiB", f"<= {TARGET_RSS_MIB} MiB"),
+            (f"VmRSS {SETTLE_S:.0f} s after READY", f"{settled['VmRSS'] / 1024:,.0f} MiB", ""),
+            ("VmHWM (peak RSS)", f"{settled['VmHWM'] / 1024:,.0f} MiB", ""),
+            ("open incidents recovered (timers armed)", str(recovered), f"{incidents:,}"),
+            ("SIGTERM to exit", f"{stop_s:.2f} s (exit {exit_code})", ""),
+            ("pages sent (none due)", str(sms.pages), "0"),
+            ("database build (not pagerd)", f"{build_s:.1f} s, {db_mib:,.0f} MiB", ""),
+        ],
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--services", type=int, default=1_000_000)
+    parser.add_argument("--incidents", type=int, default=100_000)
+    parser.add_argument("--dir", type=Path, default=None, help="where the temporary files go")
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="sample pagerd's start-up with py-spy into here"
+    )
+    args = parser.parse_args()
+    asyncio.run(run(args.services, args.incidents, args.dir, args.profile))
+
+
+if __name__ == "__main__":
+    main()
