@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -17,51 +17,15 @@ from pagerd.domain import (
     Level,
     Outcome,
     Policy,
-    RecordTimeline,
-    ServiceState,
     SmsTarget,
 )
 from pagerd.registry import Directory
 from pagerd.runtime import Envelope, Result, Runtime, UnknownServiceError, new_incident_id
-from pagerd.store import OutboxRow, PolicyRow, ServiceRow, Store, StoreError, WriteBatch
+from pagerd.store import PolicyRow, ServiceRow, Store, StoreError, WriteBatch
+from tests.doubles import T0, DrivenClock, Recorder
 
-T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 ONE, TWO = SmsTarget("+15550000001"), SmsTarget("+15550000002")
 POLICY = Policy("p", (Level((ONE,), 60.0), Level((TWO,), 60.0)))
-
-
-@dataclass
-class DrivenClock:
-    """Time moves only when the test says so; due timers then run."""
-
-    now_at: datetime = T0
-    timers: list[tuple[datetime, Callable[[], None], list[bool]]] = field(default_factory=list)
-
-    def now(self) -> datetime:
-        return self.now_at
-
-    def call_at(self, when: datetime, callback: Callable[[], None]) -> _Handle:
-        cancelled = [False]
-        self.timers.append((when, callback, cancelled))
-        return _Handle(cancelled)
-
-    def armed(self) -> list[datetime]:
-        return sorted(when for when, _, cancelled in self.timers if not cancelled[0])
-
-    def advance(self, seconds: float) -> None:
-        self.now_at += timedelta(seconds=seconds)
-        due = [t for t in self.timers if t[0] <= self.now_at and not t[2][0]]
-        self.timers = [t for t in self.timers if t not in due]
-        for _, callback, _ in sorted(due, key=lambda t: t[0]):
-            callback()
-
-
-@dataclass
-class _Handle:
-    cancelled: list[bool]
-
-    def cancel(self) -> None:
-        self.cancelled[0] = True
 
 
 @dataclass
@@ -80,21 +44,6 @@ class FlakyStore:
         if self.failing:
             raise StoreError("database or disk is full")
         await self.store.write(batch)
-
-
-@dataclass
-class Recorder:
-    pages: list[OutboxRow] = field(default_factory=list)
-    states: list[ServiceState] = field(default_factory=list)
-
-    def release(self, rows: Iterable[OutboxRow]) -> None:
-        self.pages.extend(rows)
-
-    def publish_state(self, service_id: str, state: ServiceState, at: datetime) -> None:
-        self.states.append(state)
-
-    def publish_events(self, service_id: str, events: Iterable[RecordTimeline]) -> None:
-        pass
 
 
 @dataclass

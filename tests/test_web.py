@@ -7,9 +7,9 @@ behind it, so an acknowledgement is checked where it lands: in the database.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -26,57 +26,18 @@ from pagerd.domain import (
     Level,
     Outcome,
     Policy,
-    RecordTimeline,
-    ServiceState,
     SmsTarget,
 )
 from pagerd.registry import Directory
 from pagerd.runtime import Runtime, new_incident_id
-from pagerd.store import OutboxRow, PolicyRow, ServiceRow, Store, WriteBatch
+from pagerd.store import PolicyRow, ServiceRow, Store, WriteBatch
 from pagerd.web import ask, build_app, problem, start_http
+from tests.doubles import T0, DrivenClock, Recorder
 
-T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 POLICY = Policy("p", (Level((SmsTarget("+15550000001"),), 3600.0),))
 MAX_BODY = 1024
 TOKEN = "web-test-token"
 PUBLIC_URL = "https://pg.example.com"
-
-
-@dataclass
-class DrivenClock:
-    """Time moves only when a test says so (copied from test_runtime)."""
-
-    now_at: datetime = T0
-    timers: list[tuple[datetime, Callable[[], None], list[bool]]] = field(default_factory=list)
-
-    def now(self) -> datetime:
-        return self.now_at
-
-    def call_at(self, when: datetime, callback: Callable[[], None]) -> _Handle:
-        cancelled = [False]
-        self.timers.append((when, callback, cancelled))
-        return _Handle(cancelled)
-
-
-@dataclass
-class _Handle:
-    cancelled: list[bool]
-
-    def cancel(self) -> None:
-        self.cancelled[0] = True
-
-
-class Recorder:
-    """Stands in for the outbox and the MQTT publisher, which this test does not exercise."""
-
-    def release(self, rows: Iterable[OutboxRow]) -> None:
-        pass
-
-    def publish_state(self, service_id: str, state: ServiceState, at: datetime) -> None:
-        pass
-
-    def publish_events(self, service_id: str, events: Iterable[RecordTimeline]) -> None:
-        pass
 
 
 @dataclass
