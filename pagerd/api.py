@@ -82,15 +82,21 @@ def _answering(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except wire.BodyError as error:
-            errors = error.problems or None
-            return _problem(error.status, error.detail, errors)
+            _count_refusal(request, error.status, error.detail)
+            return _problem(error.status, error.detail, error.problems or None)
         except RefusedError as error:
+            _count_refusal(request, error.status, error.detail)
             return _problem(error.status, error.detail)
         except StoreError as error:
             log.error("api.store_failed", path=request.path, error=str(error))  # noqa: TRY400
             return _problem(503, "the database could not be read; try again")
 
     return handle
+
+
+def _count_refusal(request: web.Request, status: int, detail: str) -> None:
+    metrics.HTTP_REFUSED.labels(status=str(status)).inc()
+    log.info("api.refused", method=request.method, path=request.path, status=status, detail=detail)
 
 
 def _problem(

@@ -62,3 +62,9 @@ HTTP_UNAUTHORIZED = Counter(
     "Requests refused for a missing or unknown token.",
     registry=REGISTRY,
 )
+HTTP_REFUSED = Counter(
+    "pagerd_http_refused",
+    "API requests refused (bad body, unknown object, conflict), by status.",
+    ["status"],
+    registry=REGISTRY,
+)

@@ -27,6 +27,7 @@ from pagerd.config import (
     SmsTargetConfig,
     TeamConfig,
 )
+from pagerd.metrics import REGISTRY
 from tests.apisite import ApiSite, serve_api
 from tests.conftest import PagerdFactory
 from tests.harness import eventually, sqlite_rows
@@ -767,3 +768,16 @@ async def test_the_openapi_document_is_served(site: ApiSite) -> None:
     )
     assert set(document["paths"]) >= {"/teams", "/alerts", "/policies/{id}", "/incidents/{id}"}
     assert json.loads(json.dumps(document)) == document
+
+
+async def test_a_refusal_is_counted_by_status(site: ApiSite) -> None:
+    """Every refusal shows in the metrics, by status."""
+
+    def refused_422() -> float:
+        value = REGISTRY.get_sample_value("pagerd_http_refused_total", {"status": "422"})
+        return value or 0.0
+
+    before = refused_422()
+    status, _ = await site.call("POST", "/teams", {"team": {"name": ""}, "developers": []})
+    assert status == 422
+    assert refused_422() == before + 1
