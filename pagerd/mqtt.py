@@ -41,6 +41,9 @@ MAX_PAYLOAD_BYTES = 64 * 1024
 REJECTED_PAYLOAD_BYTES = 1024
 RECONNECT_BASE_S = 0.2
 RECONNECT_CAP_S = 3.0  # a broker back after a restart is found within seconds
+# After a failed commit, reconnect this much later: the broker redelivers only on a new
+# connection what was not acknowledged, and a failing disk must not be hammered.
+REDELIVERY_DELAY_S = 1.0
 
 Kind = Literal["alert", "ack", "healthy"]
 
@@ -191,6 +194,7 @@ class MqttLink:
         self._rng = random.Random()
         self.runtime: Runtime | None = None
         self.subscribed = asyncio.Event()
+        self._redeliver = asyncio.Event()  # set when a message was left unacknowledged
 
     async def run(self) -> None:
         """Connect, and reconnect with jittered exponential backoff, until cancelled."""
@@ -207,7 +211,9 @@ class MqttLink:
                 log.warning("mqtt.disconnected", error=str(error), retry_in_s=round(delay, 3))
                 await asyncio.sleep(delay)
             else:
+                # The session ended for a redelivery of what a failed commit left unacked.
                 failures = 0
+                await asyncio.sleep(REDELIVERY_DELAY_S)
 
     def _lost(self) -> None:
         self._client = None
@@ -249,11 +255,28 @@ class MqttLink:
             self.subscribed.set()
             log.info("mqtt.subscribed", host=self._settings.host, port=self._settings.port)
             self._on_subscribed()
+            self._redeliver.clear()
+            # Both are awaited below before this session ends, whatever ends it.
+            receiving = asyncio.create_task(
+                self._receive_all(client, generation), name="pagerd[mqtt-receive]"
+            )
+            redeliver = asyncio.create_task(self._redeliver.wait(), name="pagerd[mqtt-redeliver]")
             try:
-                async for message in client.messages:
-                    self._receive(client, generation, message)
+                done, _ = await asyncio.wait(
+                    {receiving, redeliver}, return_when=asyncio.FIRST_COMPLETED
+                )
             finally:
+                receiving.cancel()
+                redeliver.cancel()
+                await asyncio.gather(receiving, redeliver, return_exceptions=True)
                 self._lost()
+            if receiving in done:
+                receiving.result()  # the connection failed: MqttError, for run() to retry
+            log.warning("mqtt.reconnecting", reason="redeliver unacknowledged messages")
+
+    async def _receive_all(self, client: aiomqtt.Client, generation: int) -> None:
+        async for message in client.messages:
+            self._receive(client, generation, message)
 
     def _receive(self, client: aiomqtt.Client, generation: int, message: aiomqtt.Message) -> None:
         topic = message.topic.value
@@ -284,6 +307,8 @@ class MqttLink:
                     kind=intake.kind,
                     error=result.error,
                 )
+                if generation == self._generation:
+                    self._redeliver.set()
                 return
             self._ack(client, generation, mid)
 

@@ -242,6 +242,8 @@ class Store:
         self._closing = False
         self._closed = False
         self._commit_callbacks: list[Callable[[int, float], None]] = []
+        # Why the last write failed, until one commits again (readiness reports it).
+        self.write_error: str | None = None
         self._loop = asyncio.get_running_loop()
         self._writer = asyncio.create_task(self._write_loop(), name="pagerd[store-writer]")
 
@@ -306,6 +308,7 @@ class Store:
                     await self._commit(units)
                 except Exception as error:
                     log.exception("store.writer_failed", units=len(units))
+                    self.write_error = str(error)
                     self._fail(units, error)
                 except BaseException:
                     self._fail(units, StoreError("the store writer was stopped"))
@@ -338,6 +341,7 @@ class Store:
                 await self._commit_one_by_one(units)
                 return
             log.error("store.commit_failed", units=len(units), error=str(error))  # noqa: TRY400
+            self.write_error = str(error)
             self._fail(units, error)
             return
         self._committed(units, started)
@@ -352,6 +356,7 @@ class Store:
                 if error.unit_at_fault:
                     self._fail([unit], error)
                     continue
+                self.write_error = str(error)
                 self._fail(units[index:], error)
                 return
             self._committed([unit], started)
@@ -364,6 +369,7 @@ class Store:
 
     def _committed(self, units: list[_Unit], started: float) -> None:
         seconds = time.perf_counter() - started
+        self.write_error = None
         for unit in units:
             if not unit.done.done():
                 unit.done.set_result(None)

@@ -166,7 +166,10 @@ async def _healthz(_: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    missing = list(request.app[CONTEXT].not_ready())
+    context = request.app[CONTEXT]
+    missing = list(context.not_ready())
+    if context.store.write_error is not None:
+        missing.append(f"database: {context.store.write_error}")
     if missing:
         return problem(503, "Not Ready", "; ".join(missing))
     return web.json_response({"status": "ready"})
