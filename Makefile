@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit faults clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ unit: $(STAMP)
 	$(BIN)/coverage report --include='pagerd/domain.py' --fail-under=95
 
 test: lint typecheck unit
+
+# The fault-injection suite (SIGKILL loops, broker and notification outages, a full
+# disk on a tmpfs: needs root), about 3 minutes; not yet part of `make test`.
+faults: $(STAMP)
+	$(BIN)/pytest tests/faults -q -s
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage var
