@@ -20,7 +20,6 @@ import shlex
 import signal
 import socket
 import sqlite3
-import struct
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from aiohttp import web
 
 from pagerd.store import Store
 from tests.harness import Mosquitto, Pagerd, Policy, SmsStandIn, free_port, sms, sqlite_rows
+from tests.mqtt_wire import CONNACK_OK, connect_packet, publish_packet
 
 CTX = multiprocessing.get_context("spawn")
 PREFIX = "pagerd"
@@ -541,30 +541,7 @@ def alert_payload(service_index: int, n: int, message: str) -> bytes:
     return json.dumps({"message": message, "alert_id": f"a-{service_index}-{n}"}).encode()
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _connect_packet(client_id: str) -> bytes:
-    # Protocol "MQTT" level 4 (3.1.1), clean session, keepalive 60 s.
-    header = b"\x00\x04MQTT\x04\x02\x00\x3c"
-    body = header + struct.pack("!H", len(client_id)) + client_id.encode()
-    return b"\x10" + _varint(len(body)) + body
-
-
-def _publish_packet(topic: str, payload: bytes, packet_id: int) -> bytes:
-    name = topic.encode()
-    body = struct.pack("!H", len(name)) + name + struct.pack("!H", packet_id) + payload
-    return b"\x32" + _varint(len(body)) + body  # PUBLISH, QoS 1
-
-
 PUBACK_TYPE = 4
-CONNACK_OK = b"\x20\x02\x00\x00"
 PUBACK_BYTES = 4  # the broker sends us nothing else: we subscribe to nothing
 
 
@@ -629,7 +606,7 @@ def _publish_main(plan: PublishPlan, conn: Connection) -> None:
     total = len(plan.service_ids) * plan.per_service
     sock = socket.create_connection(("127.0.0.1", plan.port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.sendall(_connect_packet(f"bench-pub-{os.getpid()}"))
+    sock.sendall(connect_packet(f"bench-pub-{os.getpid()}"))
     if sock.recv(len(CONNACK_OK)) != CONNACK_OK:
         raise ConnectionError("the broker refused the publisher")
     topics = [f"{PREFIX}/alert/{sid}" for sid in plan.service_ids]
@@ -642,7 +619,7 @@ def _publish_main(plan: PublishPlan, conn: Connection) -> None:
     if plan.rate is None:
         # Built before the clock starts: making payloads is not sending them.
         packets = [
-            _publish_packet(topics[s], alert_payload(s, n, f"bench alert {n}"), i % 0xFFFF + 1)
+            publish_packet(topics[s], alert_payload(s, n, f"bench alert {n}"), i % 0xFFFF + 1)
             for i, (n, s) in enumerate(order)
         ]
         first_at = time.monotonic()
@@ -660,7 +637,7 @@ def _publish_main(plan: PublishPlan, conn: Connection) -> None:
                 acks.read(max(delay, 0.0) if i - acks.count < plan.inflight else None)
             max_lag = max(max_lag, -delay)
             payload = alert_payload(s, n, f"t={scheduled:.6f}")
-            sock.sendall(_publish_packet(topics[s], payload, i % 0xFFFF + 1))
+            sock.sendall(publish_packet(topics[s], payload, i % 0xFFFF + 1))
     last_sent_at = time.monotonic()
     while acks.count < total:
         acks.read(None)

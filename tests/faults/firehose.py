@@ -13,35 +13,15 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-CONNACK_OK = b"\x20\x02\x00\x00"
+from tests.mqtt_wire import CONNACK_OK, connect_packet, publish_packet
+
 PUBACK = 0x40
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _connect_packet(client_id: str) -> bytes:
-    header = b"\x00\x04MQTT\x04\x02\x00\x3c"  # MQTT 3.1.1, clean session, keepalive 60 s
-    body = header + struct.pack("!H", len(client_id)) + client_id.encode()
-    return b"\x10" + _varint(len(body)) + body
-
-
-def _publish_packet(topic: str, payload: bytes, packet_id: int, *, dup: bool) -> bytes:
-    name = topic.encode()
-    body = struct.pack("!H", len(name)) + name + struct.pack("!H", packet_id) + payload
-    return (b"\x3a" if dup else b"\x32") + _varint(len(body)) + body
 
 
 async def _handshake(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client_id: str
 ) -> None:
-    writer.write(_connect_packet(client_id))
+    writer.write(connect_packet(client_id))
     if await reader.readexactly(4) != CONNACK_OK:
         raise ConnectionError("the broker refused the connection")
 
@@ -96,7 +76,7 @@ class Firehose:
                         for packet_id, message in list(self._pending.items()):
                             self.republished += 1
                             writer.write(
-                                _publish_packet(message.topic, message.payload, packet_id, dup=True)
+                                publish_packet(message.topic, message.payload, packet_id, dup=True)
                             )
                         while sent < len(self.messages):
                             due = min(
@@ -107,7 +87,7 @@ class Firehose:
                                 packet_id = self._packet_id()
                                 self._pending[packet_id] = message
                                 writer.write(
-                                    _publish_packet(
+                                    publish_packet(
                                         message.topic, message.payload, packet_id, dup=False
                                     )
                                 )

@@ -1,0 +1,31 @@
+"""Just enough MQTT 3.1.1 on a raw socket for load generators that paho is too slow for."""
+
+from __future__ import annotations
+
+import struct
+
+CONNACK_OK = b"\x20\x02\x00\x00"
+
+
+def varint(n: int) -> bytes:
+    """MQTT's variable-length "remaining length" encoding."""
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def connect_packet(client_id: str) -> bytes:
+    """CONNECT: protocol "MQTT" level 4 (3.1.1), clean session, keepalive 60 s."""
+    header = b"\x00\x04MQTT\x04\x02\x00\x3c"
+    body = header + struct.pack("!H", len(client_id)) + client_id.encode()
+    return b"\x10" + varint(len(body)) + body
+
+
+def publish_packet(topic: str, payload: bytes, packet_id: int, *, dup: bool = False) -> bytes:
+    """PUBLISH at QoS 1 (``dup`` marks a resend)."""
+    name = topic.encode()
+    body = struct.pack("!H", len(name)) + name + struct.pack("!H", packet_id) + payload
+    return (b"\x3a" if dup else b"\x32") + varint(len(body)) + body
