@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,31 +24,15 @@ from pagerd.api import add_api_routes
 from pagerd.app import apply_config
 from pagerd.clock import SystemClock
 from pagerd.config import Config
-from pagerd.domain import RecordTimeline, ServiceState
 from pagerd.integrations import add_integration_routes
 from pagerd.registry import Directory
 from pagerd.runtime import Runtime
-from pagerd.store import OutboxRow, Store
+from pagerd.store import Store
 from pagerd.web import build_app, start_http
+from tests.doubles import Recorder
 
 TOKEN = "api-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@dataclass
-class Kept:
-    """Stands in for the outbox and the MQTT publisher: keeps what it is given."""
-
-    released: list[OutboxRow] = field(default_factory=list)
-
-    def release(self, rows: Iterable[OutboxRow]) -> None:
-        self.released.extend(rows)
-
-    def publish_state(self, service_id: str, state: ServiceState, at: datetime) -> None:
-        pass
-
-    def publish_events(self, service_id: str, events: Iterable[RecordTimeline]) -> None:
-        pass
 
 
 @dataclass
@@ -58,7 +41,7 @@ class ApiSite:
     http: aiohttp.ClientSession  # sends the token
     runtime: Runtime
     store: Store
-    kept: Kept
+    kept: Recorder
     app: web.Application
     db: Path
 
@@ -108,7 +91,7 @@ async def serve_api(
         await store.load_teams(),
         await store.load_developers(),
     )
-    kept = Kept()
+    kept = Recorder()
     try:
         async with asyncio.TaskGroup() as group:
             runtime = Runtime(

@@ -716,7 +716,7 @@ async def test_an_incident_has_its_timeline_and_notifications(site: ApiSite) -> 
     assert all(re.fullmatch(r".+\.\d{3}Z", e["at"]) for e in incident["timeline"])
     assert incident["notifications"] == [
         {
-            "id": site.kept.released[0].id,
+            "id": site.kept.pages[0].id,
             "channel": "sms",
             "to": "+15550009999",
             "level": 1,

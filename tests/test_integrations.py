@@ -14,7 +14,7 @@ import base64
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,36 +37,19 @@ from pagerd.domain import (
     IncidentStatus,
     Level,
     Policy,
-    RecordTimeline,
-    ServiceState,
     SmsTarget,
 )
 from pagerd.integrations import add_integration_routes
 from pagerd.registry import Directory
 from pagerd.runtime import Runtime
-from pagerd.store import OutboxRow, PolicyRow, ServiceRow, Store, WriteBatch
+from pagerd.store import PolicyRow, ServiceRow, Store, WriteBatch
 from pagerd.web import build_app, start_http
+from tests.doubles import Recorder
 
 TOKEN = "integrations-test-token"
 POLICY = Policy("p", (Level((SmsTarget("+15550000001"),), 3600.0),))
 SERVICES = ("api", "db")
 PD_PATH = "/integrations/pagerduty/v2/enqueue"
-
-
-class Outbox:
-    """Stands in for the outbox dispatcher and the MQTT publisher; keeps the released pages."""
-
-    def __init__(self) -> None:
-        self.pages: list[OutboxRow] = []
-
-    def release(self, rows: Iterable[OutboxRow]) -> None:
-        self.pages.extend(rows)
-
-    def publish_state(self, service_id: str, state: ServiceState, at: datetime) -> None:
-        pass
-
-    def publish_events(self, service_id: str, events: Iterable[RecordTimeline]) -> None:
-        pass
 
 
 # --- an SNS stand-in: signing key, certificate server, subscription endpoint ---------------
@@ -218,7 +201,7 @@ class Site:
     http: aiohttp.ClientSession
     runtime: Runtime
     store: Store
-    outbox: Outbox
+    outbox: Recorder
 
     async def post(
         self, path: str, body: Any, *, raw: bytes | None = None, text_plain: bool = False
@@ -256,7 +239,7 @@ async def serving(tmp_path: Path, integrations: IntegrationsConfig) -> AsyncIter
         )
     )
     directory = Directory.of(await store.load_services(), await store.load_policies(), [], [])
-    outbox = Outbox()
+    outbox = Recorder()
     async with asyncio.TaskGroup() as group:
         runtime = Runtime(
             store=store,
