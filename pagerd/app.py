@@ -161,12 +161,7 @@ async def serve(
     store.on_commit(_observe_commit)
     try:
         await apply_config(store, config)
-        directory = Directory.of(
-            await store.load_services(),
-            await store.load_policies(),
-            await store.load_teams(),
-            await store.load_developers(),
-        )
+        directory = await Directory.load(store)
         async with aiohttp.ClientSession() as session:
             await _run(
                 config,

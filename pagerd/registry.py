@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from pagerd.domain import MAX_REPEAT, Level, Policy, TeamTarget
 from pagerd.store import DeveloperRow, PolicyRow, ServiceRow, TeamRow
@@ -26,6 +27,18 @@ def team_policy(team_id: int, team_name: str, developers: int, ack_timeout_s: fl
     return Policy(team_service_id(team_id), (level,), repeat)
 
 
+class DirectoryStore(Protocol):
+    """The reads the directory is built from."""
+
+    async def load_services(self) -> list[ServiceRow]: ...
+
+    async def load_policies(self) -> list[PolicyRow]: ...
+
+    async def load_teams(self) -> list[TeamRow]: ...
+
+    async def load_developers(self) -> list[DeveloperRow]: ...
+
+
 @dataclass(slots=True)
 class Directory:
     services: dict[str, ServiceRow] = field(default_factory=dict)
@@ -40,22 +53,16 @@ class Directory:
     reserved_developer_ids: set[int] = field(default_factory=set)
 
     @classmethod
-    def of(
-        cls,
-        services: list[ServiceRow],
-        policies: list[PolicyRow],
-        teams: list[TeamRow],
-        developers: list[DeveloperRow],
-    ) -> Directory:
-        """Build the directory from rows loaded from the store."""
+    async def load(cls, store: DirectoryStore) -> Directory:
+        """Build the directory from what the store holds."""
         directory = cls()
-        for service in services:
+        for service in await store.load_services():
             directory.services[service.id] = service
-        for policy in policies:
+        for policy in await store.load_policies():
             directory.policies[policy.policy.id] = policy
-        for team in teams:
+        for team in await store.load_teams():
             directory.put_team(team)
-        for developer in sorted(developers, key=lambda d: d.id):
+        for developer in sorted(await store.load_developers(), key=lambda d: d.id):
             directory.developers.setdefault(developer.team_id, []).append(developer)
         return directory
 

@@ -85,12 +85,7 @@ async def serve_api(
     config = config or Config()
     store = await Store.open(database)
     await apply_config(store, config)
-    directory = Directory.of(
-        await store.load_services(),
-        await store.load_policies(),
-        await store.load_teams(),
-        await store.load_developers(),
-    )
+    directory = await Directory.load(store)
     kept = Recorder()
     try:
         async with asyncio.TaskGroup() as group:

@@ -238,7 +238,7 @@ async def serving(tmp_path: Path, integrations: IntegrationsConfig) -> AsyncIter
             services=tuple(ServiceRow(s, s.upper(), "p", managed=True) for s in SERVICES),
         )
     )
-    directory = Directory.of(await store.load_services(), await store.load_policies(), [], [])
+    directory = await Directory.load(store)
     outbox = Recorder()
     async with asyncio.TaskGroup() as group:
         runtime = Runtime(

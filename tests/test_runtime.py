@@ -77,7 +77,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
             services=(ServiceRow("api", "API", "p", managed=True),),
         )
     )
-    directory = Directory.of(await store.load_services(), await store.load_policies(), [], [])
+    directory = await Directory.load(store)
     clock = DrivenClock()
     recorder = Recorder()
     flaky = FlakyStore(store)

@@ -87,7 +87,7 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
             services=(ServiceRow("api", "Payments <API>", "p", managed=True),),
         )
     )
-    directory = Directory.of(await store.load_services(), await store.load_policies(), [], [])
+    directory = await Directory.load(store)
     clock = DrivenClock()
     links = AckLinks(bytes(range(32)), PUBLIC_URL)
     not_ready = ["mqtt: not subscribed"]
