@@ -19,6 +19,7 @@ from typing import Literal, TypeVar
 
 import aiomqtt
 import msgspec
+import paho.mqtt.client as mqtt
 import structlog
 
 from pagerd import metrics
@@ -46,6 +47,10 @@ RECONNECT_CAP_S = 3.0  # a broker back after a restart is found within seconds
 REDELIVERY_DELAY_S = 1.0
 
 Kind = Literal["alert", "ack", "healthy"]
+# Counted once per message: the labelled children are looked up once, not each time.
+_RECEIVED = {
+    k: metrics.ALERTS_RECEIVED.labels(source="mqtt", kind=k) for k in ("alert", "ack", "healthy")
+}
 
 
 # --- parsing (pure) ------------------------------------------------------------------------
@@ -161,14 +166,47 @@ class MqttSettings:
     tls: bool = False
 
 
-def _puback(client: aiomqtt.Client, mid: int) -> None:
-    """Send the PUBACK for a QoS 1 message we have committed.
+# --- the parts of aiomqtt and paho that pagerd reaches into ------------------------------------
+# aiomqtt 2.5 has no public API for manual acknowledgement (aiomqtt issue #345), and its
+# message iterator costs a task and an ``asyncio.wait`` per message, a third of what a
+# bare subscriber can take here. These four functions are the only places that touch the
+# paho client underneath (``client._client``) or aiomqtt's insides.
 
-    aiomqtt 2.5 has no public manual-ack API (aiomqtt issue #345), so this reaches
-    the paho client underneath, which was switched to manual acks before connecting.
-    This function and ``_publish_nowait`` are the only places that touch it.
+
+def _take_messages(client: aiomqtt.Client, handler: Callable[[str, bytes, int], None]) -> None:
+    """Have paho hand each message to ``handler(topic, payload, mid)`` on the event loop.
+
+    paho calls it from the reader callback aiomqtt runs on the event loop, so the
+    handler may post to the runtime directly; aiomqtt's own queue then stays empty.
     """
-    client._client.ack(mid, 1)
+
+    def on_message(_paho: object, _userdata: object, message: mqtt.MQTTMessage) -> None:
+        handler(message.topic, bytes(message.payload), message.mid)
+
+    client._client.on_message = on_message
+
+
+async def _disconnected(client: aiomqtt.Client) -> aiomqtt.MqttError:
+    """Wait until the connection is lost; return why, for ``run`` to retry."""
+    try:
+        await asyncio.shield(client._disconnected)
+    except Exception as error:  # noqa: BLE001 - paho's and the socket's, whatever they are
+        return aiomqtt.MqttError(f"disconnected: {error}")
+    return aiomqtt.MqttError("disconnected by the broker")
+
+
+def _puback(client: aiomqtt.Client, mids: list[int]) -> None:
+    """Send the PUBACKs for QoS 1 messages we have committed, in one write.
+
+    paho's ``ack(mid, 1)`` queues one packet per message, each its own send(); a commit
+    round releases thousands at once. A PUBACK is four bytes (MQTT 3.1.1 §3.4): several
+    concatenated are several PUBACKs. The client was switched to manual acks before
+    connecting, so paho acknowledges nothing on its own.
+    """
+    packets = bytearray()
+    for mid in mids:
+        packets += b"\x40\x02" + mid.to_bytes(2, "big")
+    client._client._packet_queue(mqtt.PUBACK, packets, 0, 0)
 
 
 def _publish_nowait(
@@ -195,6 +233,7 @@ class MqttLink:
         self.runtime: Runtime | None = None
         self.subscribed = asyncio.Event()
         self._redeliver = asyncio.Event()  # set when a message was left unacknowledged
+        self._acks: list[int] = []  # committed, their PUBACKs not yet sent
 
     async def run(self) -> None:
         """Connect, and reconnect with jittered exponential backoff, until cancelled."""
@@ -241,9 +280,14 @@ class MqttLink:
         # A fresh client per connection: a packet id from a dead connection must
         # never be acknowledged on the next one, where it may name another message.
         client = self._make_client()
+        self._generation += 1
+        generation = self._generation
+        # Before connecting: the broker sends a persistent session's backlog at once.
+        _take_messages(
+            client,
+            lambda topic, payload, mid: self._receive(client, generation, topic, payload, mid),
+        )
         async with client:
-            self._generation += 1
-            generation = self._generation
             self._client = client
             prefix = self._prefix
             await client.subscribe(
@@ -257,43 +301,35 @@ class MqttLink:
             self._on_subscribed()
             self._redeliver.clear()
             # Both are awaited below before this session ends, whatever ends it.
-            receiving = asyncio.create_task(
-                self._receive_all(client, generation), name="pagerd[mqtt-receive]"
-            )
+            lost = asyncio.create_task(_disconnected(client), name="pagerd[mqtt-connection]")
             redeliver = asyncio.create_task(self._redeliver.wait(), name="pagerd[mqtt-redeliver]")
             try:
-                done, _ = await asyncio.wait(
-                    {receiving, redeliver}, return_when=asyncio.FIRST_COMPLETED
-                )
+                done, _ = await asyncio.wait({lost, redeliver}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                receiving.cancel()
+                lost.cancel()
                 redeliver.cancel()
-                await asyncio.gather(receiving, redeliver, return_exceptions=True)
+                await asyncio.gather(lost, redeliver, return_exceptions=True)
                 self._lost()
-            if receiving in done:
-                receiving.result()  # the connection failed: MqttError, for run() to retry
+            if lost in done:
+                raise lost.result()  # for run() to retry
             log.warning("mqtt.reconnecting", reason="redeliver unacknowledged messages")
 
-    async def _receive_all(self, client: aiomqtt.Client, generation: int) -> None:
-        async for message in client.messages:
-            self._receive(client, generation, message)
-
-    def _receive(self, client: aiomqtt.Client, generation: int, message: aiomqtt.Message) -> None:
-        topic = message.topic.value
-        payload = message.payload if isinstance(message.payload, bytes) else b""
+    def _receive(
+        self, client: aiomqtt.Client, generation: int, topic: str, payload: bytes, mid: int
+    ) -> None:
         try:
             intake = parse_message(topic, payload, self._prefix)
             assert self.runtime is not None, "the app sets the runtime before connecting"
-            reply = self._acker(client, generation, message.mid, intake)
+            reply = self._acker(client, generation, mid, intake)
             self.runtime.post(intake.service_id, Envelope(intake.event, reply))
         except Rejected as refusal:
             self._reject(client, topic, payload, refusal.reason, refusal.code)
-            self._ack(client, generation, message.mid)
+            self._ack(client, generation, mid)
         except UnknownServiceError as unknown:
             self._reject(client, topic, payload, str(unknown), "unknown_service")
-            self._ack(client, generation, message.mid)
+            self._ack(client, generation, mid)
         else:
-            metrics.ALERTS_RECEIVED.labels(source="mqtt", kind=intake.kind).inc()
+            _RECEIVED[intake.kind].inc()
 
     def _acker(
         self, client: aiomqtt.Client, generation: int, mid: int, intake: Intake
@@ -315,8 +351,19 @@ class MqttLink:
         return reply
 
     def _ack(self, client: aiomqtt.Client, generation: int, mid: int) -> None:
-        if generation == self._generation and self._client is client:
-            _puback(client, mid)
+        # A packet id from a connection that is gone may name another message on this one.
+        if generation != self._generation:
+            return
+        # A commit round releases many messages in one turn of the loop: their PUBACKs
+        # are gathered and go out together once it ends.
+        if not self._acks:
+            asyncio.get_running_loop().call_soon(self._send_acks, client, generation)
+        self._acks.append(mid)
+
+    def _send_acks(self, client: aiomqtt.Client, generation: int) -> None:
+        mids, self._acks = self._acks, []
+        if generation == self._generation:  # not replaced meanwhile
+            _puback(client, mids)
 
     def _reject(
         self, client: aiomqtt.Client, topic: str, payload: bytes, reason: str, code: str
