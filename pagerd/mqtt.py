@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import aiomqtt
 import msgspec
@@ -169,7 +169,7 @@ class MqttSettings:
 # --- the parts of aiomqtt and paho that pagerd reaches into ------------------------------------
 # aiomqtt 2.5 has no public API for manual acknowledgement (aiomqtt issue #345), and its
 # message iterator costs a task and an ``asyncio.wait`` per message, a third of what a
-# bare subscriber can take here. These four functions are the only places that touch the
+# bare subscriber can take here. These functions are the only places that touch the
 # paho client underneath (``client._client``) or aiomqtt's insides.
 
 
@@ -184,6 +184,52 @@ def _take_messages(client: aiomqtt.Client, handler: Callable[[str, bytes, int], 
         handler(message.topic, bytes(message.payload), message.mid)
 
     client._client.on_message = on_message
+
+
+class _ChunkedReads:
+    """paho's socket, read 64 KiB at a time instead of a few bytes at a time.
+
+    paho reads each packet with at least three recv() calls (the command byte, each
+    length byte, the rest) and one packet per readiness event. Behind this, one recv()
+    fills a buffer, and ``pending()`` tells aiomqtt's reader (which asks it, for TLS) to
+    keep reading until the buffer is empty. Everything else goes to the real socket.
+    """
+
+    READ_SIZE = 64 * 1024
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buffer = bytearray()
+
+    def recv(self, size: int) -> bytes:
+        if not self._buffer:
+            data = self._sock.recv(self.READ_SIZE)  # BlockingIOError passes through to paho
+            if not data:
+                return b""  # the connection was closed
+            self._buffer += data
+        chunk = bytes(self._buffer[:size])
+        del self._buffer[:size]  # cheap: a bytearray drops its head without copying
+        return chunk
+
+    def pending(self) -> int:
+        inner = getattr(self._sock, "pending", None)  # an SSL socket's own buffer
+        return len(self._buffer) + (inner() if inner is not None else 0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def _read_in_chunks(client: aiomqtt.Client) -> None:
+    """Give paho a ``_ChunkedReads`` in place of each socket it opens."""
+    paho = client._client
+    aiomqtt_on_open = paho.on_socket_open
+    assert aiomqtt_on_open is not None, "aiomqtt registers the socket with the event loop"
+
+    def on_socket_open(_paho: mqtt.Client, userdata: Any, sock: Any) -> None:
+        paho._sock = _ChunkedReads(sock)
+        aiomqtt_on_open(_paho, userdata, sock)
+
+    paho.on_socket_open = on_socket_open
 
 
 async def _disconnected(client: aiomqtt.Client) -> aiomqtt.MqttError:
@@ -274,6 +320,7 @@ class MqttLink:
             keepalive=15,
         )
         client._client.manual_ack_set(True)
+        _read_in_chunks(client)
         return client
 
     async def _session(self) -> None:
