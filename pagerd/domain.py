@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import assert_never
@@ -147,6 +147,51 @@ class IncidentStatus(enum.StrEnum):
     RESOLVED = "resolved"
 
 
+class AlertIds(Set[str]):
+    """The alert ids an incident has seen: an immutable set that grows in O(log n).
+
+    A frozenset copied with each new id made an alert storm on one service quadratic
+    (20,000 alerts took 6 s of the event loop). This keeps disjoint frozensets whose
+    sizes halve along the tuple, like the digits of a binary counter: adding an id
+    merges the small ones at the end, so each id is copied O(log n) times in all, and
+    a lookup asks O(log n) sets.
+    """
+
+    __slots__ = ("_parts",)
+
+    def __init__(self, ids: Iterable[str] = ()) -> None:
+        part = frozenset(ids)
+        self._parts: tuple[frozenset[str], ...] = (part,) if part else ()
+
+    def with_id(self, alert_id: str) -> AlertIds:
+        """This set and ``alert_id``."""
+        if alert_id in self:
+            return self
+        merged = frozenset((alert_id,))
+        parts = list(self._parts)
+        while parts and len(parts[-1]) <= len(merged):
+            merged = parts.pop() | merged
+        grown = AlertIds()
+        grown._parts = (*parts, merged)
+        return grown
+
+    def __contains__(self, alert_id: object) -> bool:
+        return any(alert_id in part for part in self._parts)
+
+    def __iter__(self) -> Iterator[str]:
+        for part in self._parts:
+            yield from part
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self._parts)
+
+    def __hash__(self) -> int:
+        return self._hash()
+
+    def __repr__(self) -> str:
+        return f"AlertIds({sorted(self)!r})"
+
+
 @dataclass(frozen=True, slots=True)
 class Incident:
     """An incident of one service. ``level_index`` is 0-based; people see ``level`` (1-based).
@@ -168,7 +213,7 @@ class Incident:
     acknowledged_by: str | None = None
     resolved_at: datetime | None = None
     alert_count: int = 1
-    alert_ids: frozenset[str] = field(default_factory=frozenset)
+    alert_ids: AlertIds = field(default_factory=AlertIds)
 
     @property
     def level(self) -> int:
@@ -365,7 +410,7 @@ def _on_alert(state: ServiceState, alert: Alert, policy: Policy, now: datetime) 
             id=alert.new_incident_id,
             message=alert.message,
             opened_at=now,
-            alert_ids=frozenset(() if alert.alert_id is None else (alert.alert_id,)),
+            alert_ids=AlertIds(() if alert.alert_id is None else (alert.alert_id,)),
         )
         triggered = RecordTimeline(
             opened.id, "incident.triggered", now, {"message": alert.message, "level": 1}
@@ -378,7 +423,9 @@ def _on_alert(state: ServiceState, alert: Alert, policy: Policy, now: datetime) 
 
     if alert.alert_id is not None and alert.alert_id in incident.alert_ids:
         return Decision(state, (), Outcome.DUPLICATE_ALERT)
-    seen = incident.alert_ids if alert.alert_id is None else incident.alert_ids | {alert.alert_id}
+    seen = incident.alert_ids
+    if alert.alert_id is not None:
+        seen = seen.with_id(alert.alert_id)
     appended = replace(incident, alert_count=incident.alert_count + 1, alert_ids=seen)
     return Decision(
         replace(state, incident=appended), (_record(incident.id, alert, now),), Outcome.APPENDED

@@ -18,6 +18,7 @@ from typing import Any, assert_never
 import msgspec
 
 from pagerd.domain import (
+    AlertIds,
     EmailTarget,
     Incident,
     IncidentStatus,
@@ -536,7 +537,7 @@ def decode_incident(row: Row) -> tuple[str, Incident]:
         acknowledged_by=acknowledged_by,
         resolved_at=_from_db_time_or_none(resolved_at),
         alert_count=alert_count,
-        alert_ids=frozenset(msgspec.json.decode(alert_ids, type=list[str])),
+        alert_ids=AlertIds(msgspec.json.decode(alert_ids, type=list[str])),
     )
     return service_id, incident
 

@@ -7,10 +7,11 @@ history of every decision, and checks the §6 safety rules after each step.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -18,6 +19,7 @@ from pagerd.domain import (
     Ack,
     AckTimeout,
     Alert,
+    AlertIds,
     ArmTimer,
     CancelTimer,
     Decision,
@@ -405,3 +407,31 @@ EscalationMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestEscalation = EscalationMachine.TestCase
+
+
+# --- AlertIds: a set that grows in O(log n) -------------------------------------------------
+
+
+@given(st.lists(st.text(alphabet="abcdef", min_size=1, max_size=3), max_size=300))
+def test_alert_ids_behave_as_the_set_of_ids_added(ids: list[str]) -> None:
+    grown = AlertIds()
+    for alert_id in ids:
+        before = grown
+        grown = grown.with_id(alert_id)
+        assert alert_id not in before or grown is before  # an id seen before changes nothing
+    assert set(grown) == set(ids)
+    assert grown == AlertIds(reversed(ids))  # equal as sets, whatever the order of adding
+    assert len(grown) == len(set(ids))
+    assert sorted(grown) == sorted(set(ids))
+    assert all(alert_id in grown for alert_id in ids)
+    assert "zzz" not in grown
+    assert hash(grown) == hash(AlertIds(ids))
+
+
+def test_alert_ids_stay_in_logarithmically_many_parts() -> None:
+    grown = AlertIds(["seed"])
+    for n in range(5_000):
+        grown = grown.with_id(f"a{n}")
+    # Sizes halve along the parts, as a binary counter's digits: at most log2(n) + 1.
+    assert len(grown._parts) <= math.log2(len(grown)) + 1
+    assert repr(AlertIds(["b", "a"])) == "AlertIds(['a', 'b'])"

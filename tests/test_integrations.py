@@ -222,10 +222,10 @@ class Site:
         await self.runtime.drained()
         return await self.store.count_alerts(service_id=service_id)
 
-    async def alert_ids(self, incident_id: str) -> frozenset[str]:
+    async def alert_ids(self, incident_id: str) -> set[str]:
         found = await self.store.get_incident(incident_id)
         assert found is not None
-        return found[1].alert_ids
+        return set(found[1].alert_ids)
 
 
 @contextlib.asynccontextmanager
