@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from functools import partial
+from pathlib import Path
 
 import aiohttp
 
@@ -116,6 +117,122 @@ async def test_retry_after_is_honoured(
     await eventually(lambda: len(sms_service.pages) == 2, timeout=6, what="second attempt")
     gap = sms_service.pages[1].at - sms_service.pages[0].at
     assert 1.9 <= gap <= 3.0, f"retried after {gap:.2f}s"
+
+
+PATIENT = {"bundle_window_s": 0, "max_attempts": 100, "max_age_s": 3600}
+
+
+def first_arrivals(sms_service: SmsStandIn) -> dict[str, float]:
+    """When each notification id first reached the stand-in."""
+    first: dict[str, float] = {}
+    for page in sms_service.pages:
+        first.setdefault(page.key, page.at)
+    return first
+
+
+def pages_by_step(db: Path) -> dict[str, list[tuple[int, str]]]:
+    """incident id -> [(step, notification id)] in step order."""
+    rows = sqlite_rows(db, "SELECT incident_id, step, id FROM outbox ORDER BY step, id")
+    out: dict[str, list[tuple[int, str]]] = {}
+    for incident, step, nid in rows:
+        out.setdefault(incident, []).append((step, nid))
+    return out
+
+
+def arrival_order_kept(db: Path, sms_service: SmsStandIn) -> dict[str, bool]:
+    """incident id -> whether its pages first arrived in step order."""
+    first = first_arrivals(sms_service)
+    return {
+        incident: [first[nid] for _, nid in pages] == sorted(first[nid] for _, nid in pages)
+        for incident, pages in pages_by_step(db).items()
+    }
+
+
+async def test_after_an_outage_each_incidents_pages_arrive_in_level_order(
+    make_pagerd: PagerdFactory, monitor: Monitor, sms_service: SmsStandIn
+) -> None:
+    """Given the SMS service down while eight incidents escalate from level 1 to level 2,
+    when it comes back, then every page is delivered once, and each incident's level 1
+    page arrives before its level 2 page (level 2 does not overtake a level 1 page still
+    backing off)."""
+    services = [f"svc-{i}" for i in range(8)]
+    daemon = make_pagerd(two_levels(timeout=0.3), dict.fromkeys(services, "p"), notify=PATIENT)
+    await daemon.start()
+    await sms_service.stop()
+    for service in services:
+        await monitor.publish("alert", service, "down")
+
+    def backing_off() -> bool:
+        # Level 1 pages three attempts in (their next wait is up to 2 s), level 2 decided.
+        level_1 = sqlite_rows(daemon.db, "SELECT attempts FROM outbox WHERE level = 1")
+        return (
+            len(level_1) == len(services)
+            and all(attempts >= 3 for (attempts,) in level_1)
+            and count_level(daemon.db, 2) == len(services)
+        )
+
+    await eventually(backing_off, timeout=15, what="level 1 backing off, level 2 decided")
+    await sms_service.start()
+    await eventually(
+        lambda: count_pages(daemon.db) == 2 * len(services),
+        timeout=20,
+        what="every page delivered after the outage",
+    )
+    ids = {nid for pages in pages_by_step(daemon.db).values() for _, nid in pages}
+    assert sms_service.distinct_keys() == ids
+    assert timeline(daemon.db, "notification.failed") == []
+    order = arrival_order_kept(daemon.db, sms_service)
+    assert [incident for incident, kept in order.items() if not kept] == []
+
+
+async def test_a_page_waiting_to_be_retried_holds_back_only_its_own_incident(
+    make_pagerd: PagerdFactory, monitor: Monitor, sms_service: SmsStandIn
+) -> None:
+    """Given incident A's level 1 page answered 503 with Retry-After: 2, then A's level 2
+    page waits for it and follows it, while incident B, alerting meanwhile, has both its
+    levels paged at once; pages of one level (two phones) go without waiting for each
+    other."""
+    sms_service.statuses = [503]
+    sms_service.retry_after = "2"
+    three = "+15550000003"
+    daemon = make_pagerd(
+        [Policy("p", [(0.5, [sms(ONE)]), (0.5, [sms(TWO), sms(three)])])],
+        {"a": "p", "b": "p"},
+        notify=PATIENT,
+    )
+    await daemon.start()
+    await monitor.publish("alert", "a", "down")
+    await eventually(lambda: len(sms_service.pages) == 1, what="A's level 1 page refused")
+    refused_at = sms_service.pages[0].at
+    await monitor.publish("alert", "b", "down")
+    await eventually(lambda: count_pages(daemon.db) == 6, timeout=10, what="every page sent")
+
+    a_incident = sms_service.pages[0].key.rsplit("-", 2)[0]  # ids are {incident}-{step}-{n}
+    first = first_arrivals(sms_service)
+    steps = pages_by_step(daemon.db)
+    a_pages, b_pages = steps.pop(a_incident), next(iter(steps.values()))
+    a_level_1 = [p for p in sms_service.pages if p.key == a_pages[0][1]]
+    assert len(a_level_1) == 2, "refused once, then delivered"
+    assert 1.9 <= a_level_1[1].at - refused_at <= 3.0, "Retry-After honoured"
+    assert all(first[nid] >= a_level_1[1].at for _, nid in a_pages[1:]), "A's level 2 waited"
+    assert all(first[nid] < a_level_1[1].at for _, nid in b_pages), "B was not held up"
+    assert all(arrival_order_kept(daemon.db, sms_service).values())
+
+
+async def test_a_send_in_flight_at_shutdown_has_its_outcome_committed(
+    make_pagerd: PagerdFactory, monitor: Monitor, sms_service: SmsStandIn
+) -> None:
+    """Given the SMS service answering after 1 s, when pagerd is told to stop while the
+    page is in flight, then the send completes and is committed as sent before exit."""
+    sms_service.delays = [1.0]
+    daemon = make_pagerd(two_levels(), {"api": "p"})
+    await daemon.start()
+    await monitor.publish("alert", "api", "down")
+    await eventually(lambda: len(sms_service.pages) == 1, what="page in flight")
+    assert await daemon.stop() == 0
+    assert sqlite_rows(daemon.db, "SELECT status, attempts FROM outbox") == [("sent", 1)]
+    (sent,) = timeline(daemon.db, "notification.sent")
+    assert sent["attempt"] == 1
 
 
 async def test_page_cut_off_by_a_crash_is_resent_with_the_same_key(
@@ -245,6 +362,10 @@ def paged(db: object, expected: int) -> bool:
 
 def count_pages(db: object) -> int:
     return int(sqlite_rows(db, "SELECT count(*) FROM outbox WHERE status = 'sent'")[0][0])  # type: ignore[arg-type]
+
+
+def count_level(db: Path, level: int) -> int:
+    return int(sqlite_rows(db, "SELECT count(*) FROM outbox WHERE level = ?", level)[0][0])
 
 
 async def test_team_declared_in_the_config_file_can_be_alerted_through_the_api(

@@ -29,11 +29,6 @@ def timeline(db: Path, kind: str) -> list[dict[str, Any]]:
     return [json.loads(detail) for (detail,) in rows]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap: pages of one incident are retried independently, so after an outage "
-    "level 2 is often delivered before level 1 (pagerd/outbox.py, per-page backoff)",
-)
 @pytest.mark.timeout(180)
 async def test_sms_service_down_for_20s_then_every_page_delivered_in_order(
     make_pagerd: PagerdFactory, monitor: Monitor, sms_service: SmsStandIn
