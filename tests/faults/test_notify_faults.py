@@ -20,7 +20,7 @@ from tests.harness import Monitor, Policy, SmsStandIn, eventually, free_port, sm
 
 ONE = "+15550000001"
 TWO = "+15550000002"
-OUTAGE_S = 20.0
+OUTAGE_S = 60.0  # as the issue has it: a minute without the SMS provider
 PATIENT = {"bundle_window_s": 0, "max_attempts": 100, "max_age_s": 3600}
 
 
@@ -29,11 +29,11 @@ def timeline(db: Path, kind: str) -> list[dict[str, Any]]:
     return [json.loads(detail) for (detail,) in rows]
 
 
-@pytest.mark.timeout(180)
-async def test_sms_service_down_for_20s_then_every_page_delivered_in_order(
+@pytest.mark.timeout(240)
+async def test_sms_service_down_for_60s_then_every_page_delivered_in_order(
     make_pagerd: PagerdFactory, monitor: Monitor, sms_service: SmsStandIn
 ) -> None:
-    """Given the SMS service unreachable for 20 s while 20 incidents escalate through two
+    """Given the SMS service unreachable for 60 s while 20 incidents escalate through two
     levels, when it comes back, then every page is delivered, none dropped, and each
     incident's level 1 page arrives before its level 2 page."""
     services = [f"svc-{i}" for i in range(20)]
@@ -76,7 +76,7 @@ async def test_sms_service_down_for_20s_then_every_page_delivered_in_order(
         if first_at[f"{incident}-0-0"] > first_at[f"{incident}-1-0"]
     ]
     report(
-        "sms down 20s",
+        "sms down 60s",
         outbox=len(rows),
         retries_during_outage=retrying,
         delivered_within_s=round(delivered_in, 1),
