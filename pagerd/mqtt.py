@@ -169,8 +169,8 @@ class MqttSettings:
 # --- the parts of aiomqtt and paho that pagerd reaches into ------------------------------------
 # aiomqtt 2.5 has no public API for manual acknowledgement (aiomqtt issue #345), and its
 # message iterator costs a task and an ``asyncio.wait`` per message, a third of what a
-# bare subscriber can take here. These functions are the only places that touch the
-# paho client underneath (``client._client``) or aiomqtt's insides.
+# bare subscriber can take here. These functions and ``_make_client`` are the only places
+# that touch the paho client underneath (``client._client``) or aiomqtt's insides.
 
 
 def _take_messages(client: aiomqtt.Client, handler: Callable[[str, bytes, int], None]) -> None:
@@ -320,6 +320,10 @@ class MqttLink:
             keepalive=15,
         )
         client._client.manual_ack_set(True)
+        # pagerd never awaits a publication: without this callback paho builds no reason
+        # code and properties objects for each one sent or acknowledged (a third of its
+        # time writing). aiomqtt needs it only for its own awaited publish().
+        client._client.on_publish = None
         _read_in_chunks(client)
         return client
 
@@ -465,7 +469,8 @@ class MqttLink:
 
 def rfc3339(at: datetime) -> str:
     """``2026-11-22T10:00:00.123Z``: UTC with milliseconds, as on every wire."""
-    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+    # isoformat truncates to milliseconds as the format did, at a fraction of strftime's cost.
+    return at.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def state_payload(state: ServiceState, at: datetime) -> dict[str, object]:
