@@ -27,6 +27,11 @@ ACTOR_FAILURES = Counter(
 COMMIT_FAILURES = Counter(
     "pagerd_commit_failures", "Actor writes the store refused.", registry=REGISTRY
 )
+READ_FAILURES = Counter(
+    "pagerd_read_failures",
+    "Messages left unacknowledged because the store could not be read.",
+    registry=REGISTRY,
+)
 COMMIT_BATCH_UNITS = Histogram(
     "pagerd_commit_batch_units",
     "Units of work per group commit.",

@@ -35,6 +35,7 @@ from pagerd.domain import (
     ServiceState,
 )
 from pagerd.runtime import Envelope, Result, Runtime, UnknownServiceError, new_incident_id
+from pagerd.store import StoreError
 
 log = structlog.get_logger("pagerd.mqtt")
 
@@ -45,6 +46,7 @@ RECONNECT_CAP_S = 3.0  # a broker back after a restart is found within seconds
 # After a failed commit, reconnect this much later: the broker redelivers only on a new
 # connection what was not acknowledged, and a failing disk must not be hammered.
 REDELIVERY_DELAY_S = 1.0
+REPUBLISH_CHUNK = 1_000  # states republished per turn of the event loop after a connect
 
 Kind = Literal["alert", "ack", "healthy"]
 # Counted once per message: the labelled children are looked up once, not each time.
@@ -345,21 +347,23 @@ class MqttLink:
                 [(f"{prefix}/alert/+", 1), (f"{prefix}/ack/+", 1), (f"{prefix}/healthy/+", 1)]
             )
             _publish_nowait(client, f"{prefix}/status", b"online", qos=1, retain=True)
-            self._republish_states()
             metrics.MQTT_CONNECTED.set(1)
             self.subscribed.set()
             log.info("mqtt.subscribed", host=self._settings.host, port=self._settings.port)
             self._on_subscribed()
             self._redeliver.clear()
-            # Both are awaited below before this session ends, whatever ends it.
+            # All three are awaited below before this session ends, whatever ends it.
             lost = asyncio.create_task(_disconnected(client), name="pagerd[mqtt-connection]")
             redeliver = asyncio.create_task(self._redeliver.wait(), name="pagerd[mqtt-redeliver]")
+            republish = asyncio.create_task(
+                self._republish_states(client), name="pagerd[mqtt-republish]"
+            )
             try:
                 done, _ = await asyncio.wait({lost, redeliver}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                lost.cancel()
-                redeliver.cancel()
-                await asyncio.gather(lost, redeliver, return_exceptions=True)
+                for task in (lost, redeliver, republish):
+                    task.cancel()
+                await asyncio.gather(lost, redeliver, republish, return_exceptions=True)
                 self._lost()
             if lost in done:
                 raise lost.result()  # for run() to retry
@@ -379,6 +383,13 @@ class MqttLink:
         except UnknownServiceError as unknown:
             self._reject(client, topic, payload, str(unknown), "unknown_service")
             self._ack(client, generation, mid)
+        except StoreError as error:
+            # The directory could not read the service: not taken, so not acknowledged;
+            # the broker redelivers it on the new connection this asks for.
+            log.error("mqtt.not_acknowledged", topic=topic, error=str(error))  # noqa: TRY400
+            metrics.READ_FAILURES.inc()
+            if generation == self._generation:
+                self._redeliver.set()
         else:
             _RECEIVED[intake.kind].inc()
 
@@ -459,12 +470,26 @@ class MqttLink:
             }
             _publish_nowait(client, topic, msgspec.json.encode(body), qos=0, retain=False)
 
-    def _republish_states(self) -> None:
-        if self.runtime is None:
+    async def _republish_states(self, client: aiomqtt.Client) -> None:
+        """Publish every live service's state again, as the connection is new.
+
+        In chunks that yield to the loop, after READY: at start-up 100,000 open
+        incidents took 4 s in one go. Each state is read when it is published, so one
+        changed meanwhile is never overwritten by an older one.
+        """
+        runtime = self.runtime
+        if runtime is None:
             return
-        now = self.runtime.clock.now()
-        for service_id, actor in list(self.runtime.actors.items()):
-            self.publish_state(service_id, actor.state, now)
+        service_ids = list(runtime.actors)
+        for start in range(0, len(service_ids), REPUBLISH_CHUNK):
+            await asyncio.sleep(0)
+            if self._client is not client:
+                return  # the connection is gone: the next one republishes
+            now = runtime.clock.now()
+            for service_id in service_ids[start : start + REPUBLISH_CHUNK]:
+                actor = runtime.actors.get(service_id)
+                if actor is not None:
+                    self.publish_state(service_id, actor.state, now)
 
 
 def rfc3339(at: datetime) -> str:
