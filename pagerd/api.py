@@ -300,7 +300,7 @@ class _Api:
             if row is None:
                 raise RefusedError(404, f"no policy {policy_id!r}")
             _refuse_managed(row, f"policy {policy_id!r}")
-            users = sorted(s.id for s in directory.services.values() if s.policy_id == policy_id)
+            users = directory.services.using(policy_id)
             if users:
                 raise RefusedError(
                     409, f"policy {policy_id!r} is in use by services {', '.join(users)}"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -15,17 +17,26 @@ import structlog
 from pagerd import messages, metrics
 from pagerd.acklinks import AckLinks, load_or_create_secret
 from pagerd.api import add_api_routes
-from pagerd.clock import Clock, SystemClock
+from pagerd.clock import Clock, SystemClock, TimerWheel
 from pagerd.config import Config
 from pagerd.console import add_console_routes
-from pagerd.domain import AckTimeout
+from pagerd.domain import AckTimeout, ServiceState
 from pagerd.integrations import add_integration_routes
 from pagerd.mqtt import MqttLink, MqttSettings
 from pagerd.outbox import DeliveryPolicy, Dispatcher
 from pagerd.registry import Directory, team_policy
 from pagerd.runtime import Envelope, Runtime
 from pagerd.senders import EmailSender, Page, Sender, SmsSender, WebhookSender
-from pagerd.store import DeveloperRow, OutboxRow, PolicyRow, ServiceRow, Store, TeamRow, WriteBatch
+from pagerd.store import (
+    DeveloperRow,
+    OutboxRow,
+    PolicyRow,
+    ServiceRow,
+    Store,
+    StoreError,
+    TeamRow,
+    WriteBatch,
+)
 from pagerd.systemd import SystemdNotifier
 from pagerd.web import build_app, start_http
 
@@ -34,6 +45,10 @@ log = structlog.get_logger("pagerd.app")
 # Shutdown stages (with the HTTP server's 5 s) sum to 18 s, under TimeoutStopSec=30.
 DRAIN_TIMEOUT_S = 10.0
 SENDERS_GRACE_S = 3.0
+# Recovery arms the timers due this soon; the others once subscribed (READY), or after
+# ARM_LATER_S if the broker is not there: well before any of them is due.
+ARM_AT_ONCE = timedelta(seconds=60)
+ARM_LATER_S = 5.0
 
 
 async def apply_config(store: Store, config: Config) -> None:
@@ -91,7 +106,7 @@ def make_composers(
     """How a single page and a bundle of pages read, per channel."""
 
     def name_of(service_id: str) -> str:
-        service = directory.services.get(service_id)
+        service = directory.services.find(service_id)
         return service_id if service is None else service.name
 
     def compose(row: OutboxRow) -> Page:
@@ -162,17 +177,20 @@ async def serve(
     try:
         await apply_config(store, config)
         directory = await Directory.load(store)
-        async with aiohttp.ClientSession() as session:
-            await _run(
-                config,
-                store=store,
-                directory=directory,
-                session=session,
-                clock=clock,
-                notifier=notifier,
-                stop=stop,
-                started=started,
-            )
+        try:
+            async with aiohttp.ClientSession() as session:
+                await _run(
+                    config,
+                    store=store,
+                    directory=directory,
+                    session=session,
+                    clock=clock,
+                    notifier=notifier,
+                    stop=stop,
+                    started=started,
+                )
+        finally:
+            directory.close()
     finally:
         await store.close()  # the last group commit
     log.info("pagerd.stopped")
@@ -218,14 +236,22 @@ async def _run(
         runtime = Runtime(
             store=store,
             directory=directory,
-            clock=clock,
+            clock=TimerWheel(clock),
             outbox=dispatcher,
             publisher=link,
             spawner=group,
             fallback_policy=config.routing.fallback_policy,
         )
         link.runtime = runtime
-        recovered = runtime.recover(await store.load_open_incidents())
+        recovered = 0
+        arm_before = clock.now() + ARM_AT_ONCE
+
+        def recover(states: list[ServiceState]) -> None:
+            nonlocal recovered
+            recovered += runtime.recover(states, arm_before=arm_before)
+
+        with _collection_paused():
+            await store.read_open_states(recover)
         # Only after recovery: an ack arriving earlier would meet an actor with no incident.
         host, port = config.http.host_port()
         web_app = build_app(
@@ -242,20 +268,21 @@ async def _run(
         add_integration_routes(web_app, config=config)
         http = await start_http(web_app, host, port)
         dispatcher.release(await store.pending_outbox(limit=1_000_000))
-        log.info("pagerd.recovered", open_incidents=recovered, services=len(directory.services))
+        log.info("pagerd.recovered", open_incidents=recovered)
 
         dispatch_task = group.create_task(dispatcher.run(), name="pagerd[outbox]")
         intake_task = group.create_task(link.run(), name="pagerd[mqtt]")
+        arming_task = group.create_task(_arm_timers(runtime, link), name="pagerd[arm-timers]")
         watchdog_task = group.create_task(notifier.watchdog_loop(), name="pagerd[watchdog]")
         ready_task = group.create_task(
-            _announce_ready(link, notifier, started, recovered), name="pagerd[ready]"
+            _announce_ready(link, notifier, store, started, recovered), name="pagerd[ready]"
         )
 
         await stop.wait()
         log.info("pagerd.stopping", pending=runtime.pending())
         notifier.stopping()
         # 1. stop intake: what is not yet acknowledged is redelivered by the broker.
-        await _cancel(intake_task, ready_task)
+        await _cancel(intake_task, ready_task, arming_task)
         await http.cleanup()
         # 2. drain mailboxes: every accepted message committed.
         try:
@@ -275,14 +302,44 @@ async def _run(
         await _cancel(dispatch_task, watchdog_task)
 
 
+@contextlib.contextmanager
+def _collection_paused() -> Iterator[None]:
+    """No cyclic garbage collection while start-up builds its long-lived objects.
+
+    Recovery makes a few objects per open incident, all of them kept: each collection
+    along the way would scan them all again, and took half of recovery's time. They
+    are frozen afterwards, out of the way of later collections too.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
 async def _announce_ready(
-    link: MqttLink, notifier: SystemdNotifier, started: float, recovered: int
+    link: MqttLink, notifier: SystemdNotifier, store: Store, started: float, recovered: int
 ) -> None:
     await link.subscribed.wait()
     seconds = round(time.monotonic() - started, 3)
     notifier.ready()
     notifier.status(f"ready: {recovered} open incidents recovered in {seconds}s")
     log.info("pagerd.ready", startup_s=seconds, open_incidents=recovered)
+    # Counted once ready, as it reads an index of every service; a figure for the log
+    # is no reason to stop.
+    with contextlib.suppress(StoreError):
+        log.info("pagerd.services", services=await store.count_services())
+
+
+async def _arm_timers(runtime: Runtime, link: MqttLink) -> None:
+    # Not on the way to READY: 100,000 timers take the event loop half a second.
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(ARM_LATER_S):
+            await link.subscribed.wait()
+    await runtime.arm_timers()
 
 
 async def _cancel(*tasks: asyncio.Task[None]) -> None:

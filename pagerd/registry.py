@@ -1,12 +1,14 @@
-"""In-memory directory of services, policies and teams, kept in step with the store.
+"""The directory of services, policies and teams, kept in step with the store.
 
 The runtime reads the policy here at every step (CONTRACT §6.9), so an edit
-takes effect from the next step without touching running actors.
+takes effect from the next step without touching running actors. Policies and
+teams are few and held in memory; services may be millions, so they are read
+from the store by id when first used (see ``ServiceTable``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, MutableMapping, ValuesView
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -27,10 +29,24 @@ def team_policy(team_id: int, team_name: str, developers: int, ack_timeout_s: fl
     return Policy(team_service_id(team_id), (level,), repeat)
 
 
+class ServiceLookup(Protocol):
+    """Synchronous reads of the stored services (``pagerd.store.ServiceReader``)."""
+
+    def get(self, service_id: str) -> ServiceRow | None: ...
+
+    def all(self) -> list[ServiceRow]: ...
+
+    def count(self) -> int: ...
+
+    def ids_using(self, policy_id: str) -> list[str]: ...
+
+    def close(self) -> None: ...
+
+
 class DirectoryStore(Protocol):
     """The reads the directory is built from."""
 
-    async def load_services(self) -> list[ServiceRow]: ...
+    async def service_reader(self) -> ServiceLookup: ...
 
     async def load_policies(self) -> list[PolicyRow]: ...
 
@@ -39,9 +55,109 @@ class DirectoryStore(Protocol):
     async def load_developers(self) -> list[DeveloperRow]: ...
 
 
+# Rows read from the store are kept for their next use up to this many, then forgotten
+# together: what is busy is read again at its next message, some microseconds each.
+READ_CACHE_LIMIT = 100_000
+
+
+class ServiceTable(MutableMapping[str, ServiceRow]):
+    """The registered services: a mapping that reads the store by id on first use.
+
+    Start-up reads no service at all (a million rows took seconds). Rows set here (the
+    API after its commit, the router's fallback before its commit) are kept; rows read
+    are kept up to ``READ_CACHE_LIMIT``. Deleting here hides a stored row; the caller
+    deletes it from the store. Iterating, ``len`` and ``values`` read the whole table.
+    """
+
+    def __init__(self, lookup: ServiceLookup) -> None:
+        self._lookup = lookup
+        self._set: dict[str, ServiceRow] = {}
+        self._read: dict[str, ServiceRow] = {}
+        self._deleted: set[str] = set()
+
+    def find(self, service_id: str) -> ServiceRow | None:
+        """The service, or None if it is not registered."""
+        row = self._set.get(service_id) or self._read.get(service_id)
+        if row is not None or service_id in self._deleted:
+            return row
+        row = self._lookup.get(service_id)
+        if row is not None:
+            if len(self._read) >= READ_CACHE_LIMIT:
+                self._read.clear()
+            self._read[service_id] = row
+        return row
+
+    def __getitem__(self, service_id: str) -> ServiceRow:
+        row = self.find(service_id)
+        if row is None:
+            raise KeyError(service_id)
+        return row
+
+    def __contains__(self, service_id: object) -> bool:
+        return isinstance(service_id, str) and self.find(service_id) is not None
+
+    def __setitem__(self, service_id: str, row: ServiceRow) -> None:
+        self._set[service_id] = row
+        self._read.pop(service_id, None)
+        self._deleted.discard(service_id)
+
+    def __delitem__(self, service_id: str) -> None:
+        if service_id not in self:
+            raise KeyError(service_id)
+        self._set.pop(service_id, None)
+        self._read.pop(service_id, None)
+        self._deleted.add(service_id)
+
+    def __iter__(self) -> Iterator[str]:
+        return (row.id for row in self.rows())
+
+    def __len__(self) -> int:
+        lookup = self._lookup
+        added = sum(1 for key in self._set if lookup.get(key) is None)
+        hidden = sum(1 for key in self._deleted if lookup.get(key) is not None)
+        return lookup.count() + added - hidden
+
+    def values(self) -> ValuesView[ServiceRow]:
+        """Every service, by id, in one read of the table."""
+        return _Rows(self)
+
+    def rows(self) -> list[ServiceRow]:
+        """Every service, by id: one read of the whole table, for listings."""
+        merged = {row.id: row for row in self._lookup.all() if row.id not in self._deleted}
+        if not self._set:
+            return list(merged.values())
+        merged.update(self._set)
+        return sorted(merged.values(), key=lambda row: row.id)
+
+    def using(self, policy_id: str) -> list[str]:
+        """The ids of the services escalating through ``policy_id``, sorted."""
+        ids = {
+            key
+            for key in self._lookup.ids_using(policy_id)
+            if key not in self._deleted and key not in self._set
+        }
+        ids.update(key for key, row in self._set.items() if row.policy_id == policy_id)
+        return sorted(ids)
+
+    def close(self) -> None:
+        """Close the store reader; later misses raise StoreError."""
+        self._lookup.close()
+
+
+class _Rows(ValuesView[ServiceRow]):
+    """``ServiceTable.values()``: one read of the table rather than one per key."""
+
+    def __init__(self, table: ServiceTable) -> None:
+        super().__init__(table)
+        self._table = table
+
+    def __iter__(self) -> Iterator[ServiceRow]:
+        return iter(self._table.rows())
+
+
 @dataclass(slots=True)
 class Directory:
-    services: dict[str, ServiceRow] = field(default_factory=dict)
+    services: ServiceTable
     policies: dict[str, PolicyRow] = field(default_factory=dict)
     teams: dict[int, TeamRow] = field(default_factory=dict)
     team_ids: dict[str, int] = field(default_factory=dict)
@@ -55,9 +171,7 @@ class Directory:
     @classmethod
     async def load(cls, store: DirectoryStore) -> Directory:
         """Build the directory from what the store holds."""
-        directory = cls()
-        for service in await store.load_services():
-            directory.services[service.id] = service
+        directory = cls(ServiceTable(await store.service_reader()))
         for policy in await store.load_policies():
             directory.policies[policy.policy.id] = policy
         for team in await store.load_teams():
@@ -65,6 +179,10 @@ class Directory:
         for developer in sorted(await store.load_developers(), key=lambda d: d.id):
             directory.developers.setdefault(developer.team_id, []).append(developer)
         return directory
+
+    def close(self) -> None:
+        """Release the store reader behind ``services``."""
+        self.services.close()
 
     def put_team(self, team: TeamRow) -> None:
         self.teams[team.id] = team
@@ -105,7 +223,7 @@ class Directory:
 
     def policy_for(self, service_id: str) -> Policy | None:
         """The policy the service escalates through now, or None if it has none."""
-        service = self.services.get(service_id)
+        service = self.services.find(service_id)
         if service is None:
             return None
         row = self.policies.get(service.policy_id)

@@ -465,17 +465,40 @@ class Runtime:
         metrics.ACTORS_ALIVE.set(len(self.actors))
         return actor
 
-    def recover(self, open_incidents: Iterable[tuple[str, Incident]]) -> int:
-        """Recreate actors for open incidents and re-arm their timers; overdue ones fire at once."""
+    def recover(
+        self, open_states: Iterable[ServiceState], *, arm_before: datetime | None = None
+    ) -> int:
+        """Recreate actors for services with an open incident (``Store.load_open_states``)
+        and re-arm their timers; overdue ones fire at once.
+
+        With ``arm_before``, only the timers due before it are armed here, and
+        ``arm_timers`` arms the others: start-up does so once serving, as arming
+        100,000 timers takes the event loop half a second.
+        """
         count = 0
-        for service_id, incident in open_incidents:
-            actor = ServiceActor(service_id, ServiceState(service_id, incident), self)
-            self.actors[service_id] = actor
-            actor._sync_timer()
+        for state in open_states:
+            actor = ServiceActor(state.service_id, state, self)
+            replaced = self.actors.get(state.service_id)
+            if replaced is not None:  # two open incidents of one service: the later wins
+                replaced.cancel_timer()
+            self.actors[state.service_id] = actor
+            # A deadline is set exactly while the incident asks for a timer.
+            deadline = None if state.incident is None else state.incident.ack_deadline
+            if deadline is not None and (arm_before is None or deadline < arm_before):
+                actor._sync_timer()
             count += 1
         metrics.ACTORS_ALIVE.set(len(self.actors))
-        metrics.INCIDENTS_OPEN.set(count)
+        metrics.INCIDENTS_OPEN.inc(count)  # start-up recovers in several calls
         return count
+
+    async def arm_timers(self, chunk: int = 2_000) -> None:
+        """Arm every timer an actor's state asks for and lacks, yielding between chunks."""
+        actors = list(self.actors.values())
+        for start in range(0, len(actors), chunk):
+            for actor in actors[start : start + chunk]:
+                if self.actors.get(actor.service_id) is actor:
+                    actor._sync_timer()  # nothing to do if it was armed meanwhile
+            await asyncio.sleep(0)  # intake goes on between chunks
 
     def retire_if_idle(self, actor: ServiceActor) -> None:
         if actor.retirable and self.actors.get(actor.service_id) is actor:

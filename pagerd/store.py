@@ -13,8 +13,10 @@ so they see only committed data and never wait behind a commit's fsync.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from typing import Any, TypeVar
 import aiosqlite
 import msgspec
 
-from pagerd.domain import Incident
+from pagerd.domain import AlertIds, Incident, ServiceState
 from pagerd.logs import get_logger
 from pagerd.schema import (
     MIGRATIONS,
@@ -434,6 +436,62 @@ class Store:
         )
         return [decode_incident(row) for row in rows]
 
+    async def count_services(self) -> int:
+        """How many services are registered."""
+        rows = await self._fetch("SELECT count(*) FROM services")
+        return int(rows[0][0])
+
+    async def service_reader(self) -> ServiceReader:
+        """A synchronous reader of services by id, on a read-only connection of its own."""
+        rows = await self._fetch("SELECT file FROM pragma_database_list WHERE name = 'main'")
+        path = str(rows[0][0])
+        try:
+            connection = await asyncio.to_thread(_connect_sync_reader, path)
+        except sqlite3.Error as error:
+            raise StoreError(f"cannot open a reader of {path}: {error}") from error
+        return ServiceReader(connection)
+
+    async def load_open_states(self) -> list[ServiceState]:
+        """The state of every service with an open incident, alert_ids included."""
+        states: list[ServiceState] = []
+        await self.read_open_states(states.extend)
+        return states
+
+    async def read_open_states(
+        self, handle: Callable[[list[ServiceState]], object], *, chunk: int | None = None
+    ) -> None:
+        """Hand the state of every service with an open incident to ``handle``, in chunks
+        by service id, for start-up.
+
+        SQLite writes a chunk as one JSON document, on the reader's thread, and msgspec
+        builds the domain objects from it in C: several times faster than decoding rows
+        field by field in Python. The next chunk is read while ``handle`` runs.
+        """
+        chunk = chunk or OPEN_STATES_CHUNK
+        # A small first chunk: there is nothing to do meanwhile.
+        size = min(chunk, OPEN_STATES_FIRST_CHUNK)
+        reading: asyncio.Task[list[Any]] | None = self._open_states_task(("", 0), size)
+        try:
+            while reading is not None:
+                [(text, last, count)] = await reading
+                reading = None
+                if count == size:
+                    size = chunk
+                    service_id, _, rowid = str(last).rpartition(_KEY_SEPARATOR)
+                    reading = self._open_states_task((service_id, int(rowid)), size)
+                    await asyncio.sleep(0)  # the task hands the query to the reader's thread
+                if count:
+                    handle(_decode_open_states(str(text)))
+        finally:
+            if reading is not None:
+                reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StoreError):
+                    await reading  # cancelled here, or failed with nobody left to tell
+
+    def _open_states_task(self, after: tuple[str, int], chunk: int) -> asyncio.Task[list[Any]]:
+        fetch = self._fetch(SELECT_OPEN_STATES, (*after, chunk))
+        return asyncio.create_task(fetch, name="pagerd[store-open-states]")
+
     async def get_incident(self, incident_id: str) -> tuple[str, Incident] | None:
         """(service_id, incident), or None if there is no such incident."""
         rows = await self._fetch(SELECT_INCIDENTS + " WHERE i.id = ?", (incident_id,))
@@ -484,3 +542,117 @@ def _where(*filters: tuple[str, object]) -> tuple[str, list[object]]:
     if not used:
         return "", []
     return " WHERE " + " AND ".join(f"{column} = ?" for column, _ in used), [v for _, v in used]
+
+
+# --- start-up and directory reads -----------------------------------------------------------
+
+OPEN_STATES_CHUNK = 5_000
+OPEN_STATES_FIRST_CHUNK = 500
+_KEY_SEPARATOR = "\x01"  # sorts before every character of a service id
+# One chunk of open incidents after the key (service_id, rowid), as a JSON array of
+# ``ServiceState`` documents, with the chunk's last key and its size. It walks the
+# partial index of open incidents only. ``json()`` keeps the alert ids an array rather
+# than a string holding one; the key is text that sorts as (service_id, rowid) does.
+SELECT_OPEN_STATES = """
+SELECT '[' || group_concat(doc, ',') || ']', max(key), count(*) FROM (
+    SELECT json_object(
+        'service_id', i.service_id,
+        'incident', json_object(
+            'id', i.id, 'message', i.message, 'opened_at', i.opened_at, 'status', i.status,
+            'level_index', i.level_index, 'round', i.round, 'step', i.step,
+            'ack_deadline', i.ack_deadline, 'acknowledged_at', i.acknowledged_at,
+            'acknowledged_by', i.acknowledged_by, 'resolved_at', i.resolved_at,
+            'alert_count', i.alert_count,
+            'alert_ids', json((SELECT json_group_array(a.alert_id) FROM alerts AS a
+                               WHERE a.incident_id = i.id AND a.alert_id IS NOT NULL))
+        )
+    ) AS doc,
+    i.service_id || char(1) || printf('%020d', i.rowid) AS key
+    FROM incidents AS i
+    WHERE i.status != 'resolved' AND (i.service_id, i.rowid) > (?, ?)
+    ORDER BY i.service_id, i.rowid LIMIT ?
+)
+"""
+
+
+def _decode_alert_ids(type_: type, value: object) -> object:
+    # msgspec builds every other field itself; AlertIds is the domain's own set type.
+    if type_ is AlertIds and isinstance(value, list):
+        return AlertIds(value)  # of a TEXT column: strings
+    raise TypeError(f"cannot make {type_.__name__} of {value!r}")
+
+
+_OPEN_STATES = msgspec.json.Decoder(list[ServiceState], dec_hook=_decode_alert_ids)
+_SERVICE_COLUMNS = "SELECT id, name, policy_id, managed FROM services"
+# The directory's synchronous reads run on the event loop: they must not wait long.
+SYNC_READ_BUSY_TIMEOUT_MS = 1_000
+
+
+def _decode_open_states(text: str) -> list[ServiceState]:
+    try:
+        return _OPEN_STATES.decode(text)
+    except msgspec.DecodeError as error:  # ValidationError included
+        raise StoreError(f"a stored open incident is unreadable: {error}") from error
+
+
+def _connect_sync_reader(path: str) -> sqlite3.Connection:
+    # Autocommit (isolation_level=None): each SELECT sees the latest commit and, read to
+    # its end, holds no snapshot that would keep the WAL from being checkpointed.
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        connection.execute(f"PRAGMA busy_timeout = {SYNC_READ_BUSY_TIMEOUT_MS}")
+        connection.execute("PRAGMA query_only = ON")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+class ServiceReader:
+    """Services read synchronously, by primary key, on a connection of its own.
+
+    The directory answers "is this service registered, and with which policy?" inside
+    synchronous code (the router, an actor's step) for up to millions of services, few
+    of them active at a time: one indexed read of some microseconds at a service's
+    first use beats reading every row before start-up. WAL readers never wait for the
+    writer. Made by ``Store.service_reader``; used from the event loop's thread.
+    """
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+        # Closed with the reader, or when it is dropped (a test's directory).
+        self._finalizer = weakref.finalize(self, connection.close)
+
+    def close(self) -> None:
+        """Close the connection; later reads raise StoreError."""
+        self._finalizer()
+
+    def get(self, service_id: str) -> ServiceRow | None:
+        """The service, or None if it is not registered."""
+        rows = self._read(_SERVICE_COLUMNS + " WHERE id = ?", (service_id,))
+        return _service_row(rows[0]) if rows else None
+
+    def all(self) -> list[ServiceRow]:
+        """Every service, by id: a full read, for listings only."""
+        return [_service_row(row) for row in self._read(_SERVICE_COLUMNS + " ORDER BY id")]
+
+    def count(self) -> int:
+        """How many services are registered."""
+        return int(self._read("SELECT count(*) FROM services")[0][0])
+
+    def ids_using(self, policy_id: str) -> list[str]:
+        """The ids of the services that escalate through ``policy_id``, sorted."""
+        sql = "SELECT id FROM services WHERE policy_id = ? ORDER BY id"
+        return [str(row[0]) for row in self._read(sql, (policy_id,))]
+
+    def _read(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        try:
+            # fetchall, never fetchone: a statement left unfinished keeps its snapshot.
+            return self._connection.execute(sql, params).fetchall()
+        except sqlite3.Error as error:
+            raise StoreError(f"read failed: {error}") from error
+
+
+def _service_row(row: Row) -> ServiceRow:
+    service_id, name, policy_id, managed = row
+    return ServiceRow(service_id, name, policy_id, bool(managed))

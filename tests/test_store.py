@@ -8,6 +8,7 @@ database fails its round and the writer goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -24,6 +25,7 @@ from pagerd.domain import (
     Policy,
     RecordAlert,
     RecordTimeline,
+    ServiceState,
     SmsTarget,
     TeamTarget,
     WebhookTarget,
@@ -508,3 +510,109 @@ async def test_list_incidents_newest_first_with_filters(store: Store) -> None:
     assert await ids(service_id="nobody") == []
     found = await store.list_incidents(service_id="b", status=None, limit=10)
     assert found == [("b", incident("i2", opened_at=T0 + timedelta(minutes=1)))]
+
+
+# --- start-up and directory reads ------------------------------------------------------------
+
+
+async def test_read_open_states_gives_the_open_incidents_in_chunks(store: Store) -> None:
+    """Given open incidents of services whose ids prefix one another, odd text and a
+    service with two open incidents, when read two at a time, then each open incident
+    comes once, equal to load_open_incidents, in service id order."""
+    odd = 'quote " back\\slash\nnew line, ünïcode, \x01'
+    rows = (
+        ("a0", incident("i1", alert_count=3)),
+        ("a", incident("i2", message=odd)),
+        ("a-b", incident("i3", status=IncidentStatus.RESOLVED, resolved_at=T0)),
+        (
+            "a.b",
+            incident(
+                "i4",
+                status=IncidentStatus.ACKNOWLEDGED,
+                acknowledged_at=T0 + timedelta(seconds=1),
+                acknowledged_by=odd,
+                level_index=1,
+                round=1,
+                step=3,
+                ack_deadline=T0 + timedelta(minutes=5),
+            ),
+        ),
+        ("b", incident("i5")),
+        ("b", incident("i6", opened_at=T0 + timedelta(seconds=1))),
+    )
+    await store.write(
+        WriteBatch(
+            incidents=rows,
+            alerts=(
+                ("a0", alert("i1", "x")),
+                ("a0", alert("i1", odd)),
+                ("a0", alert("i1", None)),
+                ("a", alert("i2", None)),
+            ),
+        )
+    )
+    chunks: list[list[ServiceState]] = []
+    await store.read_open_states(chunks.append, chunk=2)
+
+    states = [state for chunk in chunks for state in chunk]
+    assert [len(chunk) for chunk in chunks] == [2, 2, 1]
+    assert [(s.service_id, s.incident.id if s.incident else "") for s in states] == [
+        ("a", "i2"),
+        ("a.b", "i4"),
+        ("a0", "i1"),
+        ("b", "i5"),
+        ("b", "i6"),
+    ]
+    pairs = [(s.service_id, s.incident) for s in states if s.incident is not None]
+    assert sorted(pairs, key=lambda pair: pair[1].id) == sorted(
+        await store.load_open_incidents(), key=lambda pair: pair[1].id
+    )
+    first = states[2].incident
+    assert first is not None
+    assert set(first.alert_ids) == {"x", odd}
+    assert await store.load_open_states() == states
+
+
+async def test_read_open_states_of_none_calls_nobody(store: Store) -> None:
+    await store.write(WriteBatch(incidents=(("a", incident(status=IncidentStatus.RESOLVED)),)))
+    chunks: list[list[ServiceState]] = []
+    await store.read_open_states(chunks.append)
+    assert chunks == []
+
+
+async def test_read_open_states_refuses_an_unreadable_row(store: Store, tmp_path: Path) -> None:
+    """Given an open incident stored under a service id the domain refuses, then StoreError."""
+    await store.write(WriteBatch(incidents=(("good", incident()),)))
+    with contextlib.closing(sqlite3.connect(tmp_path / "state" / "pagerd.db")) as conn, conn:
+        conn.execute("UPDATE incidents SET service_id = 'not an id!'")
+    with pytest.raises(StoreError, match="unreadable"):
+        await store.load_open_states()
+
+
+async def test_service_reader_sees_later_commits_and_keeps_no_snapshot(
+    store: Store, tmp_path: Path
+) -> None:
+    """Given a reader made before a service exists, when the service is committed, then the
+    reader finds it; and its reads leave nothing that stops a WAL checkpoint."""
+    reader = await store.service_reader()
+    assert reader.get("a") is None
+    await store.write(
+        WriteBatch(
+            services=(
+                ServiceRow("b", "B", "payments", managed=False),
+                ServiceRow("a", "A", "payments", managed=True),
+                ServiceRow("c", "C", "other", managed=False),
+            )
+        )
+    )
+    assert reader.get("a") == ServiceRow("a", "A", "payments", managed=True)
+    assert [row.id for row in reader.all()] == ["a", "b", "c"]
+    assert reader.count() == await store.count_services() == 3
+    assert reader.ids_using("payments") == ["a", "b"]
+
+    with contextlib.closing(sqlite3.connect(tmp_path / "state" / "pagerd.db")) as conn:
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    assert busy == 0
+    reader.close()
+    with pytest.raises(StoreError, match="read failed"):
+        reader.get("a")
