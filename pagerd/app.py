@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
+import msgspec
 import structlog
 
 from pagerd import messages, metrics
@@ -183,7 +184,10 @@ async def serve(
         await apply_config(store, config)
         directory = await Directory.load(store)
         try:
-            async with aiohttp.ClientSession() as session:
+            # msgspec writes the providers' JSON bodies; no provider's cookie is kept.
+            async with aiohttp.ClientSession(
+                json_serialize=_json_text, cookie_jar=aiohttp.DummyCookieJar()
+            ) as session:
                 await _run(
                     config,
                     store=store,
@@ -366,6 +370,10 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+
+
+def _json_text(body: object) -> str:
+    return msgspec.json.encode(body).decode()
 
 
 async def main(config: Config) -> int:

@@ -17,7 +17,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, assert_never
 
@@ -279,39 +279,42 @@ class ServiceActor:
         return tuple(notified)
 
     def _outbox_row(self, notify: Notify, rows: _Batch, now: datetime) -> OutboxRow:
-        base = OutboxRow(
+        # One constructor call per row: dataclasses.replace was a tenth of an actor's step.
+        developer_id: int | None = None
+        status, last_error = "pending", None
+        target = notify.target
+        match target:
+            case SmsTarget(phone_number=phone):
+                channel, recipient = "sms", phone
+            case EmailTarget(address=address):
+                channel, recipient = "email", address
+            case WebhookTarget(url=url):
+                channel, recipient = "webhook", url
+            case TeamTarget(team=team):
+                channel, recipient = "sms", f"team:{team}"
+                picked = self._runtime.directory.next_on_call(team)
+                if picked is None:
+                    status, last_error = "failed", f"team {team!r} has nobody to page"
+                else:
+                    developer, team_row = picked
+                    rows.teams[team_row.id] = team_row
+                    recipient, developer_id = developer.phone_number, developer.id
+            case _:
+                assert_never(target)
+        return OutboxRow(
             id=notify.notification_id,
             incident_id=notify.incident_id,
             service_id=notify.service_id,
-            channel="sms",
-            recipient="",
+            channel=channel,
+            recipient=recipient,
             level=notify.level,
             step=notify.step,
             message=notify.message,
             created_at=now,
+            developer_id=developer_id,
+            status=status,
+            last_error=last_error,
         )
-        target = notify.target
-        match target:
-            case SmsTarget(phone_number=phone):
-                return replace(base, recipient=phone)
-            case EmailTarget(address=address):
-                return replace(base, channel="email", recipient=address)
-            case WebhookTarget(url=url):
-                return replace(base, channel="webhook", recipient=url)
-            case TeamTarget(team=team):
-                picked = self._runtime.directory.next_on_call(team)
-                if picked is None:
-                    return replace(
-                        base,
-                        recipient=f"team:{team}",
-                        status="failed",
-                        last_error=f"team {team!r} has nobody to page",
-                    )
-                developer, team_row = picked
-                rows.teams[team_row.id] = team_row
-                return replace(base, recipient=developer.phone_number, developer_id=developer.id)
-            case _:
-                assert_never(target)
 
     def _sync_timer(self, not_before: datetime | None = None) -> None:
         """Arm the timer the committed state asks for; cancel any other."""
