@@ -33,7 +33,7 @@ import os
 import re
 import sqlite3
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -47,12 +47,13 @@ from tests.bench.common import (
     broker_in,
     create_schema,
     insert_services,
+    pagerd_in,
     percentile,
     pid_of,
     report,
     wait_until,
 )
-from tests.harness import Mosquitto, Policy, SmsStandIn, sms
+from tests.harness import Policy, sms
 
 PHONE_A = "+15550001111"
 PHONE_B = "+15550002222"
@@ -131,21 +132,6 @@ def services_for(name: str, n: int) -> tuple[str, ...]:
 
 def policy(timeout_s: float) -> Policy:
     return Policy(POLICY_ID, [(timeout_s, [sms(PHONE_A)]), (LEVEL_2_TIMEOUT_S, [sms(PHONE_B)])])
-
-
-@contextlib.asynccontextmanager
-async def pagerd_with(
-    directory: Path, broker: Mosquitto, sms_port: int, timeout_s: float
-) -> AsyncIterator[BenchPagerd]:
-    """pagerd with the two-level policy; a pagerd still running at the end is killed."""
-    directory.mkdir(parents=True, exist_ok=True)
-    # Only the URL is read from it: the stand-in itself runs in its own process.
-    daemon = BenchPagerd(directory, broker, SmsStandIn(port=sms_port), [policy(timeout_s)], {})
-    try:
-        yield daemon
-    finally:
-        if daemon.process is not None:
-            daemon.kill()
 
 
 def read_only(db: Path) -> contextlib.closing[sqlite3.Connection]:
@@ -251,7 +237,7 @@ async def run(rate: int, seconds: float, timeout_s: float, directory: Path | Non
         root = Path(tmp)
         async with (
             broker_in(root / "broker") as broker,
-            pagerd_with(root / "pagerd", broker, sms.port, timeout_s) as daemon,
+            pagerd_in(root / "pagerd", broker, sms.port, policy(timeout_s)) as daemon,
         ):
             await create_schema(daemon.db)
             insert_services(

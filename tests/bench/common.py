@@ -140,15 +140,17 @@ class BenchPagerd(Pagerd):
 
 
 @contextlib.asynccontextmanager
-async def pagerd_in(directory: Path, broker: Mosquitto, sms_port: int) -> Any:
-    """pagerd with the bench policy; its services are rows in the database, as if made by API.
+async def pagerd_in(
+    directory: Path, broker: Mosquitto, sms_port: int, policy: Policy = BENCH_POLICY
+) -> Any:
+    """pagerd with one policy; its services are rows in the database, as if made by API.
 
     A pagerd still running at the end (a run that failed) is killed.
     """
     directory.mkdir(parents=True, exist_ok=True)
     # Only the URL is read from it: the stand-in itself runs in its own process.
     stand_in = SmsStandIn(port=sms_port)
-    daemon = BenchPagerd(directory, broker, stand_in, [BENCH_POLICY], {})
+    daemon = BenchPagerd(directory, broker, stand_in, [policy], {})
     try:
         yield daemon
     finally:

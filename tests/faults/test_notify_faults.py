@@ -164,9 +164,15 @@ async def test_smtp_down_then_up_retries_until_delivered(
     handler = Smtp()
     async with smtp_on(port, handler):
         await eventually(lambda: len(handler.received) == 1, timeout=30, what="the email")
+        # The outcome is committed just after the send, by the outbox's committer.
+        await eventually(
+            lambda: (
+                sqlite_rows(daemon.db, "SELECT channel, status FROM outbox") == [("email", "sent")]
+            ),
+            what="the email committed as sent",
+        )
         retries = timeline(daemon.db, "notification.retrying")
         report("smtp down", retries=len(retries), delivered=len(handler.received))
-        assert sqlite_rows(daemon.db, "SELECT channel, status FROM outbox") == [("email", "sent")]
         assert all("onnect" in str(r["error"]) for r in retries), retries
 
 
