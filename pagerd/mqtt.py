@@ -175,15 +175,21 @@ class MqttSettings:
 # that touch the paho client underneath (``client._client``) or aiomqtt's insides.
 
 
-def _take_messages(client: aiomqtt.Client, handler: Callable[[str, bytes, int], None]) -> None:
+def _take_messages(
+    client: aiomqtt.Client, handler: Callable[[str, bytes, int | None], None]
+) -> None:
     """Have paho hand each message to ``handler(topic, payload, mid)`` on the event loop.
+
+    ``mid`` is None for a message that is not to be acknowledged.
 
     paho calls it from the reader callback aiomqtt runs on the event loop, so the
     handler may post to the runtime directly; aiomqtt's own queue then stays empty.
     """
 
     def on_message(_paho: object, _userdata: object, message: mqtt.MQTTMessage) -> None:
-        handler(message.topic, bytes(message.payload), message.mid)
+        # A QoS 0 message (mosquitto_pub's default) carries no packet id to acknowledge:
+        # a PUBACK for id 0 is a protocol error, and the broker drops the connection.
+        handler(message.topic, bytes(message.payload), message.mid if message.qos else None)
 
     client._client.on_message = on_message
 
@@ -370,7 +376,7 @@ class MqttLink:
             log.warning("mqtt.reconnecting", reason="redeliver unacknowledged messages")
 
     def _receive(
-        self, client: aiomqtt.Client, generation: int, topic: str, payload: bytes, mid: int
+        self, client: aiomqtt.Client, generation: int, topic: str, payload: bytes, mid: int | None
     ) -> None:
         try:
             intake = parse_message(topic, payload, self._prefix)
@@ -394,7 +400,7 @@ class MqttLink:
             _RECEIVED[intake.kind].inc()
 
     def _acker(
-        self, client: aiomqtt.Client, generation: int, mid: int, intake: Intake
+        self, client: aiomqtt.Client, generation: int, mid: int | None, intake: Intake
     ) -> Callable[[Result], None]:
         def reply(result: Result) -> None:
             if result.error is not None:
@@ -412,9 +418,9 @@ class MqttLink:
 
         return reply
 
-    def _ack(self, client: aiomqtt.Client, generation: int, mid: int) -> None:
+    def _ack(self, client: aiomqtt.Client, generation: int, mid: int | None) -> None:
         # A packet id from a connection that is gone may name another message on this one.
-        if generation != self._generation:
+        if mid is None or generation != self._generation:
             return
         # A commit round releases many messages in one turn of the loop: their PUBACKs
         # are gathered and go out together once it ends.

@@ -369,12 +369,14 @@ class Monitor:
                 payload = message.payload if isinstance(message.payload, bytes) else b""
                 self.received.append((message.topic.value, payload))
 
-    async def publish(self, kind: str, service: str, payload: bytes | str | dict[str, Any]) -> None:
+    async def publish(
+        self, kind: str, service: str, payload: bytes | str | dict[str, Any], *, qos: int = 1
+    ) -> None:
         if isinstance(payload, dict):
             payload = json.dumps(payload)
         if isinstance(payload, str):
             payload = payload.encode()
-        await self.client.publish(f"{self.prefix}/{kind}/{service}", payload, qos=1)
+        await self.client.publish(f"{self.prefix}/{kind}/{service}", payload, qos=qos)
 
     def on(self, topic_suffix: str) -> list[Any]:
         """Decoded payloads received on ``{prefix}/{topic_suffix}``."""

@@ -193,3 +193,24 @@ async def test_policy_edit_takes_effect_from_the_next_step(
     (exhausted,) = [e for e in daemon.log_events() if e["event"] == "timeout.exhausted"]
     assert exhausted["escalation_level"] == 1
     assert exhausted["level"] == "info"
+
+
+async def test_alerts_published_at_qos_0_are_taken_without_breaking_the_connection(
+    make_pagerd: PagerdFactory, monitor: Monitor, sms_service: SmsStandIn
+) -> None:
+    """Given a monitor publishing at QoS 0 (mosquitto_pub's default), then each alert is
+    taken and paged, and pagerd acknowledges none of them: a PUBACK with packet id 0 is
+    a protocol error that makes the broker drop the connection."""
+    daemon = make_pagerd([two_levels()], {"api": "oncall", "db": "oncall"})
+    await daemon.start()
+
+    await monitor.publish("alert", "api", "down", qos=0)
+    await monitor.publish("alert", "db", "down", qos=0)
+    await eventually(lambda: len(sms_service.to(ONE)) == 2, what="both level 1 pages")
+    await monitor.publish("alert", "api", "still down")  # QoS 1, on the same connection
+    await eventually(
+        lambda: sqlite_rows(daemon.db, "SELECT count(*) FROM alerts") == [(3,)], what="3 alerts"
+    )
+    events = [e["event"] for e in daemon.log_events()]
+    assert events.count("mqtt.subscribed") == 1, events
+    assert "mqtt.disconnected" not in events
