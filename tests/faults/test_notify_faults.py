@@ -21,6 +21,7 @@ from tests.harness import Monitor, Policy, SmsStandIn, eventually, free_port, sm
 ONE = "+15550000001"
 TWO = "+15550000002"
 OUTAGE_S = 60.0  # as the issue has it: a minute without the SMS provider
+SLOW_SMTP_S = 5.0  # as the issue has it: slow (5 s) responses
 PATIENT = {"bundle_window_s": 0, "max_attempts": 100, "max_age_s": 3600}
 
 
@@ -127,7 +128,9 @@ async def smtp_on(port: int, handler: Smtp) -> AsyncIterator[None]:
         await server.wait_closed()
 
 
-def mail_pagerd(make_pagerd: PagerdFactory, smtp_port: int, **notify: Any) -> Any:
+def mail_pagerd(
+    make_pagerd: PagerdFactory, smtp_port: int, email_timeout_s: float = 2, **notify: Any
+) -> Any:
     email = {"host": "127.0.0.1", "port": smtp_port, "sender": "pagerd@example.com"}
     return make_pagerd(
         [
@@ -135,7 +138,7 @@ def mail_pagerd(make_pagerd: PagerdFactory, smtp_port: int, **notify: Any) -> An
             Policy("text", [(600.0, [sms(ONE)])]),
         ],
         {"mailed": "mail", "texted": "text"},
-        notify={"bundle_window_s": 0, "email": email | {"timeout_s": 2}} | notify,
+        notify={"bundle_window_s": 0, "email": email | {"timeout_s": email_timeout_s}} | notify,
     )
 
 
@@ -179,12 +182,12 @@ async def test_smtp_down_then_up_retries_until_delivered(
 async def test_slow_smtp_delivers_and_does_not_delay_sms(
     make_pagerd: PagerdFactory, monitor: Monitor, sms_service: SmsStandIn
 ) -> None:
-    """Given an SMTP server that takes 1.5 s per message (within timeout_s = 2), then the
+    """Given an SMTP server that takes 5 s per message (within timeout_s = 7), then the
     email is delivered on its first attempt, and an SMS page meanwhile is not delayed."""
     port = free_port()
-    handler = Smtp(delay=1.5)
+    handler = Smtp(delay=SLOW_SMTP_S)
     async with smtp_on(port, handler):
-        daemon = mail_pagerd(make_pagerd, port)
+        daemon = mail_pagerd(make_pagerd, port, email_timeout_s=SLOW_SMTP_S + 2)
         await daemon.start()
         await monitor.publish("alert", "mailed", "down")
         sms_took = await sms_page_is_prompt(monitor, sms_service)
