@@ -45,7 +45,7 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 # The fault-injection suite (SIGKILL loops, broker and notification outages, a full
-# disk on a tmpfs: needs root), about 3 minutes; CI runs it after `make test`.
+# disk on a tmpfs: needs root), about 4 minutes; CI runs it after `make test`.
 faults: $(STAMP)
 	$(BIN)/pytest tests/faults -q -s
 
