@@ -229,6 +229,20 @@ class Directory:
         row = self.policies.get(service.policy_id)
         return None if row is None else row.policy
 
+    def team_named(self, team_name: str) -> TeamRow | None:
+        """The team called ``team_name``, with its cursor as it is now."""
+        team_id = self.team_ids.get(team_name)
+        return None if team_id is None else self.teams.get(team_id)
+
+    def give_back(self, advanced: TeamRow, before: TeamRow) -> None:
+        """Undo picks whose write failed: the team's cursor goes back to ``before``.
+
+        Unless the team was picked from since: that pick's write carries the later
+        cursor, and going back under it would page its developer twice.
+        """
+        if self.teams.get(advanced.id) is advanced:
+            self.teams[advanced.id] = before
+
     def next_on_call(self, team_name: str) -> tuple[DeveloperRow, TeamRow] | None:
         """Pick the team's next developer in rotation and advance its cursor.
 

@@ -144,7 +144,8 @@ class _Batch:
     alerts: list[tuple[str, RecordAlert]] = field(default_factory=list)
     timeline: list[tuple[str, RecordTimeline]] = field(default_factory=list)
     outbox: list[OutboxRow] = field(default_factory=list)
-    teams: dict[int, TeamRow] = field(default_factory=dict)
+    teams: dict[int, TeamRow] = field(default_factory=dict)  # cursors advanced by this batch
+    teams_before: dict[int, TeamRow] = field(default_factory=dict)  # as they were before it
 
     def is_empty(self) -> bool:
         return not (self.service or self.incidents or self.alerts or self.timeline or self.outbox)
@@ -231,6 +232,8 @@ class ServiceActor:
                 )
                 metrics.COMMIT_FAILURES.inc()
                 _reply_all(batch, self.service_id, f"not committed: {error}")
+                for team_id, advanced in rows.teams.items():  # nobody was paged: not a turn
+                    runtime.directory.give_back(advanced, rows.teams_before[team_id])
                 # The state stays as committed; a timeout lost with this batch must come
                 # again, but not in a tight loop against a failing disk.
                 self._timer_key = None
@@ -292,12 +295,15 @@ class ServiceActor:
                 channel, recipient = "webhook", url
             case TeamTarget(team=team):
                 channel, recipient = "sms", f"team:{team}"
+                before = self._runtime.directory.team_named(team)
                 picked = self._runtime.directory.next_on_call(team)
                 if picked is None:
                     status, last_error = "failed", f"team {team!r} has nobody to page"
                 else:
                     developer, team_row = picked
                     rows.teams[team_row.id] = team_row
+                    if before is not None:
+                        rows.teams_before.setdefault(team_row.id, before)
                     recipient, developer_id = developer.phone_number, developer.id
             case _:
                 assert_never(target)

@@ -18,10 +18,19 @@ from pagerd.domain import (
     Outcome,
     Policy,
     SmsTarget,
+    TeamTarget,
 )
 from pagerd.registry import Directory
 from pagerd.runtime import Envelope, Result, Runtime, UnknownServiceError, new_incident_id
-from pagerd.store import PolicyRow, ServiceRow, Store, StoreError, WriteBatch
+from pagerd.store import (
+    DeveloperRow,
+    PolicyRow,
+    ServiceRow,
+    Store,
+    StoreError,
+    TeamRow,
+    WriteBatch,
+)
 from tests.doubles import T0, DrivenClock, Recorder
 
 ONE, TWO = SmsTarget("+15550000001"), SmsTarget("+15550000002")
@@ -211,3 +220,35 @@ async def test_state_is_published_only_when_what_it_shows_changes(world: World) 
         "triggered",
         "acknowledged",
     ]
+
+
+async def test_failed_commit_gives_back_the_team_rotation_turn(world: World) -> None:
+    """Given a team of two, when the commit of a page to it fails, then the developer it
+    picked is picked again by the next page: nobody is skipped by a write that never was."""
+    team = TeamRow(7, "db-oncall", managed=True, cursor=0)
+    ana = DeveloperRow(1, 7, "Ana", "+15550007001")
+    bo = DeveloperRow(2, 7, "Bo", "+15550007002")
+    policy = Policy("t", (Level((TeamTarget("db-oncall"),), 60.0),))
+    await world.store.store.write(
+        WriteBatch(
+            teams=(team,),
+            developers=(ana, bo),
+            policies=(PolicyRow(policy, managed=True),),
+            services=(ServiceRow("db", "DB", "t", managed=True),),
+        )
+    )
+    directory = world.runtime.directory
+    directory.put_team(team)
+    directory.add_developers([ana, bo])
+    directory.policies["t"] = PolicyRow(policy, managed=True)
+    directory.services["db"] = ServiceRow("db", "DB", "t", managed=True)
+
+    world.store.failing = True
+    world.send("db", alert())
+    await world.settle()
+    assert world.pages.pages == []
+    world.store.failing = False
+    world.send("db", alert())
+    await world.settle()
+    assert [p.recipient for p in world.pages.pages] == [ana.phone_number]
+    assert directory.teams[7].cursor == 1
