@@ -13,6 +13,8 @@ import asyncio
 import base64
 import binascii
 import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import msgspec
@@ -31,6 +33,10 @@ UNSUBSCRIBE_CONFIRMATION = "UnsubscribeConfirmation"
 FETCH_TIMEOUT_S = 10.0
 MAX_CERT_BYTES = 64 * 1024
 MAX_CACHED_CERTS = 32  # AWS rotates its certificates rarely; a bound keeps a flood harmless
+# A signed message older than this is refused: a captured ALARM must not be replayable
+# forever. An hour is as long as an SNS delivery policy may keep retrying.
+MAX_MESSAGE_AGE = timedelta(hours=1)
+MAX_CLOCK_SKEW = timedelta(minutes=5)  # a Timestamp this far ahead of our clock still passes
 
 # The fields each type signs, in the order of the canonical string (AWS documentation).
 _NOTIFICATION_FIELDS = ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type")
@@ -123,6 +129,21 @@ def check_signature(envelope: SnsEnvelope, public_key: rsa.RSAPublicKey) -> None
         raise SignatureRejectedError("the signature does not match the message") from None
 
 
+def check_fresh(envelope: SnsEnvelope, now: datetime) -> None:
+    """Refuse a message whose (signed) Timestamp is too old, or too far ahead, to be live."""
+    try:
+        sent = datetime.fromisoformat(envelope.timestamp)
+    except ValueError:
+        raise SignatureRejectedError(f"Timestamp {envelope.timestamp!r} is not a time") from None
+    if sent.tzinfo is None:
+        raise SignatureRejectedError(f"Timestamp {envelope.timestamp!r} has no time zone")
+    if now - sent > MAX_MESSAGE_AGE or sent - now > MAX_CLOCK_SKEW:
+        raise SignatureRejectedError(
+            f"Timestamp {envelope.timestamp} is not within {MAX_MESSAGE_AGE} of now"
+            " (a replayed message?)"
+        )
+
+
 def _signed_parts(envelope: SnsEnvelope) -> tuple[hashes.HashAlgorithm, bytes, bytes]:
     """The hash algorithm, the signature and the signed bytes; raises if any is missing."""
     if not envelope.signature:
@@ -145,8 +166,15 @@ class SnsVerifier:
     It owns an HTTP session, made at first use; ``close`` it at shutdown.
     """
 
-    def __init__(self, cert_url_pattern: str, *, timeout_s: float = FETCH_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        cert_url_pattern: str,
+        *,
+        timeout_s: float = FETCH_TIMEOUT_S,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._pattern = re.compile(cert_url_pattern)
+        self._now = now
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
         self._keys: dict[str, rsa.RSAPublicKey] = {}
@@ -162,6 +190,7 @@ class SnsVerifier:
             raise SignatureRejectedError(
                 f"SigningCertURL {url!r} does not match sns_cert_url_pattern"
             )
+        check_fresh(envelope, self._now())
         check_signature(envelope, await self._public_key(url))
 
     async def confirm(self, subscribe_url: str) -> None:

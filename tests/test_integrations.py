@@ -144,14 +144,16 @@ class Sns:
             "SigningCertURL": self.cert_url,
         }
 
-    def notification(self, alarm: dict[str, Any], version: str = "1") -> dict[str, str]:
+    def notification(
+        self, alarm: dict[str, Any], version: str = "1", timestamp: str | None = None
+    ) -> dict[str, str]:
         envelope = {
             "Type": "Notification",
             "MessageId": "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324",
             "TopicArn": "arn:aws:sns:eu-west-1:123456789012:alarms",
             "Subject": f'ALARM: "{alarm["AlarmName"]}" in EU (Ireland)',
             "Message": json.dumps(alarm),
-            "Timestamp": "2026-11-22T10:00:00.123Z",
+            "Timestamp": timestamp or sns_time(),
             "UnsubscribeURL": f"{self.base}/unsubscribe",
         }
         return self.sign(envelope, version)
@@ -164,9 +166,15 @@ class Sns:
             "TopicArn": "arn:aws:sns:eu-west-1:123456789012:alarms",
             "Message": "You have chosen to subscribe to the topic ...",
             "SubscribeURL": f"{self.base}/confirm?Action=ConfirmSubscription&Token={token}",
-            "Timestamp": "2026-11-22T10:00:00.123Z",
+            "Timestamp": sns_time(),
         }
         return self.sign(envelope)
+
+
+def sns_time(ago: timedelta = timedelta(0)) -> str:
+    """An SNS Timestamp ``ago`` before now, as SNS writes it."""
+    at = datetime.now(UTC) - ago
+    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def alarm(name: str, state: str, reason: str = "Threshold Crossed: 5xx > 10") -> dict[str, Any]:
@@ -689,6 +697,32 @@ async def test_tampered_message_is_403(site: Site, sns: Sns) -> None:
 
 
 @pytest.mark.parametrize(
+    ("ago", "accepted"),
+    [
+        (timedelta(minutes=59), True),
+        (timedelta(minutes=61), False),  # a captured message, replayed later
+        (-timedelta(minutes=4), True),  # the sender's clock a little ahead
+        (-timedelta(minutes=6), False),
+    ],
+    ids=["59-min-old", "61-min-old", "4-min-ahead", "6-min-ahead"],
+)
+async def test_a_signed_message_is_taken_only_within_an_hour_of_its_timestamp(
+    site: Site, sns: Sns, ago: timedelta, accepted: bool
+) -> None:
+    envelope = sns.notification(alarm("api-5xx", "ALARM"), timestamp=sns_time(ago))
+
+    status, body = await site.post(CW, envelope)
+
+    if accepted:
+        assert status == 200
+        assert len(await site.incidents("api")) == 1
+    else:
+        assert status == 403
+        assert "replayed" in body["detail"]
+        assert await site.incidents("api") == []
+
+
+@pytest.mark.parametrize(
     "change",
     [
         {"SigningCertURL": "https://evil.example/SimpleNotificationService-test.pem"},
@@ -736,7 +770,7 @@ async def test_a_message_that_is_not_an_alarm_is_422(site: Site, sns: Sns) -> No
             "MessageId": "m-1",
             "TopicArn": "arn:aws:sns:eu-west-1:123456789012:alarms",
             "Message": "hello",
-            "Timestamp": "2026-11-22T10:00:00.123Z",
+            "Timestamp": sns_time(),
         }
     )
 
