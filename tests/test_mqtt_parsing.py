@@ -7,14 +7,18 @@ import json
 
 import pytest
 
+from pagerd import metrics
 from pagerd.domain import Ack, Alert, Healthy
 from pagerd.mqtt import (
     MAX_PAYLOAD_BYTES,
     Intake,
+    MqttLink,
+    MqttSettings,
     Rejected,
     parse_message,
     parse_topic,
 )
+from pagerd.store import StoreError
 
 PREFIX = "pagerd"
 ALERT = "pagerd/alert/api"
@@ -245,3 +249,29 @@ def test_bad_payload_is_refused_with_its_code(
 def test_size_is_checked_before_encoding() -> None:
     # An oversized payload is refused for its size, not for whatever is wrong inside it.
     assert refusal(ALERT, b"\xff" * (MAX_PAYLOAD_BYTES + 1)).code == "too_large"
+
+
+def _read_failures() -> float:
+    return metrics.REGISTRY.get_sample_value("pagerd_read_failures_total") or 0.0
+
+
+class _UnreadableDirectory:
+    """A runtime whose directory cannot read the service (the store's reader failed)."""
+
+    def post(self, service_id: str, envelope: object) -> None:
+        raise StoreError(f"read failed: disk I/O error (service {service_id})")
+
+
+def test_a_message_whose_service_cannot_be_read_is_left_for_redelivery() -> None:
+    """Given the store cannot be read, when an alert arrives, then it is neither
+    acknowledged nor rejected: counted, and a reconnect is asked for, so the broker
+    redelivers it."""
+    link = MqttLink(MqttSettings("127.0.0.1", 1883, "pagerd-test", "pagerd"))
+    link.runtime = _UnreadableDirectory()  # type: ignore[assignment]  # only post is used
+    failures_before = _read_failures()
+
+    link._receive(None, 0, "pagerd/alert/api", b"down", 7)  # type: ignore[arg-type]
+
+    assert link._redeliver.is_set()
+    assert link._acks == []
+    assert _read_failures() == failures_before + 1
