@@ -288,6 +288,9 @@ class MqttLink:
         self.subscribed = asyncio.Event()
         self._redeliver = asyncio.Event()  # set when a message was left unacknowledged
         self._acks: list[int] = []  # committed, their PUBACKs not yet sent
+        # States that changed while disconnected, the latest of each service.
+        self._unpublished: dict[str, tuple[ServiceState, datetime]] = {}
+        self._published_all = False  # until a connection has published every live state
 
     async def run(self) -> None:
         """Connect, and reconnect with jittered exponential backoff, until cancelled."""
@@ -452,7 +455,9 @@ class MqttLink:
     def publish_state(self, service_id: str, state: ServiceState, at: datetime) -> None:
         client = self._client
         if client is None:
-            return  # republished on reconnect
+            self._unpublished[service_id] = (state, at)  # for the next connection
+            return
+        self._unpublished.pop(service_id, None)  # this one is newer
         _publish_nowait(
             client,
             f"{self._prefix}/state/{service_id}",
@@ -477,25 +482,36 @@ class MqttLink:
             _publish_nowait(client, topic, msgspec.json.encode(body), qos=0, retain=False)
 
     async def _republish_states(self, client: aiomqtt.Client) -> None:
-        """Publish every live service's state again, as the connection is new.
+        """Publish what the retained states may not show yet, as the connection is new.
 
-        In chunks that yield to the loop, after READY: at start-up 100,000 open
-        incidents took 4 s in one go. Each state is read when it is published, so one
-        changed meanwhile is never overwritten by an older one.
+        The first connection of this process publishes every live service's state (a
+        crash may have come between a commit and its publication); later ones only
+        the states that changed while disconnected, including those of actors retired
+        meanwhile. In chunks that yield to the loop, after READY: at start-up, 100,000
+        open incidents took 4 s in one go. A live actor's state is read as it is
+        published, and one published directly meanwhile is not published again, so a
+        newer state is never overwritten by an older one.
         """
         runtime = self.runtime
         if runtime is None:
             return
-        service_ids = list(runtime.actors)
+        if not self._published_all:
+            now = runtime.clock.now()
+            for service_id, live in runtime.actors.items():
+                self._unpublished.setdefault(service_id, (live.state, now))
+        service_ids = list(self._unpublished)
         for start in range(0, len(service_ids), REPUBLISH_CHUNK):
             await asyncio.sleep(0)
             if self._client is not client:
-                return  # the connection is gone: the next one republishes
-            now = runtime.clock.now()
+                return  # gone: what is left waits for the next connection
             for service_id in service_ids[start : start + REPUBLISH_CHUNK]:
+                stored = self._unpublished.get(service_id)
+                if stored is None:
+                    continue  # published directly meanwhile
                 actor = runtime.actors.get(service_id)
-                if actor is not None:
-                    self.publish_state(service_id, actor.state, now)
+                state, at = stored if actor is None else (actor.state, stored[1])
+                self.publish_state(service_id, state, at)
+        self._published_all = True
 
 
 def rfc3339(at: datetime) -> str:

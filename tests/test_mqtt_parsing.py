@@ -4,11 +4,14 @@ what each becomes, and the code of every refusal."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from pagerd import metrics
-from pagerd.domain import Ack, Alert, Healthy
+from pagerd.domain import Ack, Alert, Healthy, Incident, ServiceState
 from pagerd.mqtt import (
     MAX_PAYLOAD_BYTES,
     Intake,
@@ -275,3 +278,52 @@ def test_a_message_whose_service_cannot_be_read_is_left_for_redelivery() -> None
     assert link._redeliver.is_set()
     assert link._acks == []
     assert _read_failures() == failures_before + 1
+
+
+class _Paho:
+    """What ``_publish_nowait`` reaches of a connected client: paho's publish."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, dict[str, Any]]] = []
+
+    def publish(self, topic: str, payload: bytes, *, qos: int, retain: bool) -> None:
+        assert (qos, retain) == (1, True)
+        self.published.append((topic, json.loads(payload)))
+
+
+class _Client:
+    def __init__(self) -> None:
+        self._client = _Paho()
+
+
+class _Actors:
+    def __init__(self, states: dict[str, ServiceState]) -> None:
+        self.actors = {sid: SimpleNamespace(state=state) for sid, state in states.items()}
+        self.clock = SimpleNamespace(now=lambda: AT)
+
+
+AT = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+OPEN = Incident("01INC", "down", AT)
+
+
+async def test_states_are_republished_all_on_first_connection_then_only_as_changed() -> None:
+    """Given live actors, the first connection republishes every live state; a state that
+    changes while disconnected (even one whose actor retired as healthy meanwhile) is
+    published on the next connection, and nothing else is."""
+    link = MqttLink(MqttSettings("127.0.0.1", 1883, "pagerd-test", "pagerd"))
+    runtime = _Actors({"api": ServiceState("api", OPEN), "db": ServiceState("db", OPEN)})
+    link.runtime = runtime  # type: ignore[assignment]  # only actors and clock are read
+    first = _Client()
+    link._client = first  # type: ignore[assignment]
+    await link._republish_states(first)  # type: ignore[arg-type]
+    assert sorted(t for t, _ in first._client.published) == ["pagerd/state/api", "pagerd/state/db"]
+
+    link._client = None  # disconnected: "api" turns healthy, and its actor retires
+    link.publish_state("api", ServiceState("api", None), AT)
+    runtime.actors.pop("api")
+    second = _Client()
+    link._client = second  # type: ignore[assignment]
+    await link._republish_states(second)  # type: ignore[arg-type]
+    assert [(t, p["health"]) for t, p in second._client.published] == [
+        ("pagerd/state/api", "healthy")
+    ]
