@@ -140,6 +140,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX outbox_status ON outbox (status, created_at);
     CREATE INDEX outbox_incident ON outbox (incident_id);
     """,
+    # 1 -> 2: which services use a policy, without reading them all (deleting a policy
+    # asks; services are read by id, and there may be millions).
+    """
+    CREATE INDEX services_policy ON services (policy_id);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -616,3 +616,15 @@ async def test_service_reader_sees_later_commits_and_keeps_no_snapshot(
     reader.close()
     with pytest.raises(StoreError, match="read failed"):
         reader.get("a")
+
+
+async def test_services_using_a_policy_are_found_by_index(store: Store) -> None:
+    """Deleting a policy asks which services use it: an index answers, not a scan."""
+    reader = await store.service_reader()
+    try:
+        plan = reader._read(
+            "EXPLAIN QUERY PLAN SELECT id FROM services WHERE policy_id = ? ORDER BY id", ("p",)
+        )
+    finally:
+        reader.close()
+    assert any("services_policy" in str(step) for step in plan), plan
