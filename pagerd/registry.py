@@ -229,11 +229,6 @@ class Directory:
         row = self.policies.get(service.policy_id)
         return None if row is None else row.policy
 
-    def team_named(self, team_name: str) -> TeamRow | None:
-        """The team called ``team_name``, with its cursor as it is now."""
-        team_id = self.team_ids.get(team_name)
-        return None if team_id is None else self.teams.get(team_id)
-
     def give_back(self, advanced: TeamRow, before: TeamRow) -> None:
         """Undo picks whose write failed: the team's cursor goes back to ``before``.
 
@@ -243,13 +238,13 @@ class Directory:
         if self.teams.get(advanced.id) is advanced:
             self.teams[advanced.id] = before
 
-    def next_on_call(self, team_name: str) -> tuple[DeveloperRow, TeamRow] | None:
+    def next_on_call(self, team_name: str) -> tuple[DeveloperRow, TeamRow, TeamRow] | None:
         """Pick the team's next developer in rotation and advance its cursor.
 
-        Returns the developer and the team row with its new cursor (which the
-        caller persists in the same transaction as the decision), or None if the
-        team is unknown or has nobody in it. Synchronous, so two actors never
-        pick from the same cursor position.
+        Returns the developer, the team row with its new cursor (which the caller
+        persists in the same transaction as the decision) and the row as it was (for
+        ``give_back``), or None if the team is unknown or has nobody in it.
+        Synchronous, so two actors never pick from the same cursor position.
         """
         team_id = self.team_ids.get(team_name)
         if team_id is None:
@@ -261,4 +256,4 @@ class Directory:
         developer = developers[team.cursor % len(developers)]
         advanced = replace(team, cursor=(team.cursor + 1) % len(developers))
         self.teams[team_id] = advanced
-        return developer, advanced
+        return developer, advanced, team

@@ -295,15 +295,13 @@ class ServiceActor:
                 channel, recipient = "webhook", url
             case TeamTarget(team=team):
                 channel, recipient = "sms", f"team:{team}"
-                before = self._runtime.directory.team_named(team)
                 picked = self._runtime.directory.next_on_call(team)
                 if picked is None:
                     status, last_error = "failed", f"team {team!r} has nobody to page"
                 else:
-                    developer, team_row = picked
+                    developer, team_row, before = picked
                     rows.teams[team_row.id] = team_row
-                    if before is not None:
-                        rows.teams_before.setdefault(team_row.id, before)
+                    rows.teams_before.setdefault(team_row.id, before)
                     recipient, developer_id = developer.phone_number, developer.id
             case _:
                 assert_never(target)
