@@ -401,11 +401,6 @@ class Store:
         rows = await self._fetch("SELECT value FROM meta WHERE key = ?", (key,))
         return str(rows[0][0]) if rows else None
 
-    async def load_services(self) -> list[ServiceRow]:
-        """Every service, by id."""
-        rows = await self._fetch("SELECT id, name, policy_id, managed FROM services ORDER BY id")
-        return [ServiceRow(i, name, policy, bool(managed)) for i, name, policy, managed in rows]
-
     async def load_policies(self) -> list[PolicyRow]:
         """Every policy, by id."""
         rows = await self._fetch("SELECT id, body, managed FROM policies ORDER BY id")
@@ -428,13 +423,6 @@ class Store:
             "SELECT id, team_id, name, phone_number FROM developers ORDER BY id"
         )
         return [DeveloperRow(i, team, name, phone) for i, team, name, phone in rows]
-
-    async def load_open_incidents(self) -> list[tuple[str, Incident]]:
-        """(service_id, incident) of every incident not resolved, alert_ids included."""
-        rows = await self._fetch(
-            SELECT_INCIDENTS + " WHERE i.status != 'resolved' ORDER BY i.opened_at, i.rowid"
-        )
-        return [decode_incident(row) for row in rows]
 
     async def count_services(self) -> int:
         """How many services are registered."""

@@ -64,6 +64,20 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     await opened.close()
 
 
+async def all_services(store: Store) -> list[ServiceRow]:
+    """Every stored service, by id, as the directory's reader reads them."""
+    reader = await store.service_reader()
+    try:
+        return reader.all()
+    finally:
+        reader.close()
+
+
+async def open_incidents(store: Store) -> list[tuple[str, Incident]]:
+    """(service_id, incident) of every open incident, as start-up reads them."""
+    return [(s.service_id, s.incident) for s in await store.load_open_states() if s.incident]
+
+
 def incident(incident_id: str = "inc-1", **changes: Any) -> Incident:
     return Incident(**{"id": incident_id, "message": "Too many 5xx!", "opened_at": T0, **changes})
 
@@ -130,7 +144,7 @@ async def test_every_row_type_round_trips(store: Store) -> None:
         )
     )
 
-    assert await store.load_services() == [service, api_service]
+    assert await all_services(store) == [service, api_service]
     assert await store.load_policies() == [PolicyRow(POLICY, managed=True)]
     assert await store.load_teams() == [team]
     assert await store.load_developers() == list(developers)
@@ -159,13 +173,13 @@ async def test_upserts_replace_and_deletes_remove(store: Store) -> None:
             meta=(("k", "v2"),),
         )
     )
-    assert await store.load_services() == [ServiceRow("a", "A renamed", "other", managed=True)]
+    assert await all_services(store) == [ServiceRow("a", "A renamed", "other", managed=True)]
     assert await store.load_policies() == [PolicyRow(edited, managed=True)]
     assert await store.load_teams() == [TeamRow(1, "claims", managed=False, cursor=5)]
     assert await store.get_meta("k") == "v2"
 
     await store.write(WriteBatch(services_deleted=("a",), policies_deleted=("payments",)))
-    assert await store.load_services() == []
+    assert await all_services(store) == []
     assert await store.load_policies() == []
 
 
@@ -240,7 +254,7 @@ async def test_everything_survives_close_and_reopen(tmp_path: Path) -> None:
 
     second = await Store.open(path)
     try:
-        assert [i.id for _, i in await second.load_open_incidents()] == ["inc-1"]
+        assert [i.id for _, i in await open_incidents(second)] == ["inc-1"]
         assert [row.id for row in await second.pending_outbox(10)] == ["inc-1-0-0"]
         assert await second.get_meta("secret") == "x"
         assert await second.count_alerts(incident_id="inc-1") == 1
@@ -297,7 +311,7 @@ async def test_concurrent_writes_share_commits(store: Store) -> None:
     assert sum(commits) == 500
     assert len(commits) <= 5, commits
     assert await store.count_alerts() == 500
-    assert len(await store.load_open_incidents()) == 500
+    assert len(await open_incidents(store)) == 500
 
 
 async def test_a_bad_unit_fails_alone_and_the_rest_of_its_round_commits(store: Store) -> None:
@@ -366,7 +380,7 @@ async def test_a_later_upsert_of_a_key_deleted_earlier_in_the_round_wins(store: 
         store.write(WriteBatch(services_deleted=("a",))),
         store.write(WriteBatch(services=(recreated,))),
     )
-    assert await store.load_services() == [recreated]
+    assert await all_services(store) == [recreated]
 
     await store.write(WriteBatch(outbox=(outbox("n-1"),)))
     sent = OutboxUpdate("n-1", "sent", 1, None, None)
@@ -453,7 +467,7 @@ async def test_outbox_updates_and_pending_oldest_first(store: Store) -> None:
 # --- incidents ---------------------------------------------------------------------------
 
 
-async def test_load_open_incidents_rebuilds_alert_ids(store: Store) -> None:
+async def test_open_incidents_rebuild_alert_ids(store: Store) -> None:
     resolved = incident("inc-old", status=IncidentStatus.RESOLVED, resolved_at=T0)
     acked = incident("inc-b", status=IncidentStatus.ACKNOWLEDGED, acknowledged_at=T0)
     await store.write(
@@ -468,7 +482,7 @@ async def test_load_open_incidents_rebuilds_alert_ids(store: Store) -> None:
         )
     )
 
-    loaded = dict(await store.load_open_incidents())
+    loaded = dict(await open_incidents(store))
     assert set(loaded) == {"a", "b"}
     assert set(loaded["a"].alert_ids) == {"x", "y"}
     assert not loaded["b"].alert_ids
@@ -518,7 +532,7 @@ async def test_list_incidents_newest_first_with_filters(store: Store) -> None:
 async def test_read_open_states_gives_the_open_incidents_in_chunks(store: Store) -> None:
     """Given open incidents of services whose ids prefix one another, odd text and a
     service with two open incidents, when read two at a time, then each open incident
-    comes once, equal to load_open_incidents, in service id order."""
+    comes once, equal to get_incident's reading, in service id order."""
     odd = 'quote " back\\slash\nnew line, ünïcode, \x01'
     rows = (
         ("a0", incident("i1", alert_count=3)),
@@ -564,9 +578,7 @@ async def test_read_open_states_gives_the_open_incidents_in_chunks(store: Store)
         ("b", "i6"),
     ]
     pairs = [(s.service_id, s.incident) for s in states if s.incident is not None]
-    assert sorted(pairs, key=lambda pair: pair[1].id) == sorted(
-        await store.load_open_incidents(), key=lambda pair: pair[1].id
-    )
+    assert pairs == [await store.get_incident(i.id) for _, i in pairs]
     first = states[2].incident
     assert first is not None
     assert set(first.alert_ids) == {"x", odd}
