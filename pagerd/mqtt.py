@@ -15,11 +15,10 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import aiomqtt
 import msgspec
-import paho.mqtt.client as mqtt
 import structlog
 
 from pagerd import metrics
@@ -33,6 +32,13 @@ from pagerd.domain import (
     Healthy,
     RecordTimeline,
     ServiceState,
+)
+from pagerd.mqtt_client import (
+    disconnected,
+    prepare,
+    puback,
+    publish_nowait,
+    take_messages,
 )
 from pagerd.runtime import Envelope, Result, Runtime, UnknownServiceError, new_incident_id
 from pagerd.store import StoreError
@@ -168,108 +174,6 @@ class MqttSettings:
     tls: bool = False
 
 
-# --- the parts of aiomqtt and paho that pagerd reaches into ------------------------------------
-# aiomqtt 2.5 has no public API for manual acknowledgement (aiomqtt issue #345), and its
-# message iterator costs a task and an ``asyncio.wait`` per message, a third of what a
-# bare subscriber can take here. These functions and ``_make_client`` are the only places
-# that touch the paho client underneath (``client._client``) or aiomqtt's insides.
-
-
-def _take_messages(
-    client: aiomqtt.Client, handler: Callable[[str, bytes, int | None], None]
-) -> None:
-    """Have paho hand each message to ``handler(topic, payload, mid)`` on the event loop.
-
-    ``mid`` is None for a message that is not to be acknowledged.
-
-    paho calls it from the reader callback aiomqtt runs on the event loop, so the
-    handler may post to the runtime directly; aiomqtt's own queue then stays empty.
-    """
-
-    def on_message(_paho: object, _userdata: object, message: mqtt.MQTTMessage) -> None:
-        # A QoS 0 message (mosquitto_pub's default) carries no packet id to acknowledge:
-        # a PUBACK for id 0 is a protocol error, and the broker drops the connection.
-        handler(message.topic, bytes(message.payload), message.mid if message.qos else None)
-
-    client._client.on_message = on_message
-
-
-class _ChunkedReads:
-    """paho's socket, read 64 KiB at a time instead of a few bytes at a time.
-
-    paho reads each packet with at least three recv() calls (the command byte, each
-    length byte, the rest) and one packet per readiness event. Behind this, one recv()
-    fills a buffer, and ``pending()`` tells aiomqtt's reader (which asks it, for TLS) to
-    keep reading until the buffer is empty. Everything else goes to the real socket.
-    """
-
-    READ_SIZE = 64 * 1024
-
-    def __init__(self, sock: Any) -> None:
-        self._sock = sock
-        self._buffer = bytearray()
-
-    def recv(self, size: int) -> bytes:
-        if not self._buffer:
-            data = self._sock.recv(self.READ_SIZE)  # BlockingIOError passes through to paho
-            if not data:
-                return b""  # the connection was closed
-            self._buffer += data
-        chunk = bytes(self._buffer[:size])
-        del self._buffer[:size]  # cheap: a bytearray drops its head without copying
-        return chunk
-
-    def pending(self) -> int:
-        inner = getattr(self._sock, "pending", None)  # an SSL socket's own buffer
-        return len(self._buffer) + (inner() if inner is not None else 0)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
-
-
-def _read_in_chunks(client: aiomqtt.Client) -> None:
-    """Give paho a ``_ChunkedReads`` in place of each socket it opens."""
-    paho = client._client
-    aiomqtt_on_open = paho.on_socket_open
-    assert aiomqtt_on_open is not None, "aiomqtt registers the socket with the event loop"
-
-    def on_socket_open(_paho: mqtt.Client, userdata: Any, sock: Any) -> None:
-        paho._sock = _ChunkedReads(sock)
-        aiomqtt_on_open(_paho, userdata, sock)
-
-    paho.on_socket_open = on_socket_open
-
-
-async def _disconnected(client: aiomqtt.Client) -> aiomqtt.MqttError:
-    """Wait until the connection is lost; return why, for ``run`` to retry."""
-    try:
-        await asyncio.shield(client._disconnected)
-    except Exception as error:  # noqa: BLE001 - paho's and the socket's, whatever they are
-        return aiomqtt.MqttError(f"disconnected: {error}")
-    return aiomqtt.MqttError("disconnected by the broker")
-
-
-def _puback(client: aiomqtt.Client, mids: list[int]) -> None:
-    """Send the PUBACKs for QoS 1 messages we have committed, in one write.
-
-    paho's ``ack(mid, 1)`` queues one packet per message, each its own send(); a commit
-    round releases thousands at once. A PUBACK is four bytes (MQTT 3.1.1 §3.4): several
-    concatenated are several PUBACKs. The client was switched to manual acks before
-    connecting, so paho acknowledges nothing on its own.
-    """
-    packets = bytearray()
-    for mid in mids:
-        packets += b"\x40\x02" + mid.to_bytes(2, "big")
-    client._client._packet_queue(mqtt.PUBACK, packets, 0, 0)
-
-
-def _publish_nowait(
-    client: aiomqtt.Client, topic: str, payload: bytes, *, qos: int, retain: bool
-) -> None:
-    """Queue a publication without waiting for the broker's ack (paho queues and sends)."""
-    client._client.publish(topic, payload, qos=qos, retain=retain)
-
-
 class MqttLink:
     """Holds the broker connection: reconnects, subscribes, feeds the runtime, publishes."""
 
@@ -330,12 +234,7 @@ class MqttLink:
             will=aiomqtt.Will(f"{self._prefix}/status", b"offline", qos=1, retain=True),
             keepalive=15,
         )
-        client._client.manual_ack_set(True)
-        # pagerd never awaits a publication: without this callback paho builds no reason
-        # code and properties objects for each one sent or acknowledged (a third of its
-        # time writing). aiomqtt needs it only for its own awaited publish().
-        client._client.on_publish = None
-        _read_in_chunks(client)
+        prepare(client)
         return client
 
     async def _session(self) -> None:
@@ -345,7 +244,7 @@ class MqttLink:
         self._generation += 1
         generation = self._generation
         # Before connecting: the broker sends a persistent session's backlog at once.
-        _take_messages(
+        take_messages(
             client,
             lambda topic, payload, mid: self._receive(client, generation, topic, payload, mid),
         )
@@ -355,14 +254,14 @@ class MqttLink:
             await client.subscribe(
                 [(f"{prefix}/alert/+", 1), (f"{prefix}/ack/+", 1), (f"{prefix}/healthy/+", 1)]
             )
-            _publish_nowait(client, f"{prefix}/status", b"online", qos=1, retain=True)
+            publish_nowait(client, f"{prefix}/status", b"online", qos=1, retain=True)
             metrics.MQTT_CONNECTED.set(1)
             self.subscribed.set()
             log.info("mqtt.subscribed", host=self._settings.host, port=self._settings.port)
             self._on_subscribed()
             self._redeliver.clear()
             # All three are awaited below before this session ends, whatever ends it.
-            lost = asyncio.create_task(_disconnected(client), name="pagerd[mqtt-connection]")
+            lost = asyncio.create_task(disconnected(client), name="pagerd[mqtt-connection]")
             redeliver = asyncio.create_task(self._redeliver.wait(), name="pagerd[mqtt-redeliver]")
             republish = asyncio.create_task(
                 self._republish_states(client), name="pagerd[mqtt-republish]"
@@ -434,7 +333,7 @@ class MqttLink:
     def _send_acks(self, client: aiomqtt.Client, generation: int) -> None:
         mids, self._acks = self._acks, []
         if generation == self._generation:  # not replaced meanwhile
-            _puback(client, mids)
+            puback(client, mids)
 
     def _reject(
         self, client: aiomqtt.Client, topic: str, payload: bytes, reason: str, code: str
@@ -446,7 +345,7 @@ class MqttLink:
             "reason": reason,
             "payload": payload[:REJECTED_PAYLOAD_BYTES].decode("utf-8", "replace"),
         }
-        _publish_nowait(
+        publish_nowait(
             client, f"{self._prefix}/rejected", json.dumps(body).encode(), qos=0, retain=False
         )
 
@@ -458,7 +357,7 @@ class MqttLink:
             self._unpublished[service_id] = (state, at)  # for the next connection
             return
         self._unpublished.pop(service_id, None)  # this one is newer
-        _publish_nowait(
+        publish_nowait(
             client,
             f"{self._prefix}/state/{service_id}",
             msgspec.json.encode(state_payload(state, at)),
@@ -479,7 +378,7 @@ class MqttLink:
                 "service_id": service_id,
                 "detail": dict(event.detail),
             }
-            _publish_nowait(client, topic, msgspec.json.encode(body), qos=0, retain=False)
+            publish_nowait(client, topic, msgspec.json.encode(body), qos=0, retain=False)
 
     async def _republish_states(self, client: aiomqtt.Client) -> None:
         """Publish what the retained states may not show yet, as the connection is new.

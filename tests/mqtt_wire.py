@@ -24,8 +24,12 @@ def connect_packet(client_id: str) -> bytes:
     return b"\x10" + varint(len(body)) + body
 
 
-def publish_packet(topic: str, payload: bytes, packet_id: int, *, dup: bool = False) -> bytes:
-    """PUBLISH at QoS 1 (``dup`` marks a resend)."""
+def publish_packet(
+    topic: str, payload: bytes, packet_id: int, *, dup: bool = False, qos: int = 1
+) -> bytes:
+    """PUBLISH at QoS ``qos`` (``dup`` marks a resend; a QoS 0 packet has no ``packet_id``)."""
     name = topic.encode()
-    body = struct.pack("!H", len(name)) + name + struct.pack("!H", packet_id) + payload
-    return (b"\x3a" if dup else b"\x32") + varint(len(body)) + body
+    packet_id_bytes = struct.pack("!H", packet_id) if qos else b""
+    body = struct.pack("!H", len(name)) + name + packet_id_bytes + payload
+    command = 0x30 | (0x08 if dup else 0) | (qos << 1)
+    return bytes((command,)) + varint(len(body)) + body
