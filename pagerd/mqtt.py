@@ -37,6 +37,7 @@ from pagerd.mqtt_client import (
     disconnected,
     prepare,
     puback,
+    publish_at_most_once,
     publish_nowait,
     take_messages,
 )
@@ -345,9 +346,7 @@ class MqttLink:
             "reason": reason,
             "payload": payload[:REJECTED_PAYLOAD_BYTES].decode("utf-8", "replace"),
         }
-        publish_nowait(
-            client, f"{self._prefix}/rejected", json.dumps(body).encode(), qos=0, retain=False
-        )
+        publish_at_most_once(client, f"{self._prefix}/rejected", json.dumps(body).encode())
 
     # --- the runtime's publisher port ---
 
@@ -378,7 +377,7 @@ class MqttLink:
                 "service_id": service_id,
                 "detail": dict(event.detail),
             }
-            publish_nowait(client, topic, msgspec.json.encode(body), qos=0, retain=False)
+            publish_at_most_once(client, topic, msgspec.json.encode(body))
 
     async def _republish_states(self, client: aiomqtt.Client) -> None:
         """Publish what the retained states may not show yet, as the connection is new.

@@ -214,3 +214,33 @@ async def test_alerts_published_at_qos_0_are_taken_without_breaking_the_connecti
     events = [e["event"] for e in daemon.log_events()]
     assert events.count("mqtt.subscribed") == 1, events
     assert "mqtt.disconnected" not in events
+
+
+async def test_each_timeline_event_is_published_on_the_events_topic(
+    make_pagerd: PagerdFactory, monitor: Monitor, sms_service: SmsStandIn
+) -> None:
+    """Given an incident that is paged, acknowledged and resolved, then events/{service}
+    carries each of its timeline events once, in order, as the database records them."""
+    daemon = make_pagerd([two_levels()], {"api": "oncall"})
+    await daemon.start()
+    await monitor.publish("alert", "api", "disk full")
+    await eventually(lambda: len(sms_service.to(ONE)) == 1, what="level 1 page")
+    # The page's outcome is committed after the provider answers: wait for it, so the
+    # order of the next events is the test's.
+    await eventually(lambda: len(monitor.on("events/api")) >= 2, what="notification.sent")
+    await monitor.publish("ack", "api", {"by": "alice"})
+    await monitor.publish("healthy", "api", b"")
+    await eventually(lambda: len(monitor.on("events/api")) >= 4, what="four events")
+
+    events = monitor.on("events/api")
+    rows = sqlite_rows(daemon.db, "SELECT type, incident_id, service_id FROM timeline ORDER BY seq")
+    assert [(e["type"], e["incident_id"], e["service_id"]) for e in events] == rows
+    assert [e["type"] for e in events] == [
+        "incident.triggered",
+        "notification.sent",
+        "incident.acknowledged",
+        "incident.resolved",
+    ]
+    assert events[0]["detail"] == {"message": "disk full", "level": 1}
+    assert events[2]["detail"]["by"] == "alice"
+    assert all(e["at"].endswith("Z") for e in events)

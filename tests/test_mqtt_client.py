@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from paho.mqtt import _packet
 
-from pagerd.mqtt_client import split_publishes, take_messages
+from pagerd.mqtt_client import publish_at_most_once, split_publishes, take_messages
 from tests.mqtt_wire import publish_packet
 
 PINGRESP = b"\xd0\x00"
@@ -121,3 +121,16 @@ async def test_messages_split_across_reads_arrive_once_each_and_in_order() -> No
         pahos.close()
     assert received == expected
     assert 0 < by_paho < len(expected) // 10, "most are taken without paho, a few through it"
+
+
+@settings(max_examples=100, deadline=None)
+@given(topics, st.binary(max_size=20_000))
+def test_an_event_publication_is_a_qos_0_publish_as_paho_reads_it(topic: str, body: bytes) -> None:
+    async def queued() -> bytes:
+        client = aiomqtt.Client("127.0.0.1", 1883)  # never connected: paho only queues
+        publish_at_most_once(client, topic, body)
+        return bytes(client._client._out_packet[-1]["packet"])
+
+    packet = asyncio.run(queued())
+    assert packet[0] == 0x30, "QoS 0, not retained, not a duplicate"
+    assert _paho_decodes(packet) == (topic, body, None)
