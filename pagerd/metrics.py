@@ -62,6 +62,11 @@ INTAKE_TO_PAGE_SECONDS = Histogram(
 MQTT_CONNECTED = Gauge(
     "pagerd_mqtt_connected", "1 while subscribed to the broker.", registry=REGISTRY
 )
+MQTT_INTAKE_PAUSES = Counter(
+    "pagerd_mqtt_intake_pauses",
+    "Times MQTT intake paused because the actors' mailboxes were full.",
+    registry=REGISTRY,
+)
 HTTP_UNAUTHORIZED = Counter(
     "pagerd_http_unauthorized",
     "Requests refused for a missing or unknown token.",

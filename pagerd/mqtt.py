@@ -34,6 +34,7 @@ from pagerd.domain import (
     ServiceState,
 )
 from pagerd.mqtt_client import (
+    Reading,
     disconnected,
     prepare,
     puback,
@@ -187,6 +188,7 @@ class MqttLink:
         self._prefix = settings.topic_prefix
         self._on_subscribed = on_subscribed
         self._client: aiomqtt.Client | None = None
+        self._reading = Reading()  # the current connection's; paused while mailboxes are full
         self._generation = 0
         self._rng = random.Random()
         self.runtime: Runtime | None = None
@@ -245,7 +247,7 @@ class MqttLink:
         self._generation += 1
         generation = self._generation
         # Before connecting: the broker sends a persistent session's backlog at once.
-        take_messages(
+        self._reading = take_messages(
             client,
             lambda topic, payload, mid: self._receive(client, generation, topic, payload, mid),
         )
@@ -286,6 +288,10 @@ class MqttLink:
             assert self.runtime is not None, "the app sets the runtime before connecting"
             reply = self._acker(client, generation, mid, intake)
             self.runtime.post(intake.service_id, Envelope(intake.event, reply))
+            if self.runtime.full and not self._reading.paused and generation == self._generation:
+                self._reading.pause()
+                metrics.MQTT_INTAKE_PAUSES.inc()
+                self.runtime.when_room(self._reading.resume)
         except Rejected as refusal:
             self._reject(client, topic, payload, refusal.reason, refusal.code)
             self._ack(client, generation, mid)

@@ -38,16 +38,46 @@ def prepare(client: aiomqtt.Client) -> None:
     paho.on_publish = None
 
 
-def take_messages(client: aiomqtt.Client, handler: MessageHandler) -> None:
+class Reading:
+    """Reading from the broker, which the caller may pause and resume.
+
+    Paused, pagerd takes nothing more from the socket: the broker's messages wait in
+    the kernel's buffers and then in the broker, which keeps them for the session.
+    """
+
+    def __init__(self) -> None:
+        self.paused = False
+        self._reader: _PublishReader | None = None
+
+    def pause(self) -> None:
+        self.paused = True
+        if self._reader is not None:
+            self._reader.stop_reading()
+
+    def resume(self) -> None:
+        self.paused = False
+        if self._reader is not None:
+            self._reader.start_reading()
+
+    def _opened(self, reader: _PublishReader) -> None:
+        """A new connection's socket: read it now unless paused."""
+        self._reader = reader
+        if not self.paused:
+            reader.start_reading()
+
+
+def take_messages(client: aiomqtt.Client, handler: MessageHandler) -> Reading:
     """Have each message the client receives reach ``handler`` on the event loop.
 
     Call before connecting: the broker sends a persistent session's backlog at once.
     Complete PUBLISH packets are decoded straight from the socket's buffer (see
     ``_PublishReader``); paho's own path, through ``on_message``, takes the rest (a
-    packet split across two reads). aiomqtt's reader callback runs both on the event
-    loop, so the handler may post to the runtime directly; aiomqtt's queue stays empty.
+    packet split across two reads). Both run in the socket's reader callback on the
+    event loop, so the handler may post to the runtime directly; aiomqtt's queue
+    stays empty. Returns the switch to pause and resume the reading.
     """
     paho = client._client
+    reading = Reading()
 
     def on_message(_paho: object, _userdata: object, message: mqtt.MQTTMessage) -> None:
         handler(message.topic, bytes(message.payload), message.mid if message.qos else None)
@@ -57,10 +87,16 @@ def take_messages(client: aiomqtt.Client, handler: MessageHandler) -> None:
     assert aiomqtt_on_open is not None, "aiomqtt registers the socket with the event loop"
 
     def on_socket_open(_paho: mqtt.Client, userdata: Any, sock: Any) -> None:
-        paho._sock = _PublishReader(sock, paho, handler)
+        # paho calls this from the thread that connects. aiomqtt registers its reader
+        # and its keepalive task with call_soon_threadsafe; ours comes after it and
+        # takes the reader's place.
+        reader = _PublishReader(client, sock, handler)
+        paho._sock = reader
         aiomqtt_on_open(_paho, userdata, sock)
+        client._loop.call_soon_threadsafe(reading._opened, reader)
 
     paho.on_socket_open = on_socket_open
+    return reading
 
 
 def split_publishes(buffer: bytearray | bytes) -> tuple[list[tuple[str, bytes, int | None]], int]:
@@ -113,23 +149,58 @@ class _PublishReader:
     fills a buffer; whenever paho is between packets, the complete PUBLISH packets at
     the buffer's head go to the handler, and paho is given the rest byte for byte as
     if from the socket. When nothing is left for it, paho is told the socket would
-    block, and the next readiness event reads on. ``pending()`` tells aiomqtt's reader
-    (which asks it, for TLS) to keep reading while the buffer holds bytes.
+    block, and the next readiness event reads on.
     """
 
     READ_SIZE = 64 * 1024
 
-    def __init__(self, sock: Any, paho: mqtt.Client, handler: MessageHandler) -> None:
+    def __init__(self, client: aiomqtt.Client, sock: Any, handler: MessageHandler) -> None:
+        self._client = client
+        self._paho = client._client
         self._sock = sock
-        self._paho = paho
         self._handler = handler
         self._buffer = bytearray()
+        self._reading = False
+
+    # --- the event loop's side: aiomqtt's reader callback, which this replaces, and a pause
+
+    def start_reading(self) -> None:
+        fileno = self._sock.fileno()
+        if fileno < 0:
+            return  # closed meanwhile
+        self._reading = True
+        loop = self._client._loop
+        loop.add_reader(fileno, self._on_readable)
+        loop.call_soon(self._on_readable)  # what the buffers already hold is not news to epoll
+
+    def stop_reading(self) -> None:
+        self._reading = False
+        fileno = self._sock.fileno()
+        if fileno >= 0:
+            self._client._loop.remove_reader(fileno)
+
+    def _on_readable(self) -> None:
+        # As aiomqtt's callback: read while the buffers hold bytes (an SSL socket keeps
+        # decrypted bytes of its own, paho issue #131), and a failure is a lost
+        # connection, for the session to notice and reconnect.
+        try:
+            while self._reading:
+                self._paho.loop_read()
+                if self.pending() <= 0:
+                    break
+        except Exception as error:  # noqa: BLE001 - paho's and the socket's, whatever they are
+            if not self._client._disconnected.done():
+                self._client._disconnected.set_exception(error)
+
+    # --- paho's side: the socket it reads
 
     def recv(self, size: int) -> bytes:
         between_packets = self._paho._in_packet["command"] == 0
         if between_packets and self._buffer:
             self._take_publishes()
         if not self._buffer:
+            if not self._reading:
+                raise BlockingIOError  # paused: the socket keeps the rest
             data = self._sock.recv(self.READ_SIZE)  # BlockingIOError passes through to paho
             if not data:
                 return b""  # the connection was closed

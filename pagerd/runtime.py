@@ -58,6 +58,13 @@ _level_of = logging.getLogger("pagerd.runtime")
 # cannot hold a huge transaction while others wait.
 MAX_MESSAGES_PER_WRITE = 512
 COMMIT_RETRY_DELAY = timedelta(seconds=1)
+# MQTT intake pauses at FULL_AT messages in the mailboxes and goes on at ROOM_AT. A
+# broker sends a persistent session's whole backlog at once: a million queued alerts
+# taken in together would be gigabytes of memory. The bound is wide because a service
+# with several messages waiting decides and commits them in one batch: at 5,000 the
+# actors mostly held one each, and a 50,000-alert backlog took a third longer.
+FULL_AT = 20_000
+ROOM_AT = 10_000
 # Counted once per message: the labelled children are looked up once, not each time.
 _DECIDED = {o: metrics.EVENTS_DECIDED.labels(outcome=o.value) for o in Outcome}
 QUIET_OUTCOMES = frozenset({Outcome.APPENDED, Outcome.DUPLICATE_ALERT, Outcome.STALE_TIMEOUT})
@@ -447,6 +454,7 @@ class Runtime:
         self.fallback_policy = fallback_policy
         self.actors: dict[str, ServiceActor] = {}
         self._queued = 0
+        self._waiting_for_room: list[Callable[[], None]] = []
         self._drained = asyncio.Event()
         self._drained.set()
 
@@ -519,6 +527,22 @@ class Runtime:
             self._drained.clear()
         else:
             self._drained.set()
+        if self._waiting_for_room and self._queued <= ROOM_AT:
+            waiting, self._waiting_for_room = self._waiting_for_room, []
+            for callback in waiting:
+                callback()
+
+    @property
+    def full(self) -> bool:
+        """Whether intake should pause: ``FULL_AT`` messages are waiting or in progress."""
+        return self._queued >= FULL_AT
+
+    def when_room(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the messages waiting are down to ``ROOM_AT``."""
+        if self._queued <= ROOM_AT:
+            callback()
+        else:
+            self._waiting_for_room.append(callback)
 
     def pending(self) -> int:
         """Messages waiting or in progress across all actors."""

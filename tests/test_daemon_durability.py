@@ -8,11 +8,14 @@ import signal
 import time
 from collections import Counter
 
+import aiohttp
 import aiomqtt
 import pytest
 
+from pagerd.runtime import FULL_AT
 from tests.conftest import PagerdFactory
 from tests.harness import Monitor, Mosquitto, Policy, SmsStandIn, eventually, sms, sqlite_rows
+from tests.mqtt_wire import publish_all, publish_packet
 
 ONE = "+15550000001"
 TWO = "+15550000002"
@@ -196,3 +199,36 @@ async def test_sigterm_with_full_mailboxes_drains_and_exits_zero(
         what="every alert recorded after restart",
     )
     assert count(daemon.db, "SELECT count(*) FROM incidents") == 200
+
+
+async def test_a_backlog_beyond_the_mailbox_bound_is_taken_in_pauses_and_all_recorded(
+    make_pagerd: PagerdFactory, broker: Mosquitto, sms_service: SmsStandIn
+) -> None:
+    """Given more alerts queued for pagerd's session than its mailboxes hold (FULL_AT),
+    when pagerd starts, then it pauses reading the broker at least once, and in the end
+    every alert is recorded once and each service paged once."""
+    total = FULL_AT + 2_000
+    services = [f"svc-{i}" for i in range(100)]
+    daemon = make_pagerd([Policy("p", [(60.0, [sms(ONE)])])], dict.fromkeys(services, "p"))
+    await daemon.start()  # makes the persistent session
+    assert await daemon.stop() == 0
+    body = b'{"message": "m", "alert_id": "a%d"}'
+    packets = [  # packet ids 1.., fewer than 65,535
+        publish_packet(f"pagerd/alert/{services[i % 100]}", body % i, i + 1) for i in range(total)
+    ]
+    await publish_all(broker.port, "load", packets)
+
+    await daemon.start()
+    await eventually(
+        lambda: count(daemon.db, "SELECT count(*) FROM alerts") == total,
+        timeout=60,
+        what="the whole backlog recorded",
+    )
+    async with aiohttp.ClientSession() as http, http.get(f"{daemon.base_url}/metrics") as answer:
+        text = await answer.text()
+    (pauses,) = [
+        line for line in text.splitlines() if line.startswith("pagerd_mqtt_intake_pauses_total")
+    ]
+    assert float(pauses.split()[-1]) >= 1
+    assert count(daemon.db, "SELECT count(DISTINCT alert_id) FROM alerts") == total
+    await eventually(lambda: len(sms_service.distinct_keys()) == 100, what="one page each")

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from paho.mqtt import _packet
 
 from pagerd.mqtt_client import publish_at_most_once, split_publishes, take_messages
+from tests.harness import eventually
 from tests.mqtt_wire import publish_packet
 
 PINGRESP = b"\xd0\x00"
@@ -134,3 +135,42 @@ def test_an_event_publication_is_a_qos_0_publish_as_paho_reads_it(topic: str, bo
     packet = asyncio.run(queued())
     assert packet[0] == 0x30, "QoS 0, not retained, not a duplicate"
     assert _paho_decodes(packet) == (topic, body, None)
+
+
+async def test_paused_reading_takes_nothing_more_from_the_socket_until_resumed() -> None:
+    ours, pahos = socket.socketpair()
+    client = aiomqtt.Client("127.0.0.1", 1883)  # never connected: only its reader is used
+    paho = client._client
+    received: list[Message] = []
+
+    def handler(topic: str, payload: bytes, mid: int | None) -> None:
+        received.append((topic, payload, mid))
+        if len(received) == 100:
+            reading.pause()
+
+    reading = take_messages(client, handler)
+    pahos.setblocking(False)
+    ours.setblocking(False)
+    paho._sock = pahos
+    on_socket_open = paho.on_socket_open
+    assert on_socket_open is not None
+    on_socket_open(paho, None, pahos)
+    expected = [(f"pagerd/alert/svc-{n}", b"p" * 200, n) for n in range(1, 3001)]
+    stream = b"".join(publish_packet(t, p, mid) for t, p, mid in expected)
+    loop = asyncio.get_running_loop()
+    sending = asyncio.create_task(loop.sock_sendall(ours, stream))
+    try:
+        await eventually(lambda: len(received) >= 100, what="the first hundred")
+        await asyncio.sleep(0.2)  # nothing more may come: absence cannot be polled for
+        held = len(received)
+        assert held < len(expected) // 2, "what one read took, and no more"
+        assert reading.paused
+
+        reading.resume()
+        await eventually(lambda: len(received) == len(expected), what="the rest")
+        await sending
+    finally:
+        sending.cancel()
+        ours.close()
+        pahos.close()
+    assert received == expected

@@ -21,7 +21,16 @@ from pagerd.domain import (
     TeamTarget,
 )
 from pagerd.registry import Directory
-from pagerd.runtime import Envelope, Result, Runtime, UnknownServiceError, new_incident_id
+from pagerd.runtime import (
+    FULL_AT,
+    MAX_MESSAGES_PER_WRITE,
+    ROOM_AT,
+    Envelope,
+    Result,
+    Runtime,
+    UnknownServiceError,
+    new_incident_id,
+)
 from pagerd.store import (
     DeveloperRow,
     PolicyRow,
@@ -252,3 +261,26 @@ async def test_failed_commit_gives_back_the_team_rotation_turn(world: World) -> 
     await world.settle()
     assert [p.recipient for p in world.pages.pages] == [ana.phone_number]
     assert directory.teams[7].cursor == 1
+
+
+async def test_intake_is_told_it_may_go_on_once_the_mailboxes_are_down_to_room_at(
+    world: World,
+) -> None:
+    """Given FULL_AT messages posted and not yet handled, the runtime is full; a waiter
+    for room is called once, when they are down to ROOM_AT, and not before."""
+    runtime = world.runtime
+    for _ in range(FULL_AT):
+        world.send("api", alert())
+    assert runtime.full
+    called: list[int] = []
+    runtime.when_room(lambda: called.append(runtime.pending()))
+    assert called == []
+
+    await world.settle()
+
+    assert runtime.pending() == 0
+    assert len(called) == 1
+    assert called[0] <= ROOM_AT
+    assert called[0] > ROOM_AT - MAX_MESSAGES_PER_WRITE, "as soon as there was room"
+    assert world.outcomes().count(Outcome.OPENED) == 1
+    assert len(world.results) == FULL_AT

@@ -123,10 +123,10 @@ async def pagerd_backlog(root: Path, load: Load, sms: SmsProcess, profile: Path 
                 lambda: alerts_committed(daemon.db) >= load.total, timeout=RUN_TIMEOUT_S, every=0.02
             )
             await wait_until(lambda: acks.acknowledged() >= load.total, timeout=RUN_TIMEOUT_S)
-        empty_at = await watch.empty_after(acks.last_at, timeout=RUN_TIMEOUT_S)
         paged_at = await wait_until(
             lambda: sms.pages - pages_before >= load.services, timeout=RUN_TIMEOUT_S
         )
+        empty_at = await watch.empty_after(acks.last_at, timeout=RUN_TIMEOUT_S)
         assert await daemon.stop() == 0
         redelivered = unacknowledged(await drain_session(broker.port, "pagerd-test"))
         alerts = count(daemon.db, "SELECT count(*) FROM alerts")
