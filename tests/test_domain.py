@@ -25,7 +25,6 @@ from pagerd.domain import (
     EmailTarget,
     Event,
     Healthy,
-    Incident,
     IncidentStatus,
     Level,
     Notify,
@@ -38,7 +37,6 @@ from pagerd.domain import (
     Target,
     TeamTarget,
     WebhookTarget,
-    _evolve,
     decide,
 )
 
@@ -1296,9 +1294,3 @@ def test_email_target_refuses_what_is_not_an_address(address: str) -> None:
     with pytest.raises(DomainError) as refused:
         EmailTarget(address)
     assert refused.value.field == "address"
-
-
-def test_a_state_copied_with_a_field_it_lacks_is_refused() -> None:
-    incident = Incident(id="inc-1", message="m", opened_at=T0)
-    with pytest.raises(TypeError, match=r"Incident has no fields \['nonsense'\]"):
-        _evolve(incident, nonsense=1)

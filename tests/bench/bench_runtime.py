@@ -1,0 +1,116 @@
+"""The runtime's own ceiling: alerts decided and committed per second, no MQTT, no HTTP.
+
+The intake benchmark's load (round-robin over the services, each service opening
+one incident and appending the rest) is posted straight to the runtime, in chunks
+of about what one 64 KiB read of the broker's stream holds, with the real SQLite
+store and pagerd's JSON logging at info into /dev/null. Pages are recorded, not
+sent. What this cannot reach, intake through MQTT cannot either.
+
+Run from the repository root: ``.venv/bin/python -m tests.bench.bench_runtime``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from pagerd.app import GC_THRESHOLDS
+from pagerd.domain import Alert, Level, Outcome, Policy, SmsTarget
+from pagerd.logs import configure_logging
+from pagerd.registry import Directory
+from pagerd.runtime import Envelope, Result, Runtime, new_incident_id
+from pagerd.store import PolicyRow, ServiceRow, Store, WriteBatch
+from tests.bench.common import py_spy, rate, report
+from tests.doubles import DrivenClock, Recorder
+
+POLICY = Policy("p", (Level((SmsTarget("+15550000001"),), 60.0),))
+MESSAGES_PER_READ = 600  # alerts of the intake benchmark's size in one 64 KiB read
+
+
+async def measure(root: Path, services: int, per_service: int) -> tuple[int, float, int]:
+    """Return (alerts, seconds until all were committed and answered, incidents opened)."""
+    store = await Store.open(root / "pagerd.db")
+    service_ids = [f"svc-{i:05d}" for i in range(services)]
+    await store.write(
+        WriteBatch(
+            policies=(PolicyRow(POLICY, managed=True),),
+            services=tuple(ServiceRow(s, s, POLICY.id, managed=True) for s in service_ids),
+        )
+    )
+    directory = await Directory.load(store)
+    recorder = Recorder()
+    answered: list[Result] = []
+    load = [(s, f"a-{s}-{n}") for n in range(per_service) for s in service_ids]
+    try:
+        async with asyncio.TaskGroup() as group:
+            runtime = Runtime(
+                store=store,
+                directory=directory,
+                clock=DrivenClock(),
+                outbox=recorder,
+                publisher=recorder,
+                spawner=group,
+                fallback_policy="",
+            )
+            started = time.perf_counter()
+            for start in range(0, len(load), MESSAGES_PER_READ):
+                for service_id, alert_id in load[start : start + MESSAGES_PER_READ]:
+                    alert = Alert("Too many 5xx!", new_incident_id(), alert_id, "bench")
+                    runtime.post(service_id, Envelope(alert, answered.append))
+                await asyncio.sleep(0)  # the next read comes in a later turn of the loop
+            await runtime.drained()
+            elapsed = time.perf_counter() - started
+            runtime.stop_timers()
+    finally:
+        await store.close()
+    assert len(answered) == len(load), f"{len(answered)} of {len(load)} answered"
+    assert all(r.error is None for r in answered), "every alert committed"
+    opened = sum(1 for r in answered if r.outcome is Outcome.OPENED)
+    return len(load), elapsed, opened
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--services", type=int, default=5_000)
+    parser.add_argument("--per-service", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="sample with py-spy into this directory"
+    )
+    args = parser.parse_args()
+    gc.set_threshold(*GC_THRESHOLDS)  # as pagerd runs
+    with open(os.devnull, "w") as devnull:
+        configure_logging("json", "info", devnull)
+        rows = []
+        for run in range(1, args.runs + 1):
+            with tempfile.TemporaryDirectory() as tmp:
+                output = args.profile and args.profile / f"runtime-{run}.txt"
+                with py_spy(os.getpid(), output):
+                    alerts, seconds, opened = asyncio.run(
+                        measure(Path(tmp), args.services, args.per_service)
+                    )
+            rows.append(
+                (
+                    str(run),
+                    f"{alerts:,}",
+                    f"{opened:,}",
+                    f"{seconds:.2f}",
+                    rate(alerts, seconds),
+                    f"{seconds / alerts * 1e6:.0f}",
+                )
+            )
+    report(
+        f"Runtime alone: {args.services * args.per_service:,} alerts over {args.services:,}"
+        " services, posted in reads of 600, committed to SQLite, pages recorded",
+        ["run", "alerts", "incidents", "seconds", "alerts/s", "µs per alert"],
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    main()
