@@ -3,8 +3,9 @@
 The intake benchmark's load (round-robin over the services, each service opening
 one incident and appending the rest) is posted straight to the runtime, in chunks
 of about what one 64 KiB read of the broker's stream holds, with the real SQLite
-store and pagerd's JSON logging at info into /dev/null. Pages are recorded, not
-sent. What this cannot reach, intake through MQTT cannot either.
+store and pagerd's JSON logging (at info, or ``--log-level``) into /dev/null.
+Pages are recorded, not sent. What this cannot reach, intake through MQTT cannot
+either.
 
 Run from the repository root: ``.venv/bin/python -m tests.bench.bench_runtime``.
 """
@@ -80,12 +81,15 @@ def main() -> None:
     parser.add_argument("--per-service", type=int, default=10)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument(
+        "--log-level", default="info", help="pagerd's log level (info, as in production)"
+    )
+    parser.add_argument(
         "--profile", type=Path, default=None, help="sample with py-spy into this directory"
     )
     args = parser.parse_args()
     gc.set_threshold(*GC_THRESHOLDS)  # as pagerd runs
     with open(os.devnull, "w") as devnull:
-        configure_logging("json", "info", devnull)
+        configure_logging("json", args.log_level, devnull)
         rows = []
         for run in range(1, args.runs + 1):
             with tempfile.TemporaryDirectory() as tmp:
