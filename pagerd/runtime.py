@@ -10,7 +10,6 @@ memory follows open incidents, not registered services.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import random
 import secrets
@@ -69,20 +68,28 @@ ROOM_AT = 10_000
 _DECIDED = {o: metrics.EVENTS_DECIDED.labels(outcome=o.value) for o in Outcome}
 QUIET_OUTCOMES = frozenset({Outcome.APPENDED, Outcome.DUPLICATE_ALERT, Outcome.STALE_TIMEOUT})
 
-# base32's digits in their order, spelled as Crockford's (no I, L, O, U): ids sort as numbers.
-_TO_CROCKFORD = bytes.maketrans(
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-)
+# Crockford's base32 digits (no I, L, O, U), in order, so that ids sort as numbers.
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Every 10-bit number as its two digits: an id is eight lookups, not a base64 encoding
+# (5.8 µs, and every alert carries a would-be id).
+_DIGIT_PAIRS = tuple(a + b for a in _CROCKFORD for b in _CROCKFORD)
 # Every alert carries a would-be id (it is kept only if it opens an incident), so the
 # draw must be cheap: ids need to be unique, not secret, and a seeded generator suffices.
 _id_bits = random.Random(secrets.randbits(64))
 
 
 def new_incident_id(now_ms: int | None = None) -> str:
-    """A 16-character id that sorts by creation time: 50 bits of ms, 30 random bits."""
+    """A 16-character id that sorts by creation time: 50 bits of ms, 30 random bits.
+
+    The digits of ``(ms << 30) | random`` in Crockford's base32, most significant first.
+    """
     ms = int(time.time() * 1000) if now_ms is None else now_ms
-    value = (ms << 30) | _id_bits.getrandbits(30)
-    return base64.b32encode(value.to_bytes(10, "big")).translate(_TO_CROCKFORD).decode("ascii")
+    bits = _id_bits.getrandbits(30)
+    p = _DIGIT_PAIRS
+    return (
+        f"{p[ms >> 40 & 0x3FF]}{p[ms >> 30 & 0x3FF]}{p[ms >> 20 & 0x3FF]}{p[ms >> 10 & 0x3FF]}"
+        f"{p[ms & 0x3FF]}{p[bits >> 20]}{p[bits >> 10 & 0x3FF]}{p[bits & 0x3FF]}"
+    )
 
 
 class UnknownServiceError(LookupError):

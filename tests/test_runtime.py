@@ -9,6 +9,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pagerd.domain import (
     Ack,
@@ -284,3 +286,20 @@ async def test_intake_is_told_it_may_go_on_once_the_mailboxes_are_down_to_room_a
     assert called[0] > ROOM_AT - MAX_MESSAGES_PER_WRITE, "as soon as there was room"
     assert world.outcomes().count(Outcome.OPENED) == 1
     assert len(world.results) == FULL_AT
+
+
+_FROM_CROCKFORD = str.maketrans(
+    "0123456789ABCDEFGHJKMNPQRSTVWXYZ", "0123456789abcdefghijklmnopqrstuv"
+)
+
+
+@given(st.integers(0, 2**50 - 1), st.integers(0, 2**50 - 1))
+def test_an_incident_id_is_its_ms_then_30_random_bits_and_sorts_by_time(a: int, b: int) -> None:
+    """An id is 16 Crockford base32 digits of ``ms << 30 | random``: it names its
+    millisecond, and an id made later sorts after one made earlier."""
+    first, second = new_incident_id(a), new_incident_id(b)
+    assert len(first) == len(second) == 16
+    assert int(first.translate(_FROM_CROCKFORD), 32) >> 30 == a
+    assert int(second.translate(_FROM_CROCKFORD), 32) >> 30 == b
+    if a < b:
+        assert first < second
