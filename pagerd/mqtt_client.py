@@ -17,7 +17,8 @@ from typing import Any, cast
 import aiomqtt
 import paho.mqtt.client as mqtt
 
-# handler(topic, payload, packet id to acknowledge, or None for a QoS 0 message)
+# handler(topic, payload, packet id to acknowledge, or None for a QoS 0 message: it has
+# no packet id, and a PUBACK for id 0 is a protocol error the broker disconnects for)
 MessageHandler = Callable[[str, bytes, int | None], None]
 
 _PUBLISH = 0x30  # MQTT 3.1.1 §2.2.1: the packet type in the first byte's high nibble
@@ -43,6 +44,8 @@ class Reading:
 
     Paused, pagerd takes nothing more from the socket: the broker's messages wait in
     the kernel's buffers and then in the broker, which keeps them for the session.
+    The broker's answer to a ping waits too, so a pause longer than the keepalive
+    ends the connection; what was not acknowledged is then delivered again.
     """
 
     def __init__(self) -> None:
