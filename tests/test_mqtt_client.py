@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 
 import aiomqtt
 import paho.mqtt.client as mqtt
@@ -82,6 +81,16 @@ def test_paho_is_left_what_is_not_a_well_formed_qos_0_or_1_publish(name: str, he
     assert used == len(first), name
 
 
+def _connected(client: aiomqtt.Client, sock: socket.socket) -> None:
+    """Hand ``sock`` to the client as paho's connect() would, and tell aiomqtt of it."""
+    paho = client._client
+    sock.setblocking(False)
+    paho._sock = sock
+    on_socket_open = paho.on_socket_open
+    assert on_socket_open is not None
+    on_socket_open(paho, None, sock)
+
+
 async def test_messages_split_across_reads_arrive_once_each_and_in_order() -> None:
     """Through paho's own read loop, as aiomqtt runs it on the event loop: a packet cut
     by a read goes paho's way (``on_message``), the whole ones at a read's head go ours."""
@@ -100,23 +109,20 @@ async def test_messages_split_across_reads_arrive_once_each_and_in_order() -> No
         on_message(paho, userdata, message)
 
     paho.on_message = counting
-    pahos.setblocking(False)
-    paho._sock = pahos  # as paho's connect() would, before telling aiomqtt
-    on_socket_open = paho.on_socket_open
-    assert on_socket_open is not None
-    on_socket_open(paho, None, pahos)
+    _connected(client, pahos)
+    ours.setblocking(False)
+    # Odd numbers at QoS 1 with their number as packet id, even ones at QoS 0.
     expected = [
-        (f"pagerd/alert/svc-{n % 7}", b"x" * (n % 50), n % 2 * n or None) for n in range(1, 2001)
+        (f"pagerd/alert/svc-{n % 7}", b"x" * (n % 50), n if n % 2 else None) for n in range(1, 2001)
     ]
     stream = b"".join(publish_packet(t, p, mid or 0, qos=1 if mid else 0) for t, p, mid in expected)
+    loop = asyncio.get_running_loop()
     try:
         # Odd-sized writes, so that reads end inside packets.
         for at in range(0, len(stream), 9_999):
-            ours.sendall(stream[at : at + 9_999])
+            await loop.sock_sendall(ours, stream[at : at + 9_999])
             await asyncio.sleep(0)
-        deadline = time.monotonic() + 5
-        while len(received) < len(expected) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: len(received) >= len(expected), what="every message")
     finally:
         ours.close()
         pahos.close()
@@ -140,7 +146,6 @@ def test_an_event_publication_is_a_qos_0_publish_as_paho_reads_it(topic: str, bo
 async def test_paused_reading_takes_nothing_more_from_the_socket_until_resumed() -> None:
     ours, pahos = socket.socketpair()
     client = aiomqtt.Client("127.0.0.1", 1883)  # never connected: only its reader is used
-    paho = client._client
     received: list[Message] = []
 
     def handler(topic: str, payload: bytes, mid: int | None) -> None:
@@ -149,12 +154,8 @@ async def test_paused_reading_takes_nothing_more_from_the_socket_until_resumed()
             reading.pause()
 
     reading = take_messages(client, handler)
-    pahos.setblocking(False)
+    _connected(client, pahos)
     ours.setblocking(False)
-    paho._sock = pahos
-    on_socket_open = paho.on_socket_open
-    assert on_socket_open is not None
-    on_socket_open(paho, None, pahos)
     expected = [(f"pagerd/alert/svc-{n}", b"p" * 200, n) for n in range(1, 3001)]
     stream = b"".join(publish_packet(t, p, mid) for t, p, mid in expected)
     loop = asyncio.get_running_loop()
