@@ -68,6 +68,7 @@ from tests.bench.common import (
     pagerd_in,
     percentile,
     report,
+    serve_posts,
     table,
 )
 from tests.bench.plots import latency_cdfs
@@ -183,11 +184,7 @@ async def _sink_serve(port: int, counter: Any, conn: Connection) -> None:
             counter.value += 1
         return web.json_response({"ok": True})
 
-    app = web.Application()
-    app.router.add_post("/hook/{who}", receive)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner = await serve_posts(port, "/hook/{who}", receive)
     conn.send("ready")
     loop = asyncio.get_running_loop()
     try:

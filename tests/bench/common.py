@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from asyncio import StreamReader, StreamWriter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -471,6 +471,18 @@ class SmsProcess:
         return len({key for _, _, key in self.arrivals()[since:]})
 
 
+async def serve_posts(
+    port: int, route: str, receive: Callable[[web.Request], Awaitable[web.Response]]
+) -> web.AppRunner:
+    """Answer POSTs to ``route`` on 127.0.0.1:``port`` with ``receive``; the caller cleans up."""
+    app = web.Application()
+    app.router.add_post(route, receive)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
 def _sms_main(port: int, counter: Any, conn: Connection) -> None:
     asyncio.run(_sms_serve(port, counter, conn))
 
@@ -485,11 +497,7 @@ async def _sms_serve(port: int, counter: Any, conn: Connection) -> None:
         counter.value += 1
         return web.json_response({"ok": True})
 
-    app = web.Application()
-    app.router.add_post("/sms", receive)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner = await serve_posts(port, "/sms", receive)
     conn.send("ready")
     loop = asyncio.get_running_loop()
     try:
