@@ -15,15 +15,18 @@ import binascii
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import aiohttp
 import msgspec
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from pagerd.logs import get_logger
+
+if TYPE_CHECKING:
+    # cryptography is imported where a signature is checked, not here: its import took
+    # ~90 ms of every start-up, for an integration most installations never use.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 log = get_logger(__name__)
 
@@ -49,7 +52,6 @@ _CONFIRMATION_FIELDS = (
     "TopicArn",
     "Type",
 )
-_HASHES: dict[str, type[hashes.SHA1 | hashes.SHA256]] = {"1": hashes.SHA1, "2": hashes.SHA256}
 
 
 class SnsEnvelope(msgspec.Struct, frozen=True, rename="pascal"):
@@ -122,6 +124,9 @@ def canonical_string(envelope: SnsEnvelope) -> bytes:
 
 def check_signature(envelope: SnsEnvelope, public_key: rsa.RSAPublicKey) -> None:
     """Raise SignatureRejectedError unless ``public_key`` signed the envelope's canonical string."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric import padding
+
     algorithm, signature, signed = _signed_parts(envelope)
     try:
         public_key.verify(signature, signed, padding.PKCS1v15(), algorithm)
@@ -148,7 +153,10 @@ def _signed_parts(envelope: SnsEnvelope) -> tuple[hashes.HashAlgorithm, bytes, b
     """The hash algorithm, the signature and the signed bytes; raises if any is missing."""
     if not envelope.signature:
         raise SignatureRejectedError("the message is not signed")
-    algorithm = _HASHES.get(envelope.signature_version)
+    from cryptography.hazmat.primitives import hashes
+
+    hash_of_version = {"1": hashes.SHA1, "2": hashes.SHA256}
+    algorithm = hash_of_version.get(envelope.signature_version)
     if algorithm is None:
         raise SignatureRejectedError(
             f"SignatureVersion {envelope.signature_version!r} is not 1 or 2"
@@ -237,6 +245,9 @@ class SnsVerifier:
 
 
 def _rsa_key(pem: bytes, url: str) -> rsa.RSAPublicKey:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     try:
         key = x509.load_pem_x509_certificate(pem).public_key()
     except ValueError:

@@ -112,6 +112,22 @@ def test_version_prints_the_version(tmp_path: Path) -> None:
     assert run.out.strip() == f"pagerd {__version__}"
 
 
+def test_the_daemon_imports_nothing_it_needs_only_later() -> None:
+    """Start-up time: cryptography (SNS signatures) and importlib.metadata cost ~90 ms each."""
+    probe = "import sys, pagerd.cli, pagerd.app; print(sorted(set(sys.modules) & set(sys.argv)))"
+    late = ["cryptography", "importlib.metadata"]
+    run = subprocess.run(
+        [sys.executable, "-c", probe, *late], capture_output=True, text=True, check=True
+    )
+    assert run.stdout.strip() == "[]", f"imported at start: {run.stdout.strip()}"
+
+
+def test_the_installed_version_is_the_one_pagerd_reports() -> None:
+    from importlib.metadata import version
+
+    assert version("pagerd") == __version__
+
+
 @pytest.mark.parametrize(
     "args",
     [
