@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PagerdFactory
-from tests.faults.common import alert_figures, count, page_figures, report
+from tests.faults.common import alert_figures, count, page_figures, repeats_by_kill, report
 from tests.faults.firehose import Firehose, Message, alert
-from tests.harness import Mosquitto, Policy, SmsStandIn, eventually, sms, sqlite_rows
+from tests.harness import Mosquitto, Page, Policy, SmsStandIn, eventually, sms, sqlite_rows
 
 ONE = "+15550000001"
 TWO = "+15550000002"
@@ -44,23 +44,35 @@ def steps_without_pages(db: Path) -> list[tuple[str, int]]:
     ]
 
 
+def test_a_repeat_counts_as_explained_only_with_a_kill_between_its_sends() -> None:
+    def page(key: str, at: float) -> Page:
+        return Page(ONE, "m", key, at)
+
+    pages = [page("a", 1.0), page("b", 1.5), page("a", 3.0), page("b", 1.6), page("c", 5.0)]
+    # "a" was out 1.0 s when the kill at 2.0 came; "b" repeated at 1.6 with no kill between.
+    assert repeats_by_kill(pages, [2.0, 4.0]) == (1, 1000.0)
+    assert repeats_by_kill(pages[:3], [2.0]) == (0, 1000.0)
+    assert repeats_by_kill(pages[:3], []) == (1, 0.0)
+
+
 @pytest.mark.timeout(300)
 async def test_sigkill_loop_under_load_loses_nothing_and_pages_each_step_once(
     make_pagerd: PagerdFactory, broker: Mosquitto, sms_service: SmsStandIn
 ) -> None:
     """Given ~1,000 alerts/s over 200 services, when pagerd is SIGKILLed every 2-3 s for a
     minute, then every alert the broker acknowledged is recorded exactly once, every
-    decided step has its pages, and a page repeats only with its Idempotency-Key."""
+    decided step has its pages, and a page repeats only with its Idempotency-Key, and
+    only when a kill came after it was sent (before its outcome was committed)."""
     daemon = make_pagerd([POLICY], dict.fromkeys(SERVICES, "p"))
     await daemon.start()
     hose = Firehose(broker.port, messages(ALERTS), rate=ALERTS_PER_S)
     publishing = asyncio.create_task(hose.run(timeout=180))
-    kills = 0
+    kills: list[float] = []  # time.monotonic() of each kill, the clock of Page.at
     started = time.monotonic()
     while time.monotonic() - started < KILLING_S and not publishing.done():
         await asyncio.sleep(random.uniform(2.0, 3.0))
+        kills.append(time.monotonic())
         daemon.kill()
-        kills += 1
         await daemon.start()
     await publishing
 
@@ -88,14 +100,16 @@ async def test_sigkill_loop_under_load_loses_nothing_and_pages_each_step_once(
     alerts = alert_figures(daemon.db, hose.acked)
     pages = page_figures(sms_service)
     outbox = {row[0] for row in sqlite_rows(daemon.db, "SELECT id FROM outbox")}
+    unexplained, window_ms = repeats_by_kill(sms_service.pages, kills)
     report(
         "sigkill loop",
-        kills=kills,
+        kills=len(kills),
         republished=hose.republished,
         **alerts,
         **pages,
         outbox=len(outbox),
         incidents=count(daemon.db, "SELECT count(*) FROM incidents"),
+        longest_ms_from_page_to_kill_of_a_repeat=round(window_ms, 1),
     )
     assert len(hose.acked) == ALERTS
     assert alerts["lost"] == 0
@@ -106,6 +120,7 @@ async def test_sigkill_loop_under_load_loses_nothing_and_pages_each_step_once(
     # Exactly one page per (incident, step); a repeat is the same notification again.
     assert len(outbox) == len(SERVICES) * (LAST_STEP + 1)
     assert sms_service.distinct_keys() == outbox
+    assert unexplained == 0, "a page repeated with no kill between its sends"
 
 
 @pytest.mark.timeout(180)
