@@ -11,6 +11,7 @@ use, a team's developer count) still holds when its write commits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import typing
 from collections.abc import Awaitable, Callable, Iterable
@@ -342,10 +343,31 @@ class _Api:
 
     # --- services ----------------------------------------------------------------------------
 
-    async def list_services(self, request: web.Request) -> web.Response:
+    async def list_services(self, request: web.Request) -> web.StreamResponse:
+        """``ServiceList``, written a chunk at a time as the store reads it.
+
+        Services can number a million; their listing is ~100 MiB of JSON, which the
+        console asks for every 2 s. Built here whole, it held the event loop (and every
+        page and escalation behind it) for about 10 s. A first read that fails is a 503;
+        a later one can only cut the answer off, which the client sees as incomplete.
+        """
         ctx = request.app[CONTEXT]
-        rows = sorted(ctx.runtime.directory.services.values(), key=lambda s: s.id)
-        return _json(wire.ServiceList(services=[_service_out(ctx, row) for row in rows]))
+        async with contextlib.aclosing(ctx.store.services_listing()) as chunks:
+            chunk = await anext(chunks, b"")  # StoreError here: a 503 problem, as elsewhere
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await response.prepare(request)
+            await response.write(b'{"services":[' + chunk)
+            try:
+                async for chunk in chunks:
+                    await response.write(b"," + chunk)
+            except StoreError as error:
+                log.error("api.store_failed", path=request.path, error=str(error))  # noqa: TRY400
+                # Closing before the chunked body's end tells the client it is incomplete.
+                if request.transport is not None:
+                    request.transport.close()
+                return response
+            await response.write(b"]}")
+        return response
 
     async def get_service(self, request: web.Request) -> web.Response:
         ctx = request.app[CONTEXT]

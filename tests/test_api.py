@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from pagerd import api_schemas
+from pagerd import store as store_module
 from pagerd.config import (
     Config,
     DeveloperConfig,
@@ -28,6 +29,7 @@ from pagerd.config import (
     TeamConfig,
 )
 from pagerd.metrics import REGISTRY
+from pagerd.store import StoreError
 from tests.apisite import ApiSite, serve_api
 from tests.conftest import PagerdFactory
 from tests.harness import eventually, sqlite_rows
@@ -588,6 +590,75 @@ async def test_service_put_and_get_with_health_and_incident(site: ApiSite) -> No
     by_id = {s["id"]: s for s in listed["services"]}
     assert by_id["checkout"] == acked
     assert by_id["payments-api"]["health"] == "healthy"
+
+
+async def test_the_service_list_read_in_chunks_is_each_service_as_get_answers_it(
+    site: ApiSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given services across several chunks of the store's read, some with an open
+    incident (one acknowledged, one resolved again), the list holds each once, by id,
+    exactly as GET /services/{id} answers it from the actors' state."""
+    monkeypatch.setattr(store_module, "SERVICES_LISTING_CHUNK", 4)
+    ids = [f"svc-{n:02d}" for n in range(11)]
+    for service_id in ids:
+        await service(site, service_id)
+    for service_id in ("svc-00", "svc-03", "svc-04", "svc-10"):
+        status, _ = await site.call("POST", f"/services/{service_id}/alerts", {"message": "d"})
+        assert status == 202
+    await site.call("POST", "/services/svc-03/ack", {"by": "op"})
+    await site.call("POST", "/services/svc-04/healthy")
+
+    status, listed = await site.call("GET", "/services")
+
+    assert status == 200
+    stored = sorted(row[0] for row in sqlite_rows(site.db, "SELECT id FROM services"))
+    assert set(ids) < set(stored)  # with the config's own services
+    one_by_one = [(await site.call("GET", f"/services/{s}"))[1] for s in stored]
+    assert listed["services"] == one_by_one
+    unhealthy = [s["id"] for s in listed["services"] if s["health"] == "unhealthy"]
+    assert unhealthy == ["svc-00", "svc-03", "svc-10"]
+
+
+async def test_a_service_list_whose_first_read_fails_is_a_503_problem(
+    site: ApiSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def failing(*_: object) -> list[Any]:
+        raise StoreError("read failed: disk I/O error")
+
+    monkeypatch.setattr(site.store, "_fetch", failing)
+    status, answer = await site.call("GET", "/services")
+    assert status == 503
+    assert answer["detail"] == "the database could not be read; try again"
+
+
+async def test_a_service_list_whose_later_read_fails_is_cut_off_not_completed(
+    site: ApiSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the answer has begun, a failed read can only end it early: the client must
+    see it incomplete rather than a well-formed, shorter list."""
+    monkeypatch.setattr(store_module, "SERVICES_LISTING_CHUNK", 2)
+    for service_id in ("a", "b", "c", "d", "e"):
+        await service(site, service_id)
+    reads = 0
+    real_fetch = site.store._fetch
+
+    async def second_read_fails(sql: str, params: Any = ()) -> list[Any]:
+        nonlocal reads
+        reads += 1
+        if reads == 2:
+            raise StoreError("read failed: disk I/O error")
+        return await real_fetch(sql, params)
+
+    monkeypatch.setattr(site.store, "_fetch", second_read_fails)
+    async with site.http.get(site.url("/services")) as response:
+        assert response.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
+    assert reads == 2
+    # The connection was the one cut; the API answers the next request.
+    status, listed = await site.call("GET", "/services")
+    assert status == 200
+    assert len(listed["services"]) == len(sqlite_rows(site.db, "SELECT id FROM services"))
 
 
 async def test_an_invalid_or_read_only_service_put_is_refused(site: ApiSite) -> None:

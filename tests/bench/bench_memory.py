@@ -5,7 +5,10 @@ incidents (``triggered``, ack deadline an hour ahead, so every one arms a timer
 on start-up), each with the alert that opened it and its sent page. pagerd
 makes the schema; the rows go in with ``executemany``. Measured: process start
 to READY=1, and the resident memory (VmRSS) at READY and once settled. pagerd's
-bytecode is compiled first, as an installed package has it.
+bytecode is compiled first, as an installed package has it. Then the console's
+service list (GET /api/v1/services, fetched by curl in a process of its own) is
+asked for twice while /healthz is asked every 50 ms: how long the list takes, and
+the slowest /healthz answer meanwhile, which is how long the event loop was held.
 
 Run from the repository root: ``.venv/bin/python -m tests.bench.bench_memory``.
 """
@@ -16,11 +19,14 @@ import argparse
 import asyncio
 import compileall
 import contextlib
+import shutil
 import sqlite3
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import aiohttp
 
 import pagerd
 from pagerd.schema import to_db_time
@@ -80,6 +86,37 @@ def build(db: Path, services: int, incidents: int) -> None:
         )
 
 
+async def list_services(base_url: str, token: str) -> tuple[float, int, float]:
+    """(seconds, bytes, slowest /healthz answer in s) of one GET /api/v1/services."""
+    slowest = 0.0
+
+    async def ask_health(http: aiohttp.ClientSession) -> None:
+        nonlocal slowest
+        while True:
+            asked = time.monotonic()
+            async with http.get(f"{base_url}/healthz") as response:
+                await response.read()
+            slowest = max(slowest, time.monotonic() - asked)
+            await asyncio.sleep(0.05)
+
+    curl = shutil.which("curl")
+    assert curl is not None, "curl fetches the list, outside this process's event loop"
+    async with aiohttp.ClientSession() as http, asyncio.TaskGroup() as group:
+        asking = group.create_task(ask_health(http))
+        started = time.monotonic()
+        fetch = await asyncio.create_subprocess_exec(
+            *(curl, "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download}"),
+            *("-H", f"Authorization: Bearer {token}", f"{base_url}/api/v1/services"),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await fetch.communicate()
+        seconds = time.monotonic() - started
+        asking.cancel()
+    status, size = out.decode().split()
+    assert status == "200", f"GET /api/v1/services answered {status}"
+    return seconds, int(size), slowest
+
+
 def compile_pagerd() -> None:
     """Write pagerd's bytecode, as ``pip install`` does for an installed package.
 
@@ -111,6 +148,8 @@ async def run(services: int, incidents: int, directory: Path | None, profile: Pa
             at_ready = proc_status(daemon.pid)
             await asyncio.sleep(SETTLE_S)
             settled = proc_status(daemon.pid)
+            listings = [await list_services(daemon.base_url, "test-token") for _ in range(2)]
+            after_listing = proc_status(daemon.pid)
             stopping = time.monotonic()
             exit_code = await daemon.stop(timeout=60)
             stop_s = time.monotonic() - stopping
@@ -127,6 +166,15 @@ async def run(services: int, incidents: int, directory: Path | None, profile: Pa
             ("VmRSS at READY", f"{at_ready['VmRSS'] / 1024:,.0f} MiB", f"<= {TARGET_RSS_MIB} MiB"),
             (f"VmRSS {SETTLE_S:.0f} s after READY", f"{settled['VmRSS'] / 1024:,.0f} MiB", ""),
             ("VmHWM (peak RSS)", f"{settled['VmHWM'] / 1024:,.0f} MiB", ""),
+            *(
+                (
+                    f"GET /api/v1/services, {n}",
+                    f"{seconds:.2f} s, {size / 2**20:,.0f} MiB; slowest /healthz {slowest:.3f} s",
+                    "",
+                )
+                for n, (seconds, size, slowest) in enumerate(listings, 1)
+            ),
+            ("VmHWM after the two lists", f"{after_listing['VmHWM'] / 1024:,.0f} MiB", ""),
             ("open incidents recovered (timers armed)", str(recovered), f"{incidents:,}"),
             ("SIGTERM to exit", f"{stop_s:.2f} s (exit {exit_code})", ""),
             ("pages sent (none due)", str(sms.pages), "0"),
