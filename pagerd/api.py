@@ -111,6 +111,9 @@ def _problem(
     return web.Response(status=status, body=msgspec.json.encode(body), content_type=PROBLEM_JSON)
 
 
+NAMED_USERS = 10  # services a 409 names when a policy in use cannot be deleted
+
+
 def _json(value: object, status: int = 200) -> web.Response:
     return web.Response(
         status=status, body=msgspec.json.encode(value), content_type="application/json"
@@ -301,11 +304,11 @@ class _Api:
             if row is None:
                 raise RefusedError(404, f"no policy {policy_id!r}")
             _refuse_managed(row, f"policy {policy_id!r}")
-            users = directory.services.using(policy_id)
+            users = directory.services.using(policy_id, limit=NAMED_USERS + 1)
             if users:
-                raise RefusedError(
-                    409, f"policy {policy_id!r} is in use by services {', '.join(users)}"
-                )
+                named = ", ".join(users[:NAMED_USERS])
+                more = " and more" if len(users) > NAMED_USERS else ""
+                raise RefusedError(409, f"policy {policy_id!r} is in use by services {named}{more}")
             if policy_id == self.fallback_policy:
                 raise RefusedError(409, f"policy {policy_id!r} is [routing] fallback_policy")
             await _write(ctx, WriteBatch(policies_deleted=(policy_id,)))

@@ -38,7 +38,7 @@ class ServiceLookup(Protocol):
 
     def count(self) -> int: ...
 
-    def ids_using(self, policy_id: str) -> list[str]: ...
+    def ids_using(self, policy_id: str, limit: int) -> list[str]: ...
 
     def close(self) -> None: ...
 
@@ -129,15 +129,16 @@ class ServiceTable(MutableMapping[str, ServiceRow]):
         merged.update(self._set)
         return sorted(merged.values(), key=lambda row: row.id)
 
-    def using(self, policy_id: str) -> list[str]:
-        """The ids of the services escalating through ``policy_id``, sorted."""
-        ids = {
-            key
-            for key in self._lookup.ids_using(policy_id)
-            if key not in self._deleted and key not in self._set
-        }
+    def using(self, policy_id: str, limit: int) -> list[str]:
+        """The first ``limit`` ids, sorted, of the services escalating through ``policy_id``.
+
+        Bounded: a policy may serve a million services, read here on the event loop.
+        """
+        shadowed = self._deleted | self._set.keys()  # what the stored rows may not say
+        stored = self._lookup.ids_using(policy_id, limit + len(shadowed))
+        ids = {key for key in stored if key not in shadowed}
         ids.update(key for key, row in self._set.items() if row.policy_id == policy_id)
-        return sorted(ids)
+        return sorted(ids)[:limit]
 
     def close(self) -> None:
         """Close the store reader; later misses raise StoreError."""

@@ -667,10 +667,10 @@ class ServiceReader:
         """How many services are registered."""
         return int(self._read("SELECT count(*) FROM services")[0][0])
 
-    def ids_using(self, policy_id: str) -> list[str]:
-        """The ids of the services that escalate through ``policy_id``, sorted."""
-        sql = "SELECT id FROM services WHERE policy_id = ? ORDER BY id"
-        return [str(row[0]) for row in self._read(sql, (policy_id,))]
+    def ids_using(self, policy_id: str, limit: int) -> list[str]:
+        """The first ``limit`` ids, sorted, of the services escalating through ``policy_id``."""
+        sql = "SELECT id FROM services WHERE policy_id = ? ORDER BY id LIMIT ?"
+        return [str(row[0]) for row in self._read(sql, (policy_id, limit))]
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
         try:

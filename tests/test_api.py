@@ -484,6 +484,17 @@ async def test_deleting_a_policy_in_use_is_409(site: ApiSite) -> None:
     assert (await site.call("GET", "/policies/shop"))[0] == 200
 
 
+async def test_a_policy_in_use_by_many_services_409_names_the_first_ten(site: ApiSite) -> None:
+    for n in range(12):
+        await service(site, f"svc-{n:02d}", "shop")
+
+    status, answer = await site.call("DELETE", "/policies/shop")
+
+    assert status == 409
+    named = ", ".join(f"svc-{n:02d}" for n in range(10))
+    assert answer["detail"] == f"policy 'shop' is in use by services {named} and more"
+
+
 async def test_a_policy_of_the_config_file_is_read_only(site: ApiSite) -> None:
     body = {"levels": [{"targets": [{"type": "sms", "phone_number": "5550011"}]}]}
     for method, answer_body in (("PUT", body), ("DELETE", None)):

@@ -116,8 +116,10 @@ async def test_rows_set_in_the_directory_show_with_the_stored_ones(world: World)
     assert len(services) == 5
     assert services["s1"].name == "Renamed"
     assert "s4" not in services
-    assert services.using("q") == ["new", "s1"]
-    assert services.using("p") == ["s0", "s2", "s3"]
+    assert services.using("q", limit=10) == ["new", "s1"]
+    assert services.using("p", limit=10) == ["s0", "s2", "s3"]
+    assert services.using("p", limit=2) == ["s0", "s2"]  # read past s1 (now q's) and s4 (deleted)
+    assert services.using("q", limit=1) == ["new"]
     with pytest.raises(KeyError):
         del services["s4"]
 

@@ -620,7 +620,8 @@ async def test_service_reader_sees_later_commits_and_keeps_no_snapshot(
     assert reader.get("a") == ServiceRow("a", "A", "payments", managed=True)
     assert [row.id for row in reader.all()] == ["a", "b", "c"]
     assert reader.count() == await store.count_services() == 3
-    assert reader.ids_using("payments") == ["a", "b"]
+    assert reader.ids_using("payments", 10) == ["a", "b"]
+    assert reader.ids_using("payments", 1) == ["a"]
 
     with contextlib.closing(sqlite3.connect(tmp_path / "state" / "pagerd.db")) as conn:
         busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
