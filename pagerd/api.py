@@ -351,7 +351,7 @@ class _Api:
 
         Services can number a million; their listing is ~100 MiB of JSON, which the
         console asks for every 2 s. Built here whole, it held the event loop (and every
-        page and escalation behind it) for about 10 s. A first read that fails is a 503;
+        page and escalation behind it) for 13 s. A first read that fails is a 503;
         a later one can only cut the answer off, which the client sees as incomplete.
         """
         ctx = request.app[CONTEXT]

@@ -485,7 +485,7 @@ class Store:
         chunk at a time.
 
         SQLite writes each chunk on the reader's thread. Built on the event loop, the
-        list of a million services held the loop for about 10 s.
+        list of a million services held the loop for 13 s.
         """
         chunk = chunk or SERVICES_LISTING_CHUNK
         after = ""  # sorts before every service id, none of which is empty
