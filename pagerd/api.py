@@ -358,18 +358,21 @@ class _Api:
         async with contextlib.aclosing(ctx.store.services_listing()) as chunks:
             chunk = await anext(chunks, b"")  # StoreError here: a 503 problem, as elsewhere
             response = web.StreamResponse(headers={"Content-Type": "application/json"})
-            await response.prepare(request)
-            await response.write(b'{"services":[' + chunk)
             try:
+                await response.prepare(request)
+                await response.write(b'{"services":[' + chunk)
                 async for chunk in chunks:
                     await response.write(b"," + chunk)
+                await response.write(b"]}")
             except StoreError as error:
                 log.error("api.store_failed", path=request.path, error=str(error))  # noqa: TRY400
                 # Closing before the chunked body's end tells the client it is incomplete.
                 if request.transport is not None:
                     request.transport.close()
-                return response
-            await response.write(b"]}")
+            except ConnectionResetError:
+                # The client left mid-list (a console closed): not pagerd's failure, and
+                # aiohttp would log it as an error with its traceback.
+                log.info("api.client_gone", path=request.path)
         return response
 
     async def get_service(self, request: web.Request) -> web.Response:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 
 from pagerd import api_schemas
 from pagerd import store as store_module
@@ -29,7 +31,7 @@ from pagerd.config import (
     TeamConfig,
 )
 from pagerd.metrics import REGISTRY
-from pagerd.store import StoreError
+from pagerd.store import ServiceRow, StoreError, WriteBatch
 from tests.apisite import ApiSite, serve_api
 from tests.conftest import PagerdFactory
 from tests.harness import eventually, sqlite_rows
@@ -667,6 +669,35 @@ async def test_a_service_list_whose_later_read_fails_is_cut_off_not_completed(
             await response.read()
     assert reads == 2
     # The connection was the one cut; the API answers the next request.
+    status, listed = await site.call("GET", "/services")
+    assert status == 200
+    assert len(listed["services"]) == len(sqlite_rows(site.db, "SELECT id FROM services"))
+
+
+async def test_a_client_leaving_mid_list_is_noted_not_an_error(
+    site: ApiSite, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Given a list of many chunks, when the client closes its connection after the
+    first bytes, then pagerd notes it at info, logs no error, and answers the next one."""
+    monkeypatch.setattr(store_module, "SERVICES_LISTING_CHUNK", 10)
+    rows = tuple(ServiceRow(f"s{n:04d}", "x" * 200, "p", managed=False) for n in range(2_000))
+    await sms_policy(site, "p")
+    await site.store.write(WriteBatch(services=rows))
+    caplog.set_level(logging.ERROR)
+
+    with structlog.testing.capture_logs() as logs:
+        async with (
+            aiohttp.ClientSession(headers=site.http.headers) as leaving,
+            leaving.get(site.url("/services")) as response,
+        ):
+            assert response.status == 200
+            await response.content.read(1_000)
+        await eventually(
+            lambda: any(e["event"] == "api.client_gone" for e in logs), what="the leaving noted"
+        )
+
+    assert [e for e in logs if e["log_level"] == "error"] == []
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     status, listed = await site.call("GET", "/services")
     assert status == 200
     assert len(listed["services"]) == len(sqlite_rows(site.db, "SELECT id FROM services"))
