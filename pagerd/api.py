@@ -90,6 +90,7 @@ def _answering(handler: Handler) -> Handler:
             return _problem(error.status, error.detail)
         except StoreError as error:
             log.error("api.store_failed", path=request.path, error=str(error))  # noqa: TRY400
+            metrics.HTTP_STORE_FAILURES.inc()
             return _problem(503, "the database could not be read; try again")
 
     return handle
@@ -366,6 +367,7 @@ class _Api:
                 await response.write(b"]}")
             except StoreError as error:
                 log.error("api.store_failed", path=request.path, error=str(error))  # noqa: TRY400
+                metrics.HTTP_STORE_FAILURES.inc()
                 # Closing before the chunked body's end tells the client it is incomplete.
                 if request.transport is not None:
                     request.transport.close()

@@ -78,3 +78,8 @@ HTTP_REFUSED = Counter(
     ["status"],
     registry=REGISTRY,
 )
+HTTP_STORE_FAILURES = Counter(
+    "pagerd_http_store_failures",
+    "API requests the store failed: answered 503, or a list cut off after it began.",
+    registry=REGISTRY,
+)

@@ -632,6 +632,10 @@ async def test_the_service_list_read_in_chunks_is_each_service_as_get_answers_it
     assert unhealthy == ["svc-00", "svc-03", "svc-10"]
 
 
+def store_failures() -> float:
+    return REGISTRY.get_sample_value("pagerd_http_store_failures_total") or 0.0
+
+
 async def test_a_service_list_whose_first_read_fails_is_a_503_problem(
     site: ApiSite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -639,9 +643,11 @@ async def test_a_service_list_whose_first_read_fails_is_a_503_problem(
         raise StoreError("read failed: disk I/O error")
 
     monkeypatch.setattr(site.store, "_fetch", failing)
+    failures = store_failures()
     status, answer = await site.call("GET", "/services")
     assert status == 503
     assert answer["detail"] == "the database could not be read; try again"
+    assert store_failures() == failures + 1
 
 
 async def test_a_service_list_whose_later_read_fails_is_cut_off_not_completed(
@@ -663,11 +669,13 @@ async def test_a_service_list_whose_later_read_fails_is_cut_off_not_completed(
         return await real_fetch(sql, params)
 
     monkeypatch.setattr(site.store, "_fetch", second_read_fails)
+    failures = store_failures()
     async with site.http.get(site.url("/services")) as response:
         assert response.status == 200
         with pytest.raises(aiohttp.ClientPayloadError):
             await response.read()
     assert reads == 2
+    assert store_failures() == failures + 1
     # The connection was the one cut; the API answers the next request.
     status, listed = await site.call("GET", "/services")
     assert status == 200
