@@ -89,11 +89,16 @@ def _answering(handler: Handler) -> Handler:
             _count_refusal(request, error.status, error.detail)
             return _problem(error.status, error.detail)
         except StoreError as error:
-            log.error("api.store_failed", path=request.path, error=str(error))  # noqa: TRY400
-            metrics.HTTP_STORE_FAILURES.inc()
+            _store_failed(request, error)
             return _problem(503, "the database could not be read; try again")
 
     return handle
+
+
+def _store_failed(request: web.Request, error: StoreError) -> None:
+    """Log (its message says all; no traceback) and count a read the store failed."""
+    log.error("api.store_failed", path=request.path, error=str(error))
+    metrics.HTTP_STORE_FAILURES.inc()
 
 
 def _count_refusal(request: web.Request, status: int, detail: str) -> None:
@@ -366,14 +371,13 @@ class _Api:
                     await response.write(b"," + chunk)
                 await response.write(b"]}")
             except StoreError as error:
-                log.error("api.store_failed", path=request.path, error=str(error))  # noqa: TRY400
-                metrics.HTTP_STORE_FAILURES.inc()
+                _store_failed(request, error)
                 # Closing before the chunked body's end tells the client it is incomplete.
                 if request.transport is not None:
                     request.transport.close()
             except ConnectionResetError:
-                # The client left mid-list (a console closed): not pagerd's failure, and
-                # aiohttp would log it as an error with its traceback.
+                # The client left mid-list (a console closed): not pagerd's failure, which
+                # the web layer would otherwise log as one, with its traceback.
                 log.info("api.client_gone", path=request.path)
         return response
 
