@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.harness import Page, SmsStandIn, sqlite_rows
@@ -36,24 +37,36 @@ def page_figures(sms: SmsStandIn) -> dict[str, int]:
     }
 
 
-def repeats_by_kill(pages: list[Page], kills: list[float]) -> tuple[int, float]:
-    """Repeated pages that no kill explains, and the longest a page was out before its kill.
+@dataclass(frozen=True)
+class Kill:
+    """One SIGKILL of pagerd: when it came, and when the restarted pagerd was READY."""
 
-    A page repeats rightly only when pagerd was killed after sending it and before
-    committing its outcome: a kill must come between the first arrival and the repeat.
-    The second figure says how wide that window was (ms from first arrival to the kill).
+    at: float  # time.monotonic(), the clock of Page.at
+    ready_again: float
+
+
+def repeats_by_kill(pages: list[Page], kills: list[Kill], retried: set[str]) -> tuple[int, float]:
+    """Repeated pages that neither a kill nor a recorded retry explains, and the longest a
+    page had arrived before the kill that made it repeat (ms).
+
+    A page rightly repeats when pagerd sent it, then died before committing its
+    outcome, or when pagerd itself recorded a retry of it (``retried``: a timeout,
+    say). A page that arrives before the restarted pagerd is READY may still come
+    from the killed one (it sat in a socket), so the kill must come before the
+    repeat and the first arrival before that restart's READY.
     """
     first: dict[str, float] = {}
+    ready = [kill.ready_again for kill in kills]
     unexplained, window_ms = 0, 0.0
     for page in sorted(pages, key=lambda p: p.at):
         if page.key not in first:
             first[page.key] = page.at
             continue
-        index = bisect.bisect_left(kills, first[page.key])
-        if index == len(kills) or kills[index] > page.at:
+        index = bisect.bisect_right(ready, first[page.key])  # the first restart after it
+        if index < len(kills) and kills[index].at <= page.at:
+            window_ms = max(window_ms, (kills[index].at - first[page.key]) * 1000)
+        elif page.key not in retried:
             unexplained += 1
-        else:
-            window_ms = max(window_ms, (kills[index] - first[page.key]) * 1000)
     return unexplained, window_ms
 
 
