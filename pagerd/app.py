@@ -15,20 +15,18 @@ import aiohttp
 import msgspec
 import structlog
 
-from pagerd import messages, metrics
-from pagerd.acklinks import AckLinks, load_or_create_secret
-from pagerd.api import add_api_routes
-from pagerd.clock import Clock, SystemClock, TimerWheel
 from pagerd.config import Config
-from pagerd.console import add_console_routes
-from pagerd.domain import AckTimeout, ServiceState
-from pagerd.integrations import add_integration_routes
-from pagerd.mqtt import MqttLink, MqttSettings
-from pagerd.outbox import DeliveryPolicy, Dispatcher
-from pagerd.registry import Directory, team_policy
-from pagerd.runtime import Envelope, Runtime
-from pagerd.senders import EmailSender, Page, Sender, SmsSender, WebhookSender
-from pagerd.store import (
+from pagerd.core.domain import AckTimeout, ServiceState
+from pagerd.intake.api import add_api_routes
+from pagerd.intake.integrations import add_integration_routes
+from pagerd.intake.mqtt import MqttLink, MqttSettings
+from pagerd.notify import texts as messages
+from pagerd.notify.outbox import DeliveryPolicy, Dispatcher
+from pagerd.notify.senders import EmailSender, Page, Sender, SmsSender, WebhookSender
+from pagerd.runtime.actors import Envelope, Runtime
+from pagerd.runtime.clock import Clock, SystemClock, TimerWheel
+from pagerd.runtime.directory import Directory, team_policy
+from pagerd.store.sqlite import (
     DeveloperRow,
     OutboxRow,
     PolicyRow,
@@ -39,7 +37,10 @@ from pagerd.store import (
     WriteBatch,
 )
 from pagerd.systemd import SystemdNotifier
-from pagerd.web import build_app, start_http
+from pagerd.telemetry import metrics
+from pagerd.web.acklinks import AckLinks, load_or_create_secret
+from pagerd.web.console import add_console_routes
+from pagerd.web.server import build_app, start_http
 
 log = structlog.get_logger("pagerd.app")
 

@@ -88,13 +88,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(config: Config) -> int:
     from pagerd import app
-    from pagerd.logs import choose_format, configure_logging
+    from pagerd.telemetry.logs import choose_format, configure_logging
 
     configure_logging(choose_format(config.log.format, sys.stdout), config.log.level)
     try:
         return asyncio.run(app.main(config))
     except Exception:  # noqa: BLE001 - the last word: logged with its traceback, exit 1
-        from pagerd.logs import get_logger
+        from pagerd.telemetry.logs import get_logger
 
         get_logger("pagerd").exception("pagerd.crashed")
         return EXIT_RUNTIME_FAILURE
@@ -104,7 +104,7 @@ def _publish(config: Config, kind: str, service: str, payload: str) -> int:
     import aiomqtt
 
     from pagerd.app import mqtt_settings
-    from pagerd.domain import DomainError, validate_service_id
+    from pagerd.core.domain import DomainError, validate_service_id
 
     try:
         validate_service_id(service, "SERVICE")
@@ -137,7 +137,7 @@ def _publish(config: Config, kind: str, service: str, payload: str) -> int:
 
 
 def _status(config: Config) -> int:
-    from pagerd.status import read_status, render_status
+    from pagerd.store.status import read_status, render_status
 
     try:
         rows, pending = read_status(Path(config.database.path))

@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal, TypeVar, assert_never
 import msgspec
 from msgspec import Meta, Struct, field
 
-from pagerd.domain import (
+from pagerd.core.domain import (
     MAX_ACK_TIMEOUT_S,
     DomainError,
     EmailTarget,

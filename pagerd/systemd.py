@@ -12,7 +12,7 @@ import os
 import socket
 from collections.abc import Mapping
 
-from pagerd.logs import get_logger
+from pagerd.telemetry.logs import get_logger
 
 log = get_logger(__name__)
 

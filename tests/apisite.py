@@ -19,16 +19,16 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from pagerd.acklinks import AckLinks
-from pagerd.api import add_api_routes
 from pagerd.app import apply_config
-from pagerd.clock import SystemClock
 from pagerd.config import Config
-from pagerd.integrations import add_integration_routes
-from pagerd.registry import Directory
-from pagerd.runtime import Runtime
-from pagerd.store import Store
-from pagerd.web import build_app, start_http
+from pagerd.intake.api import add_api_routes
+from pagerd.intake.integrations import add_integration_routes
+from pagerd.runtime.actors import Runtime
+from pagerd.runtime.clock import SystemClock
+from pagerd.runtime.directory import Directory
+from pagerd.store.sqlite import Store
+from pagerd.web.acklinks import AckLinks
+from pagerd.web.server import build_app, start_http
 from tests.doubles import Recorder
 
 TOKEN = "api-test-token"

@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from pagerd.domain import RecordTimeline, ServiceState
-from pagerd.store import OutboxRow
+from pagerd.core.domain import RecordTimeline, ServiceState
+from pagerd.store.sqlite import OutboxRow
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 

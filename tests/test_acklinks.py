@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pagerd.acklinks import (
+from pagerd.runtime.actors import new_incident_id
+from pagerd.store.sqlite import Store, WriteBatch
+from pagerd.web.acklinks import (
     EXPIRED,
     NOT_VALID,
     SECRET_META_KEY,
@@ -16,8 +18,6 @@ from pagerd.acklinks import (
     InvalidAckToken,
     load_or_create_secret,
 )
-from pagerd.runtime import new_incident_id
-from pagerd.store import Store, WriteBatch
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 SECRET = bytes(range(32))

@@ -18,8 +18,6 @@ import aiohttp
 import pytest
 import structlog
 
-from pagerd import api_schemas
-from pagerd import store as store_module
 from pagerd.config import (
     Config,
     DeveloperConfig,
@@ -30,8 +28,10 @@ from pagerd.config import (
     SmsTargetConfig,
     TeamConfig,
 )
-from pagerd.metrics import REGISTRY
-from pagerd.store import ServiceRow, StoreError, WriteBatch
+from pagerd.intake import api_schemas
+from pagerd.store import sqlite as store_module
+from pagerd.store.sqlite import ServiceRow, StoreError, WriteBatch
+from pagerd.telemetry.metrics import REGISTRY
 from tests.apisite import ApiSite, serve_api
 from tests.conftest import PagerdFactory
 from tests.harness import eventually, sqlite_rows

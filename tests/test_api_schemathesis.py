@@ -18,7 +18,6 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
 
 from pagerd import __version__
-from pagerd.api_schemas import OPERATIONS, openapi_document
 from pagerd.config import (
     Config,
     DeveloperConfig,
@@ -28,6 +27,7 @@ from pagerd.config import (
     SmsTargetConfig,
     TeamConfig,
 )
+from pagerd.intake.api_schemas import OPERATIONS, openapi_document
 from tests.apisite import AUTH, threaded_site
 
 # Something to find for the ids schemathesis guesses (1, "0", ...): a team, a policy

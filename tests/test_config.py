@@ -29,7 +29,7 @@ from pagerd.config import (
     default_config_path,
     load_config,
 )
-from pagerd.domain import (
+from pagerd.core.domain import (
     DomainError,
     EmailTarget,
     Level,

@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import pytest
 
-from pagerd.domain import (
+from pagerd.core.domain import (
     Ack,
     AckTimeout,
     Alert,

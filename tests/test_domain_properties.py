@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from pagerd.domain import (
+from pagerd.core.domain import (
     Ack,
     AckTimeout,
     Alert,

@@ -29,21 +29,21 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from pagerd.acklinks import AckLinks
-from pagerd.clock import SystemClock
 from pagerd.config import Config, IntegrationsConfig
-from pagerd.domain import (
+from pagerd.core.domain import (
     Incident,
     IncidentStatus,
     Level,
     Policy,
     SmsTarget,
 )
-from pagerd.integrations import add_integration_routes
-from pagerd.registry import Directory
-from pagerd.runtime import Runtime
-from pagerd.store import PolicyRow, ServiceRow, Store, WriteBatch
-from pagerd.web import build_app, start_http
+from pagerd.intake.integrations import add_integration_routes
+from pagerd.runtime.actors import Runtime
+from pagerd.runtime.clock import SystemClock
+from pagerd.runtime.directory import Directory
+from pagerd.store.sqlite import PolicyRow, ServiceRow, Store, WriteBatch
+from pagerd.web.acklinks import AckLinks
+from pagerd.web.server import build_app, start_http
 from tests.doubles import Recorder
 
 TOKEN = "integrations-test-token"

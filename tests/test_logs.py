@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import structlog
 
-from pagerd.logs import REDACTED, choose_format, configure_logging, get_logger, mask_value
+from pagerd.telemetry.logs import REDACTED, choose_format, configure_logging, get_logger, mask_value
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pagerd.messages import SMS_LIMIT, bundle_text, clip, page_text
+from pagerd.notify.texts import SMS_LIMIT, bundle_text, clip, page_text
 
 LINK = "http://127.0.0.1:8080/ack/AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_AbCdEfGhIj"
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from paho.mqtt import _packet
 
-from pagerd.mqtt_client import publish_at_most_once, split_publishes, take_messages
+from pagerd.intake.mqtt_client import publish_at_most_once, split_publishes, take_messages
 from tests.harness import eventually
 from tests.mqtt_wire import publish_packet
 

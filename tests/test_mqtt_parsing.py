@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
-from pagerd import metrics
-from pagerd.domain import Ack, Alert, Healthy, Incident, ServiceState
-from pagerd.mqtt import (
+from pagerd.core.domain import Ack, Alert, Healthy, Incident, ServiceState
+from pagerd.intake.mqtt import (
     MAX_PAYLOAD_BYTES,
     Intake,
     MqttLink,
@@ -21,7 +20,8 @@ from pagerd.mqtt import (
     parse_message,
     parse_topic,
 )
-from pagerd.store import StoreError
+from pagerd.store.sqlite import StoreError
+from pagerd.telemetry import metrics
 
 PREFIX = "pagerd"
 ALERT = "pagerd/alert/api"

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pagerd.domain import (
+from pagerd.core.domain import (
     Ack,
     Alert,
     Healthy,
@@ -22,8 +22,7 @@ from pagerd.domain import (
     SmsTarget,
     TeamTarget,
 )
-from pagerd.registry import Directory
-from pagerd.runtime import (
+from pagerd.runtime.actors import (
     FULL_AT,
     MAX_MESSAGES_PER_WRITE,
     ROOM_AT,
@@ -33,7 +32,8 @@ from pagerd.runtime import (
     UnknownServiceError,
     new_incident_id,
 )
-from pagerd.store import (
+from pagerd.runtime.directory import Directory
+from pagerd.store.sqlite import (
     DeveloperRow,
     PolicyRow,
     ServiceRow,

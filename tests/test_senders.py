@@ -22,8 +22,8 @@ from aiohttp import web
 from aiosmtpd.smtp import SMTP, AuthResult
 
 from pagerd.config import EmailConfig
-from pagerd.senders import Attempt, EmailSender, Page, Verdict, WebhookSender
-from pagerd.store import OutboxRow
+from pagerd.notify.senders import Attempt, EmailSender, Page, Verdict, WebhookSender
+from pagerd.store.sqlite import OutboxRow
 from tests.harness import free_port
 
 OPENSSL = shutil.which("openssl")

@@ -13,10 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pagerd import registry
 from pagerd.app import _collection_paused
-from pagerd.clock import TimerWheel
-from pagerd.domain import (
+from pagerd.core.domain import (
     Ack,
     Alert,
     Incident,
@@ -27,9 +25,11 @@ from pagerd.domain import (
     ServiceState,
     SmsTarget,
 )
-from pagerd.registry import Directory
-from pagerd.runtime import Envelope, Result, Runtime, UnknownServiceError, new_incident_id
-from pagerd.store import PolicyRow, ServiceRow, Store, WriteBatch
+from pagerd.runtime import directory as registry
+from pagerd.runtime.actors import Envelope, Result, Runtime, UnknownServiceError, new_incident_id
+from pagerd.runtime.clock import TimerWheel
+from pagerd.runtime.directory import Directory
+from pagerd.store.sqlite import PolicyRow, ServiceRow, Store, WriteBatch
 from tests.doubles import T0, DrivenClock, Recorder
 
 ONE, TWO = SmsTarget("+15550000001"), SmsTarget("+15550000002")

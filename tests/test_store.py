@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pagerd.domain import (
+from pagerd.core.domain import (
     EmailTarget,
     Incident,
     IncidentStatus,
@@ -30,8 +30,8 @@ from pagerd.domain import (
     TeamTarget,
     WebhookTarget,
 )
-from pagerd.schema import MIGRATIONS, SCHEMA_VERSION
-from pagerd.store import (
+from pagerd.store.schema import MIGRATIONS, SCHEMA_VERSION
+from pagerd.store.sqlite import (
     DeveloperRow,
     OutboxRow,
     OutboxUpdate,

@@ -17,8 +17,7 @@ import pytest
 import structlog
 from aiohttp import web
 
-from pagerd.acklinks import AckLinks
-from pagerd.domain import (
+from pagerd.core.domain import (
     Alert,
     Healthy,
     Incident,
@@ -28,10 +27,11 @@ from pagerd.domain import (
     Policy,
     SmsTarget,
 )
-from pagerd.registry import Directory
-from pagerd.runtime import Runtime, new_incident_id
-from pagerd.store import PolicyRow, ServiceRow, Store, WriteBatch
-from pagerd.web import ask, build_app, problem, start_http
+from pagerd.runtime.actors import Runtime, new_incident_id
+from pagerd.runtime.directory import Directory
+from pagerd.store.sqlite import PolicyRow, ServiceRow, Store, WriteBatch
+from pagerd.web.acklinks import AckLinks
+from pagerd.web.server import ask, build_app, problem, start_http
 from tests.doubles import T0, DrivenClock, Recorder
 
 POLICY = Policy("p", (Level((SmsTarget("+15550000001"),), 3600.0),))

@@ -29,7 +29,7 @@ from pathlib import Path
 import aiohttp
 
 import pagerd
-from pagerd.schema import to_db_time
+from pagerd.store.schema import to_db_time
 from tests.bench.common import (
     PHONE,
     POLICY_ID,

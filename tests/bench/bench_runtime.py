@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 
 from pagerd.app import GC_THRESHOLDS
-from pagerd.domain import Alert, Level, Outcome, Policy, SmsTarget
-from pagerd.logs import configure_logging
-from pagerd.registry import Directory
-from pagerd.runtime import Envelope, Result, Runtime, new_incident_id
-from pagerd.store import PolicyRow, ServiceRow, Store, WriteBatch
+from pagerd.core.domain import Alert, Level, Outcome, Policy, SmsTarget
+from pagerd.runtime.actors import Envelope, Result, Runtime, new_incident_id
+from pagerd.runtime.directory import Directory
+from pagerd.store.sqlite import PolicyRow, ServiceRow, Store, WriteBatch
+from pagerd.telemetry.logs import configure_logging
 from tests.bench.common import py_spy, rate, report
 from tests.doubles import DrivenClock, Recorder
 

@@ -15,8 +15,8 @@ import timeit
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pagerd.domain import Incident, RecordAlert, RecordTimeline
-from pagerd.store import OutboxRow, Store, WriteBatch
+from pagerd.core.domain import Incident, RecordAlert, RecordTimeline
+from pagerd.store.sqlite import OutboxRow, Store, WriteBatch
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 

@@ -34,7 +34,7 @@ from typing import Any
 import aiomqtt
 from aiohttp import web
 
-from pagerd.store import Store
+from pagerd.store.sqlite import Store
 from tests.harness import Mosquitto, Pagerd, Policy, SmsStandIn, free_port, sms, sqlite_rows
 from tests.mqtt_wire import CONNACK_OK, connect_packet, publish_packet
 

@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from pagerd import metrics
+from pagerd.telemetry import metrics
 
 log = structlog.get_logger("pagerd.auth")
 

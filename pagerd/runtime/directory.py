@@ -12,8 +12,8 @@ from collections.abc import Iterable, Iterator, MutableMapping, ValuesView
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from pagerd.domain import MAX_REPEAT, Level, Policy, TeamTarget
-from pagerd.store import DeveloperRow, PolicyRow, ServiceRow, TeamRow
+from pagerd.core.domain import MAX_REPEAT, Level, Policy, TeamTarget
+from pagerd.store.sqlite import DeveloperRow, PolicyRow, ServiceRow, TeamRow
 
 
 def team_service_id(team_id: int) -> str:

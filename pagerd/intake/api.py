@@ -21,15 +21,15 @@ from typing import TypeVar, assert_never, cast
 import msgspec
 from aiohttp import web
 
-from pagerd import __version__, domain, metrics
-from pagerd import api_schemas as wire
+from pagerd import __version__
 from pagerd.config import Config
-from pagerd.domain import Ack, Alert, DomainError, Event, Healthy, Incident, Outcome, Policy
-from pagerd.logs import get_logger
-from pagerd.mqtt import rfc3339
-from pagerd.registry import Directory, team_policy, team_service_id
-from pagerd.runtime import Result, UnknownServiceError, new_incident_id
-from pagerd.store import (
+from pagerd.core import domain
+from pagerd.core.domain import Ack, Alert, DomainError, Event, Healthy, Incident, Outcome, Policy
+from pagerd.intake import api_schemas as wire
+from pagerd.intake.mqtt import rfc3339
+from pagerd.runtime.actors import Result, UnknownServiceError, new_incident_id
+from pagerd.runtime.directory import Directory, team_policy, team_service_id
+from pagerd.store.sqlite import (
     DeveloperRow,
     OutboxRow,
     PolicyRow,
@@ -38,7 +38,9 @@ from pagerd.store import (
     TeamRow,
     WriteBatch,
 )
-from pagerd.web import CONTEXT, PROBLEM_JSON, REPLY_TIMEOUT_S, WebContext, ask, problem
+from pagerd.telemetry import metrics
+from pagerd.telemetry.logs import get_logger
+from pagerd.web.server import CONTEXT, PROBLEM_JSON, REPLY_TIMEOUT_S, WebContext, ask, problem
 
 log = get_logger(__name__)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from pagerd.store import WriteBatch
+from pagerd.store.sqlite import WriteBatch
 
 SECRET_META_KEY = "ack_secret"  # noqa: S105 - the key it is stored under, not a secret
 SECRET_BYTES = 32

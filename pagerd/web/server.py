@@ -19,14 +19,14 @@ from typing import assert_never
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from pagerd import metrics
-from pagerd.acklinks import EXPIRED, AckClaim, AckLinks, InvalidAckToken
-from pagerd.auth import bearer_auth
-from pagerd.clock import Clock
-from pagerd.domain import Ack, Event, Incident, IncidentStatus, Outcome
-from pagerd.logs import get_logger
-from pagerd.runtime import Envelope, Result, Runtime, UnknownServiceError
-from pagerd.store import Store
+from pagerd.core.domain import Ack, Event, Incident, IncidentStatus, Outcome
+from pagerd.runtime.actors import Envelope, Result, Runtime, UnknownServiceError
+from pagerd.runtime.clock import Clock
+from pagerd.store.sqlite import Store
+from pagerd.telemetry import metrics
+from pagerd.telemetry.logs import get_logger
+from pagerd.web.acklinks import EXPIRED, AckClaim, AckLinks, InvalidAckToken
+from pagerd.web.auth import bearer_auth
 
 log = get_logger(__name__)
 

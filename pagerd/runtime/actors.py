@@ -22,9 +22,7 @@ from typing import Any, Protocol, assert_never
 
 import structlog
 
-from pagerd import metrics
-from pagerd.clock import Clock, TimerHandle
-from pagerd.domain import (
+from pagerd.core.domain import (
     Ack,
     AckTimeout,
     Alert,
@@ -45,8 +43,10 @@ from pagerd.domain import (
     WebhookTarget,
     decide,
 )
-from pagerd.registry import Directory
-from pagerd.store import OutboxRow, ServiceRow, StoreError, TeamRow, WriteBatch
+from pagerd.runtime.clock import Clock, TimerHandle
+from pagerd.runtime.directory import Directory
+from pagerd.store.sqlite import OutboxRow, ServiceRow, StoreError, TeamRow, WriteBatch
+from pagerd.telemetry import metrics
 
 log = structlog.get_logger("pagerd.runtime")
 # structlog builds a bound logger for each call before its level filter drops it: the

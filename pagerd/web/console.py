@@ -17,10 +17,10 @@ from urllib.parse import parse_qs
 import msgspec
 from aiohttp import web
 
-from pagerd import auth
 from pagerd.config import Config
-from pagerd.logs import get_logger
-from pagerd.web import problem
+from pagerd.telemetry.logs import get_logger
+from pagerd.web import auth
+from pagerd.web.server import problem
 
 log = get_logger(__name__)
 

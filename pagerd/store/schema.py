@@ -17,7 +17,7 @@ from typing import Any, assert_never
 
 import msgspec
 
-from pagerd.domain import (
+from pagerd.core.domain import (
     AlertIds,
     EmailTarget,
     Incident,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 import msgspec
 
-from pagerd.logs import get_logger
+from pagerd.telemetry.logs import get_logger
 
 if TYPE_CHECKING:
     # cryptography is imported where a signature is checked, not here: its import took

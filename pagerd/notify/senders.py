@@ -14,7 +14,7 @@ import aiohttp
 import aiosmtplib
 
 from pagerd.config import EmailConfig
-from pagerd.store import OutboxRow
+from pagerd.store.sqlite import OutboxRow
 
 
 class Verdict(enum.Enum):

@@ -34,12 +34,12 @@ from typing import Protocol, assert_never
 
 import structlog
 
-from pagerd import metrics
-from pagerd.clock import Clock
-from pagerd.domain import RecordTimeline
-from pagerd.runtime import Publisher
-from pagerd.senders import Attempt, Page, Sender, Verdict
-from pagerd.store import OutboxRow, OutboxUpdate, WriteBatch
+from pagerd.core.domain import RecordTimeline
+from pagerd.notify.senders import Attempt, Page, Sender, Verdict
+from pagerd.runtime.actors import Publisher
+from pagerd.runtime.clock import Clock
+from pagerd.store.sqlite import OutboxRow, OutboxUpdate, WriteBatch
+from pagerd.telemetry import metrics
 
 log = structlog.get_logger("pagerd.outbox")
 

@@ -21,8 +21,7 @@ import aiomqtt
 import msgspec
 import structlog
 
-from pagerd import metrics
-from pagerd.domain import (
+from pagerd.core.domain import (
     MAX_ALERT_ID_CHARS,
     MAX_MESSAGE_CHARS,
     SERVICE_ID_PATTERN,
@@ -33,7 +32,7 @@ from pagerd.domain import (
     RecordTimeline,
     ServiceState,
 )
-from pagerd.mqtt_client import (
+from pagerd.intake.mqtt_client import (
     Reading,
     disconnected,
     prepare,
@@ -42,8 +41,9 @@ from pagerd.mqtt_client import (
     publish_nowait,
     take_messages,
 )
-from pagerd.runtime import Envelope, Result, Runtime, UnknownServiceError, new_incident_id
-from pagerd.store import StoreError
+from pagerd.runtime.actors import Envelope, Result, Runtime, UnknownServiceError, new_incident_id
+from pagerd.store.sqlite import StoreError
+from pagerd.telemetry import metrics
 
 log = structlog.get_logger("pagerd.mqtt")
 

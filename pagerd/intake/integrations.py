@@ -21,9 +21,8 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
-from pagerd import metrics
 from pagerd.config import Config
-from pagerd.domain import (
+from pagerd.core.domain import (
     MAX_ALERT_ID_CHARS,
     MAX_MESSAGE_CHARS,
     SERVICE_ID_PATTERN,
@@ -34,9 +33,7 @@ from pagerd.domain import (
     Healthy,
     Incident,
 )
-from pagerd.logs import get_logger
-from pagerd.runtime import Result, Runtime, UnknownServiceError, new_incident_id
-from pagerd.sns import (
+from pagerd.intake.sns import (
     NOTIFICATION,
     SUBSCRIPTION_CONFIRMATION,
     UNSUBSCRIBE_CONFIRMATION,
@@ -47,7 +44,10 @@ from pagerd.sns import (
     SnsVerifier,
     parse_envelope,
 )
-from pagerd.web import CONTEXT, REPLY_TIMEOUT_S, ask, problem
+from pagerd.runtime.actors import Result, Runtime, UnknownServiceError, new_incident_id
+from pagerd.telemetry import metrics
+from pagerd.telemetry.logs import get_logger
+from pagerd.web.server import CONTEXT, REPLY_TIMEOUT_S, ask, problem
 
 log = get_logger(__name__)
 T = TypeVar("T")

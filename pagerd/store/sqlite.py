@@ -27,9 +27,8 @@ from typing import Any, TypeVar
 import aiosqlite
 import msgspec
 
-from pagerd.domain import AlertIds, Incident, ServiceState
-from pagerd.logs import get_logger
-from pagerd.schema import (
+from pagerd.core.domain import AlertIds, Incident, ServiceState
+from pagerd.store.schema import (
     MIGRATIONS,
     SELECT_INCIDENTS,
     SELECT_OUTBOX,
@@ -49,6 +48,7 @@ from pagerd.schema import (
     encode_batch,
     from_db_time,
 )
+from pagerd.telemetry.logs import get_logger
 
 __all__ = [
     "MAX_ROUND_UNITS",

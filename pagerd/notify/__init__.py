@@ -1,0 +1,1 @@
+"""The ways pages go out: the durable outbox, the channel senders and the page texts."""

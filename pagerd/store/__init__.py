@@ -1,0 +1,1 @@
+"""Where pagerd keeps its state: the SQLite store, its schema and migrations."""

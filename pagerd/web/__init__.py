@@ -1,0 +1,1 @@
+"""The HTTP server: health, readiness and metrics, acknowledge links, the console."""
