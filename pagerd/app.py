@@ -17,25 +17,26 @@ import structlog
 
 from pagerd.config import Config
 from pagerd.core.domain import AckTimeout, ServiceState
+from pagerd.core.ports import Clock, Page, Sender
+from pagerd.core.records import (
+    DeveloperRow,
+    OutboxRow,
+    PolicyRow,
+    ServiceRow,
+    StoreError,
+    TeamRow,
+    WriteBatch,
+)
 from pagerd.intake.api import add_api_routes
 from pagerd.intake.integrations import add_integration_routes
 from pagerd.intake.mqtt import MqttLink, MqttSettings
 from pagerd.notify import texts as messages
 from pagerd.notify.outbox import DeliveryPolicy, Dispatcher
-from pagerd.notify.senders import EmailSender, Page, Sender, SmsSender, WebhookSender
+from pagerd.notify.senders import EmailSender, SmsSender, WebhookSender
 from pagerd.runtime.actors import Envelope, Runtime
-from pagerd.runtime.clock import Clock, SystemClock, TimerWheel
+from pagerd.runtime.clock import SystemClock, TimerWheel
 from pagerd.runtime.directory import Directory, team_policy
-from pagerd.store.sqlite import (
-    DeveloperRow,
-    OutboxRow,
-    PolicyRow,
-    ServiceRow,
-    Store,
-    StoreError,
-    TeamRow,
-    WriteBatch,
-)
+from pagerd.store.sqlite import Store
 from pagerd.systemd import SystemdNotifier
 from pagerd.telemetry import metrics
 from pagerd.web.acklinks import AckLinks, load_or_create_secret
@@ -113,7 +114,7 @@ def make_composers(
     """How a single page and a bundle of pages read, per channel."""
 
     def name_of(service_id: str) -> str:
-        service = directory.services.find(service_id)
+        service = directory.services.get(service_id)
         return service_id if service is None else service.name
 
     def compose(row: OutboxRow) -> Page:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from pagerd.core.domain import RecordTimeline, ServiceState
-from pagerd.store.sqlite import OutboxRow
+from pagerd.core.records import OutboxRow
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from pagerd.core.records import WriteBatch
 from pagerd.runtime.actors import new_incident_id
-from pagerd.store.sqlite import Store, WriteBatch
+from pagerd.store.sqlite import Store
 from pagerd.web.acklinks import (
     EXPIRED,
     NOT_VALID,

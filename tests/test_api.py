@@ -28,9 +28,9 @@ from pagerd.config import (
     SmsTargetConfig,
     TeamConfig,
 )
+from pagerd.core.records import ServiceRow, StoreError, WriteBatch
 from pagerd.intake import api_schemas
 from pagerd.store import sqlite as store_module
-from pagerd.store.sqlite import ServiceRow, StoreError, WriteBatch
 from pagerd.telemetry.metrics import REGISTRY
 from tests.apisite import ApiSite, serve_api
 from tests.conftest import PagerdFactory

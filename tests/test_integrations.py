@@ -37,11 +37,12 @@ from pagerd.core.domain import (
     Policy,
     SmsTarget,
 )
+from pagerd.core.records import PolicyRow, ServiceRow, WriteBatch
 from pagerd.intake.integrations import add_integration_routes
 from pagerd.runtime.actors import Runtime
 from pagerd.runtime.clock import SystemClock
 from pagerd.runtime.directory import Directory
-from pagerd.store.sqlite import PolicyRow, ServiceRow, Store, WriteBatch
+from pagerd.store.sqlite import Store
 from pagerd.web.acklinks import AckLinks
 from pagerd.web.server import build_app, start_http
 from tests.doubles import Recorder
@@ -228,7 +229,10 @@ class Site:
 
     async def alerts(self, service_id: str) -> int:
         await self.runtime.drained()
-        return await self.store.count_alerts(service_id=service_id)
+        rows = await self.store._fetch(
+            "SELECT count(*) FROM alerts WHERE service_id = ?", (service_id,)
+        )
+        return int(rows[0][0])
 
     async def alert_ids(self, incident_id: str) -> set[str]:
         found = await self.store.get_incident(incident_id)

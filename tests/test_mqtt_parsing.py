@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pagerd.core.domain import Ack, Alert, Healthy, Incident, ServiceState
+from pagerd.core.records import StoreError
 from pagerd.intake.mqtt import (
     MAX_PAYLOAD_BYTES,
     Intake,
@@ -20,7 +21,6 @@ from pagerd.intake.mqtt import (
     parse_message,
     parse_topic,
 )
-from pagerd.store.sqlite import StoreError
 from pagerd.telemetry import metrics
 
 PREFIX = "pagerd"

@@ -22,6 +22,7 @@ from pagerd.core.domain import (
     SmsTarget,
     TeamTarget,
 )
+from pagerd.core.records import DeveloperRow, PolicyRow, ServiceRow, StoreError, TeamRow, WriteBatch
 from pagerd.runtime.actors import (
     FULL_AT,
     MAX_MESSAGES_PER_WRITE,
@@ -33,15 +34,7 @@ from pagerd.runtime.actors import (
     new_incident_id,
 )
 from pagerd.runtime.directory import Directory
-from pagerd.store.sqlite import (
-    DeveloperRow,
-    PolicyRow,
-    ServiceRow,
-    Store,
-    StoreError,
-    TeamRow,
-    WriteBatch,
-)
+from pagerd.store.sqlite import Store
 from tests.doubles import T0, DrivenClock, Recorder
 
 ONE, TWO = SmsTarget("+15550000001"), SmsTarget("+15550000002")
@@ -252,7 +245,7 @@ async def test_failed_commit_gives_back_the_team_rotation_turn(world: World) -> 
     directory.put_team(team)
     directory.add_developers([ana, bo])
     directory.policies["t"] = PolicyRow(policy, managed=True)
-    directory.services["db"] = ServiceRow("db", "DB", "t", managed=True)
+    directory.services.put(ServiceRow("db", "DB", "t", managed=True))
 
     world.store.failing = True
     world.send("db", alert())

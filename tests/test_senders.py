@@ -22,8 +22,9 @@ from aiohttp import web
 from aiosmtpd.smtp import SMTP, AuthResult
 
 from pagerd.config import EmailConfig
-from pagerd.notify.senders import Attempt, EmailSender, Page, Verdict, WebhookSender
-from pagerd.store.sqlite import OutboxRow
+from pagerd.core.ports import Attempt, Page, Verdict
+from pagerd.core.records import OutboxRow
+from pagerd.notify.senders import EmailSender, WebhookSender
 from tests.harness import free_port
 
 OPENSSL = shutil.which("openssl")

@@ -30,19 +30,18 @@ from pagerd.core.domain import (
     TeamTarget,
     WebhookTarget,
 )
-from pagerd.store.schema import MIGRATIONS, SCHEMA_VERSION
-from pagerd.store.sqlite import (
+from pagerd.core.records import (
     DeveloperRow,
     OutboxRow,
     OutboxUpdate,
     PolicyRow,
     ServiceRow,
-    Store,
     StoreError,
     TeamRow,
     WriteBatch,
-    migrate,
 )
+from pagerd.store.schema import MIGRATIONS, SCHEMA_VERSION
+from pagerd.store.sqlite import Store, migrate
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 SERVICE = "payments-api"
@@ -65,17 +64,37 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 async def all_services(store: Store) -> list[ServiceRow]:
-    """Every stored service, by id, as the directory's reader reads them."""
+    """Every stored service, by id, read as the directory's reader reads each."""
+    ids = [row[0] for row in await store._fetch("SELECT id FROM services ORDER BY id")]
     reader = await store.service_reader()
     try:
-        return reader.all()
+        return [row for row in map(reader.get, ids) if row is not None]
     finally:
         reader.close()
 
 
+async def load_open_states(store: Store) -> list[ServiceState]:
+    """The state of every service with an open incident, as start-up reads them."""
+    states: list[ServiceState] = []
+    await store.read_open_states(states.extend)
+    return states
+
+
 async def open_incidents(store: Store) -> list[tuple[str, Incident]]:
     """(service_id, incident) of every open incident, as start-up reads them."""
-    return [(s.service_id, s.incident) for s in await store.load_open_states() if s.incident]
+    return [(s.service_id, s.incident) for s in await load_open_states(store) if s.incident]
+
+
+async def count_alerts(
+    store: Store, *, service_id: str | None = None, incident_id: str | None = None
+) -> int:
+    """How many alerts are stored, optionally of one service and/or one incident."""
+    rows = await store._fetch(
+        "SELECT count(*) FROM alerts WHERE coalesce(?, service_id) = service_id"
+        " AND coalesce(?, incident_id) = incident_id",
+        (service_id, incident_id),
+    )
+    return int(rows[0][0])
 
 
 def incident(incident_id: str = "inc-1", **changes: Any) -> Incident:
@@ -152,7 +171,7 @@ async def test_every_row_type_round_trips(store: Store) -> None:
     assert await store.timeline("inc-1") == [(T0, "incident.triggered", {"level": 1})]
     assert await store.get_meta("ack_secret") == "s3cret"
     assert await store.get_meta("missing") is None
-    assert await store.count_alerts(service_id=SERVICE) == 1
+    assert await count_alerts(store, service_id=SERVICE) == 1
 
 
 async def test_upserts_replace_and_deletes_remove(store: Store) -> None:
@@ -178,8 +197,7 @@ async def test_upserts_replace_and_deletes_remove(store: Store) -> None:
     assert await store.load_teams() == [TeamRow(1, "claims", managed=False, cursor=5)]
     assert await store.get_meta("k") == "v2"
 
-    await store.write(WriteBatch(services_deleted=("a",), policies_deleted=("payments",)))
-    assert await all_services(store) == []
+    await store.write(WriteBatch(policies_deleted=("payments",)))
     assert await store.load_policies() == []
 
 
@@ -257,7 +275,7 @@ async def test_everything_survives_close_and_reopen(tmp_path: Path) -> None:
         assert [i.id for _, i in await open_incidents(second)] == ["inc-1"]
         assert [row.id for row in await second.pending_outbox(10)] == ["inc-1-0-0"]
         assert await second.get_meta("secret") == "x"
-        assert await second.count_alerts(incident_id="inc-1") == 1
+        assert await count_alerts(second, incident_id="inc-1") == 1
     finally:
         await second.close()
 
@@ -310,7 +328,7 @@ async def test_concurrent_writes_share_commits(store: Store) -> None:
 
     assert sum(commits) == 500
     assert len(commits) <= 5, commits
-    assert await store.count_alerts() == 500
+    assert await count_alerts(store) == 500
     assert len(await open_incidents(store)) == 500
 
 
@@ -332,7 +350,7 @@ async def test_a_bad_unit_fails_alone_and_the_rest_of_its_round_commits(store: S
     assert "FOREIGN KEY" in str(errors[10])
     assert isinstance(errors[21], StoreError)
     assert "UNIQUE" in str(errors[21])
-    assert await store.count_alerts() == 20
+    assert await count_alerts(store) == 20
     assert await store.load_developers() == []
     assert [t.name for t in await store.load_teams()] == ["claims"]
 
@@ -355,7 +373,7 @@ async def test_a_database_failure_fails_its_round_and_the_writer_goes_on(store: 
     assert "full" in str(results[0])
     await store._db.execute("PRAGMA max_page_count = 1073741823")
     await store.write(opened("inc-after"))
-    assert await store.count_alerts() == 1
+    assert await count_alerts(store) == 1
     assert await store.timeline("inc-0") == []
 
 
@@ -372,15 +390,14 @@ async def test_a_cancelled_waiter_does_not_break_the_writer(store: Store) -> Non
 
 
 async def test_a_later_upsert_of_a_key_deleted_earlier_in_the_round_wins(store: Store) -> None:
-    service = ServiceRow("a", "A", "payments", managed=False)
-    await store.write(WriteBatch(services=(service,)))
-    recreated = ServiceRow("a", "A again", "payments", managed=False)
+    await store.write(WriteBatch(policies=(PolicyRow(POLICY, managed=False),)))
+    recreated = PolicyRow(POLICY, managed=True)
 
     await asyncio.gather(
-        store.write(WriteBatch(services_deleted=("a",))),
-        store.write(WriteBatch(services=(recreated,))),
+        store.write(WriteBatch(policies_deleted=(POLICY.id,))),
+        store.write(WriteBatch(policies=(recreated,))),
     )
-    assert await all_services(store) == [recreated]
+    assert await store.load_policies() == [recreated]
 
     await store.write(WriteBatch(outbox=(outbox("n-1"),)))
     sent = OutboxUpdate("n-1", "sent", 1, None, None)
@@ -404,7 +421,7 @@ async def test_close_commits_what_is_queued(tmp_path: Path) -> None:
 
     reopened = await Store.open(path)
     try:
-        assert await reopened.count_alerts() == 50
+        assert await count_alerts(reopened) == 50
     finally:
         await reopened.close()
 
@@ -422,10 +439,10 @@ async def test_a_repeated_alert_id_is_stored_once_per_incident(store: Store) -> 
     await store.write(WriteBatch(alerts=((SERVICE, alert("inc-2", "dedup-1")),)))
 
     # opened() stored one anonymous alert; NULL alert_ids never collide.
-    assert await store.count_alerts(incident_id="inc-1") == 3
-    assert await store.count_alerts(incident_id="inc-2") == 1
-    assert await store.count_alerts(service_id=SERVICE, incident_id="inc-1") == 3
-    assert await store.count_alerts(service_id="other") == 0
+    assert await count_alerts(store, incident_id="inc-1") == 3
+    assert await count_alerts(store, incident_id="inc-2") == 1
+    assert await count_alerts(store, service_id=SERVICE, incident_id="inc-1") == 3
+    assert await count_alerts(store, service_id="other") == 0
 
 
 async def test_an_outbox_row_is_inserted_once(store: Store) -> None:
@@ -582,7 +599,7 @@ async def test_read_open_states_gives_the_open_incidents_in_chunks(store: Store)
     first = states[2].incident
     assert first is not None
     assert set(first.alert_ids) == {"x", odd}
-    assert await store.load_open_states() == states
+    assert await load_open_states(store) == states
 
 
 async def test_read_open_states_of_none_calls_nobody(store: Store) -> None:
@@ -598,7 +615,7 @@ async def test_read_open_states_refuses_an_unreadable_row(store: Store, tmp_path
     with contextlib.closing(sqlite3.connect(tmp_path / "state" / "pagerd.db")) as conn, conn:
         conn.execute("UPDATE incidents SET service_id = 'not an id!'")
     with pytest.raises(StoreError, match="unreadable"):
-        await store.load_open_states()
+        await load_open_states(store)
 
 
 async def test_service_reader_sees_later_commits_and_keeps_no_snapshot(
@@ -618,8 +635,7 @@ async def test_service_reader_sees_later_commits_and_keeps_no_snapshot(
         )
     )
     assert reader.get("a") == ServiceRow("a", "A", "payments", managed=True)
-    assert [row.id for row in reader.all()] == ["a", "b", "c"]
-    assert reader.count() == await store.count_services() == 3
+    assert await store.count_services() == 3
     assert reader.ids_using("payments", 10) == ["a", "b"]
     assert reader.ids_using("payments", 1) == ["a"]
 

@@ -27,9 +27,10 @@ from pagerd.core.domain import (
     Policy,
     SmsTarget,
 )
+from pagerd.core.records import PolicyRow, ServiceRow, WriteBatch
 from pagerd.runtime.actors import Runtime, new_incident_id
 from pagerd.runtime.directory import Directory
-from pagerd.store.sqlite import PolicyRow, ServiceRow, Store, WriteBatch
+from pagerd.store.sqlite import Store
 from pagerd.web.acklinks import AckLinks
 from pagerd.web.server import ask, build_app, problem, start_http
 from tests.doubles import T0, DrivenClock, Recorder

@@ -25,11 +25,7 @@ from pagerd import __version__
 from pagerd.config import Config
 from pagerd.core import domain
 from pagerd.core.domain import Ack, Alert, DomainError, Event, Healthy, Incident, Outcome, Policy
-from pagerd.intake import api_schemas as wire
-from pagerd.intake.mqtt import rfc3339
-from pagerd.runtime.actors import Result, UnknownServiceError, new_incident_id
-from pagerd.runtime.directory import Directory, team_policy, team_service_id
-from pagerd.store.sqlite import (
+from pagerd.core.records import (
     DeveloperRow,
     OutboxRow,
     PolicyRow,
@@ -38,6 +34,10 @@ from pagerd.store.sqlite import (
     TeamRow,
     WriteBatch,
 )
+from pagerd.intake import api_schemas as wire
+from pagerd.intake.mqtt import rfc3339
+from pagerd.runtime.actors import Result, UnknownServiceError, new_incident_id
+from pagerd.runtime.directory import Directory, team_policy, team_service_id
 from pagerd.telemetry import metrics
 from pagerd.telemetry.logs import get_logger
 from pagerd.web.server import CONTEXT, PROBLEM_JSON, REPLY_TIMEOUT_S, WebContext, ask, problem
@@ -406,7 +406,7 @@ class _Api:
             name = body.name or (service_id if existing is None else existing.name)
             row = ServiceRow(service_id, name, body.policy_id, managed=False)
             await _write(ctx, WriteBatch(services=(row,)))
-            directory.services[service_id] = row
+            directory.services.put(row)
         log.info("service.saved", service_id=service_id, created=existing is None)
         return _json(_service_out(ctx, row), 201 if existing is None else 200)
 
@@ -532,7 +532,7 @@ def _apply(
     for policy in policies:
         directory.policies[policy.policy.id] = policy
     for service in services:
-        directory.services[service.id] = service
+        directory.services.put(service)
 
 
 def _refuse_managed(row: PolicyRow | ServiceRow | None, what: str) -> None:

@@ -32,6 +32,7 @@ from pagerd.core.domain import (
     RecordTimeline,
     ServiceState,
 )
+from pagerd.core.records import StoreError
 from pagerd.intake.mqtt_client import (
     Reading,
     disconnected,
@@ -42,7 +43,6 @@ from pagerd.intake.mqtt_client import (
     take_messages,
 )
 from pagerd.runtime.actors import Envelope, Result, Runtime, UnknownServiceError, new_incident_id
-from pagerd.store.sqlite import StoreError
 from pagerd.telemetry import metrics
 
 log = structlog.get_logger("pagerd.mqtt")
@@ -179,14 +179,9 @@ class MqttSettings:
 class MqttLink:
     """Holds the broker connection: reconnects, subscribes, feeds the runtime, publishes."""
 
-    def __init__(
-        self,
-        settings: MqttSettings,
-        on_subscribed: Callable[[], None] = lambda: None,
-    ) -> None:
+    def __init__(self, settings: MqttSettings) -> None:
         self._settings = settings
         self._prefix = settings.topic_prefix
-        self._on_subscribed = on_subscribed
         self._client: aiomqtt.Client | None = None
         self._reading = Reading()  # the current connection's; paused while mailboxes are full
         self._generation = 0
@@ -261,7 +256,6 @@ class MqttLink:
             metrics.MQTT_CONNECTED.set(1)
             self.subscribed.set()
             log.info("mqtt.subscribed", host=self._settings.host, port=self._settings.port)
-            self._on_subscribed()
             self._redeliver.clear()
             # All three are awaited below before this session ends, whatever ends it.
             lost = asyncio.create_task(disconnected(client), name="pagerd[mqtt-connection]")

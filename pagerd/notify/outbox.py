@@ -30,15 +30,13 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Protocol, assert_never
+from typing import assert_never
 
 import structlog
 
 from pagerd.core.domain import RecordTimeline
-from pagerd.notify.senders import Attempt, Page, Sender, Verdict
-from pagerd.runtime.actors import Publisher
-from pagerd.runtime.clock import Clock
-from pagerd.store.sqlite import OutboxRow, OutboxUpdate, WriteBatch
+from pagerd.core.ports import Attempt, Clock, OutboxStore, Page, Publisher, Sender, Verdict
+from pagerd.core.records import OutboxRow, OutboxUpdate, WriteBatch
 from pagerd.telemetry import metrics
 
 log = structlog.get_logger("pagerd.outbox")
@@ -52,12 +50,6 @@ BUNDLED_CHANNELS = frozenset({"sms", "email"})  # people; a webhook is a machine
 Composer = Callable[[OutboxRow], Page]
 BundleComposer = Callable[[list[OutboxRow]], Page]
 LevelFailed = Callable[[str, str, int], None]  # service id, incident id, step
-
-
-class OutboxStore(Protocol):
-    async def write(self, batch: WriteBatch) -> None: ...
-
-    async def notifications(self, incident_id: str) -> list[OutboxRow]: ...
 
 
 @dataclass(frozen=True, slots=True)

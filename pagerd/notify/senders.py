@@ -3,46 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
-from typing import Protocol
 
 import aiohttp
 import aiosmtplib
 
 from pagerd.config import EmailConfig
-from pagerd.store.sqlite import OutboxRow
-
-
-class Verdict(enum.Enum):
-    SENT = "sent"
-    RETRY = "retry"  # 5xx, 429, timeout, connection error: try again later
-    FAIL = "fail"  # any other refusal: retrying will not help
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    verdict: Verdict
-    detail: str
-    retry_after_s: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    """One notification ready to go: the row, and everything a channel shows of it."""
-
-    row: OutboxRow
-    service_name: str
-    text: str  # the message body (an SMS keeps within 160 characters where it can)
-    subject: str  # for email
-    ack_url: str
-
-
-class Sender(Protocol):
-    async def send(self, page: Page) -> Attempt: ...
+from pagerd.core.ports import Attempt, Page, Verdict
 
 
 def classify_http(status: int, retry_after: str | None) -> Attempt:

@@ -15,10 +15,10 @@ import random
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol, assert_never
+from typing import assert_never
 
 import structlog
 
@@ -43,9 +43,9 @@ from pagerd.core.domain import (
     WebhookTarget,
     decide,
 )
-from pagerd.runtime.clock import Clock, TimerHandle
+from pagerd.core.ports import Clock, Outbox, Publisher, Spawner, TimerHandle, Writer
+from pagerd.core.records import OutboxRow, ServiceRow, StoreError, TeamRow, WriteBatch
 from pagerd.runtime.directory import Directory
-from pagerd.store.sqlite import OutboxRow, ServiceRow, StoreError, TeamRow, WriteBatch
 from pagerd.telemetry import metrics
 
 log = structlog.get_logger("pagerd.runtime")
@@ -126,26 +126,6 @@ class Envelope:
     event: Event
     reply: Reply | None = None
     received_at: float = field(default_factory=time.monotonic)
-
-
-class Store(Protocol):
-    async def write(self, batch: WriteBatch) -> None: ...
-
-
-class Outbox(Protocol):
-    def release(self, rows: Iterable[OutboxRow]) -> None: ...
-
-
-class Publisher(Protocol):
-    def publish_state(self, service_id: str, state: ServiceState, at: datetime) -> None: ...
-
-    def publish_events(self, service_id: str, events: Iterable[RecordTimeline]) -> None: ...
-
-
-class Spawner(Protocol):
-    def create_task(
-        self, coro: Coroutine[Any, Any, None], *, name: str | None = None
-    ) -> asyncio.Task[None]: ...
 
 
 @dataclass(slots=True)
@@ -444,7 +424,7 @@ class Runtime:
     def __init__(
         self,
         *,
-        store: Store,
+        store: Writer,
         directory: Directory,
         clock: Clock,
         outbox: Outbox,
@@ -480,7 +460,7 @@ class Runtime:
                 raise UnknownServiceError(service_id, fallback_policy=self.fallback_policy)
             # Registered with the fallback policy in the same commit as its first alert.
             unsaved = ServiceRow(service_id, service_id, self.fallback_policy, managed=False)
-            self.directory.services[service_id] = unsaved
+            self.directory.services.put(unsaved)
         actor = ServiceActor(service_id, ServiceState(service_id), self)
         actor.unsaved_service = unsaved
         self.actors[service_id] = actor

@@ -6,26 +6,15 @@ import asyncio
 import heapq
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Protocol
 
 import structlog
+
+from pagerd.core.ports import Clock, TimerHandle
 
 log = structlog.get_logger("pagerd.clock")
 
 # The timer heap is rebuilt when cancelled entries outnumber live ones by this much.
 COMPACT_SLACK = 64
-
-
-class TimerHandle(Protocol):
-    def cancel(self) -> None: ...
-
-
-class Clock(Protocol):
-    """What the runtime needs of time: read it, and call back at an absolute time."""
-
-    def now(self) -> datetime: ...
-
-    def call_at(self, when: datetime, callback: Callable[[], None]) -> TimerHandle: ...
 
 
 class SystemClock:

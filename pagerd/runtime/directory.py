@@ -8,12 +8,12 @@ from the store by id when first used (see ``ServiceTable``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, MutableMapping, ValuesView
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 
 from pagerd.core.domain import MAX_REPEAT, Level, Policy, TeamTarget
-from pagerd.store.sqlite import DeveloperRow, PolicyRow, ServiceRow, TeamRow
+from pagerd.core.ports import DirectoryStore, ServiceLookup
+from pagerd.core.records import DeveloperRow, PolicyRow, ServiceRow, TeamRow
 
 
 def team_service_id(team_id: int) -> str:
@@ -29,56 +29,28 @@ def team_policy(team_id: int, team_name: str, developers: int, ack_timeout_s: fl
     return Policy(team_service_id(team_id), (level,), repeat)
 
 
-class ServiceLookup(Protocol):
-    """Synchronous reads of the stored services (``pagerd.store.ServiceReader``)."""
-
-    def get(self, service_id: str) -> ServiceRow | None: ...
-
-    def all(self) -> list[ServiceRow]: ...
-
-    def count(self) -> int: ...
-
-    def ids_using(self, policy_id: str, limit: int) -> list[str]: ...
-
-    def close(self) -> None: ...
-
-
-class DirectoryStore(Protocol):
-    """The reads the directory is built from."""
-
-    async def service_reader(self) -> ServiceLookup: ...
-
-    async def load_policies(self) -> list[PolicyRow]: ...
-
-    async def load_teams(self) -> list[TeamRow]: ...
-
-    async def load_developers(self) -> list[DeveloperRow]: ...
-
-
 # Rows read from the store are kept for their next use up to this many, then forgotten
 # together: what is busy is read again at its next message, some microseconds each.
 READ_CACHE_LIMIT = 100_000
 
 
-class ServiceTable(MutableMapping[str, ServiceRow]):
-    """The registered services: a mapping that reads the store by id on first use.
+class ServiceTable:
+    """The registered services, read from the store by id on first use.
 
-    Start-up reads no service at all (a million rows took seconds). Rows set here (the
+    Start-up reads no service at all (a million rows took seconds). Rows put here (the
     API after its commit, the router's fallback before its commit) are kept; rows read
-    are kept up to ``READ_CACHE_LIMIT``. Deleting here hides a stored row; the caller
-    deletes it from the store. Iterating, ``len`` and ``values`` read the whole table.
+    are kept up to ``READ_CACHE_LIMIT``.
     """
 
     def __init__(self, lookup: ServiceLookup) -> None:
         self._lookup = lookup
-        self._set: dict[str, ServiceRow] = {}
+        self._put: dict[str, ServiceRow] = {}
         self._read: dict[str, ServiceRow] = {}
-        self._deleted: set[str] = set()
 
-    def find(self, service_id: str) -> ServiceRow | None:
+    def get(self, service_id: str) -> ServiceRow | None:
         """The service, or None if it is not registered."""
-        row = self._set.get(service_id) or self._read.get(service_id)
-        if row is not None or service_id in self._deleted:
+        row = self._put.get(service_id) or self._read.get(service_id)
+        if row is not None:
             return row
         row = self._lookup.get(service_id)
         if row is not None:
@@ -87,73 +59,28 @@ class ServiceTable(MutableMapping[str, ServiceRow]):
             self._read[service_id] = row
         return row
 
-    def __getitem__(self, service_id: str) -> ServiceRow:
-        row = self.find(service_id)
-        if row is None:
-            raise KeyError(service_id)
-        return row
+    def __contains__(self, service_id: str) -> bool:
+        return self.get(service_id) is not None
 
-    def __contains__(self, service_id: object) -> bool:
-        return isinstance(service_id, str) and self.find(service_id) is not None
-
-    def __setitem__(self, service_id: str, row: ServiceRow) -> None:
-        self._set[service_id] = row
-        self._read.pop(service_id, None)
-        self._deleted.discard(service_id)
-
-    def __delitem__(self, service_id: str) -> None:
-        if service_id not in self:
-            raise KeyError(service_id)
-        self._set.pop(service_id, None)
-        self._read.pop(service_id, None)
-        self._deleted.add(service_id)
-
-    def __iter__(self) -> Iterator[str]:
-        return (row.id for row in self.rows())
-
-    def __len__(self) -> int:
-        lookup = self._lookup
-        added = sum(1 for key in self._set if lookup.get(key) is None)
-        hidden = sum(1 for key in self._deleted if lookup.get(key) is not None)
-        return lookup.count() + added - hidden
-
-    def values(self) -> ValuesView[ServiceRow]:
-        """Every service, by id, in one read of the table."""
-        return _Rows(self)
-
-    def rows(self) -> list[ServiceRow]:
-        """Every service, by id: one read of the whole table, for listings."""
-        merged = {row.id: row for row in self._lookup.all() if row.id not in self._deleted}
-        if not self._set:
-            return list(merged.values())
-        merged.update(self._set)
-        return sorted(merged.values(), key=lambda row: row.id)
+    def put(self, row: ServiceRow) -> None:
+        """Register or replace a service (the caller writes it to the store)."""
+        self._put[row.id] = row
+        self._read.pop(row.id, None)
 
     def using(self, policy_id: str, limit: int) -> list[str]:
         """The first ``limit`` ids, sorted, of the services escalating through ``policy_id``.
 
         Bounded: a policy may serve a million services, read here on the event loop.
         """
-        shadowed = self._deleted | self._set.keys()  # what the stored rows may not say
+        shadowed = self._put.keys()  # what the stored rows may not say
         stored = self._lookup.ids_using(policy_id, limit + len(shadowed))
         ids = {key for key in stored if key not in shadowed}
-        ids.update(key for key, row in self._set.items() if row.policy_id == policy_id)
+        ids.update(key for key, row in self._put.items() if row.policy_id == policy_id)
         return sorted(ids)[:limit]
 
     def close(self) -> None:
         """Close the store reader; later misses raise StoreError."""
         self._lookup.close()
-
-
-class _Rows(ValuesView[ServiceRow]):
-    """``ServiceTable.values()``: one read of the table rather than one per key."""
-
-    def __init__(self, table: ServiceTable) -> None:
-        super().__init__(table)
-        self._table = table
-
-    def __iter__(self) -> Iterator[ServiceRow]:
-        return iter(self._table.rows())
 
 
 @dataclass(slots=True)
@@ -224,7 +151,7 @@ class Directory:
 
     def policy_for(self, service_id: str) -> Policy | None:
         """The policy the service escalates through now, or None if it has none."""
-        service = self.services.find(service_id)
+        service = self.services.get(service_id)
         if service is None:
             return None
         row = self.policies.get(service.policy_id)

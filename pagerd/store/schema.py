@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import enum
 import functools
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, assert_never
 
@@ -31,6 +30,7 @@ from pagerd.core.domain import (
     TeamTarget,
     WebhookTarget,
 )
+from pagerd.core.records import OutboxRow, WriteBatch
 
 Row = tuple[Any, ...]
 
@@ -150,89 +150,6 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-# --- rows ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceRow:
-    id: str
-    name: str
-    policy_id: str
-    managed: bool  # declared in the config file
-
-
-@dataclass(frozen=True, slots=True)
-class TeamRow:
-    id: int
-    name: str
-    managed: bool
-    cursor: int  # rotation position
-
-
-@dataclass(frozen=True, slots=True)
-class DeveloperRow:
-    id: int
-    team_id: int
-    name: str
-    phone_number: str
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyRow:
-    policy: Policy
-    managed: bool
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    """One notification to send; ``id`` is the domain's deterministic ``notification_id``."""
-
-    id: str
-    incident_id: str
-    service_id: str
-    channel: str  # "sms" | "email" | "webhook"
-    recipient: str  # phone number, email address or URL
-    level: int
-    step: int
-    message: str
-    created_at: datetime
-    developer_id: int | None = None
-    status: str = "pending"  # pending | sent | failed
-    attempts: int = 0
-    next_attempt_at: datetime | None = None  # None = now
-    last_error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxUpdate:
-    id: str
-    status: str
-    attempts: int
-    next_attempt_at: datetime | None
-    last_error: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class WriteBatch:
-    """One unit of work, committed whole or not at all."""
-
-    services: tuple[ServiceRow, ...] = ()
-    services_deleted: tuple[str, ...] = ()
-    policies: tuple[PolicyRow, ...] = ()
-    policies_deleted: tuple[str, ...] = ()
-    teams: tuple[TeamRow, ...] = ()
-    developers: tuple[DeveloperRow, ...] = ()
-    team_cursors: tuple[tuple[int, int], ...] = ()  # (team_id, cursor)
-    # (service_id, incident): alert_ids are not stored, and id, service_id, message and
-    # opened_at are written once, as they never change.
-    incidents: tuple[tuple[str, Incident], ...] = ()
-    alerts: tuple[tuple[str, RecordAlert], ...] = ()  # (service_id, alert); duplicates ignored
-    timeline: tuple[tuple[str, RecordTimeline], ...] = ()  # (service_id, event)
-    outbox: tuple[OutboxRow, ...] = ()  # an id already present is ignored
-    outbox_updates: tuple[OutboxUpdate, ...] = ()
-    meta: tuple[tuple[str, str], ...] = ()  # (key, value) upsert
-
-
 # --- values as stored ---------------------------------------------------------------------
 
 
@@ -348,7 +265,6 @@ class Op(enum.IntEnum):
     TEAM_CURSORS = enum.auto()
     DEVELOPERS = enum.auto()
     SERVICES = enum.auto()
-    SERVICES_DELETED = enum.auto()
     POLICIES_DELETED = enum.auto()
     INCIDENTS = enum.auto()
     ALERTS = enum.auto()
@@ -372,7 +288,6 @@ SQL: dict[Op, str] = {
     Op.SERVICES: "INSERT INTO services (id, name, policy_id, managed) VALUES (?, ?, ?, ?)"
     " ON CONFLICT (id) DO UPDATE SET name = excluded.name, policy_id = excluded.policy_id,"
     " managed = excluded.managed",
-    Op.SERVICES_DELETED: "DELETE FROM services WHERE id = ?",
     Op.POLICIES_DELETED: "DELETE FROM policies WHERE id = ?",
     Op.INCIDENTS: "INSERT INTO incidents (id, service_id, message, opened_at, status,"
     " level_index, round, step, ack_deadline, acknowledged_at, acknowledged_by, resolved_at,"
@@ -473,8 +388,6 @@ def encode_batch(batch: WriteBatch) -> tuple[tuple[Op, list[Row]], ...]:
     if b.services:
         rows = [(s.id, s.name, s.policy_id, int(s.managed)) for s in b.services]
         parts.append((Op.SERVICES, rows))
-    if b.services_deleted:
-        parts.append((Op.SERVICES_DELETED, [(key,) for key in b.services_deleted]))
     if b.policies_deleted:
         parts.append((Op.POLICIES_DELETED, [(key,) for key in b.policies_deleted]))
     if b.incidents:

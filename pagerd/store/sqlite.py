@@ -28,20 +28,22 @@ import aiosqlite
 import msgspec
 
 from pagerd.core.domain import AlertIds, Incident, ServiceState
+from pagerd.core.records import (
+    DeveloperRow,
+    OutboxRow,
+    PolicyRow,
+    ServiceRow,
+    StoreError,
+    TeamRow,
+    WriteBatch,
+)
 from pagerd.store.schema import (
     MIGRATIONS,
     SELECT_INCIDENTS,
     SELECT_OUTBOX,
     SQL,
-    DeveloperRow,
     Op,
-    OutboxRow,
-    OutboxUpdate,
-    PolicyRow,
     Row,
-    ServiceRow,
-    TeamRow,
-    WriteBatch,
     decode_incident,
     decode_outbox,
     decode_policy,
@@ -50,29 +52,11 @@ from pagerd.store.schema import (
 )
 from pagerd.telemetry.logs import get_logger
 
-__all__ = [
-    "MAX_ROUND_UNITS",
-    "DeveloperRow",
-    "OutboxRow",
-    "OutboxUpdate",
-    "PolicyRow",
-    "ServiceRow",
-    "Store",
-    "StoreError",
-    "TeamRow",
-    "WriteBatch",
-    "migrate",
-]
-
 log = get_logger(__name__)
 
 # A round is one transaction; this bounds its size and its time holding the write lock.
 MAX_ROUND_UNITS = 10_000
 BUSY_TIMEOUT_MS = 5_000
-
-
-class StoreError(Exception):
-    """A write or the database failed; the message says what."""
 
 
 # --- group commit ------------------------------------------------------------------------
@@ -91,7 +75,6 @@ class _Unit:
 # updates would see its order reversed, so it waits for the next round instead.
 def _late_keys(b: WriteBatch) -> set[tuple[str, object]]:
     return {
-        *(("service", key) for key in b.services_deleted),
         *(("policy", key) for key in b.policies_deleted),
         *(("team", team) for team, _ in b.team_cursors),
         *(("outbox", u.id) for u in b.outbox_updates),
@@ -291,9 +274,7 @@ class Store:
         except (ValueError, TypeError, AttributeError, msgspec.EncodeError) as error:
             raise StoreError(f"cannot store this write: {error}") from error
         b = batch
-        has_late = bool(
-            b.services_deleted or b.policies_deleted or b.team_cursors or b.outbox_updates
-        )
+        has_late = bool(b.policies_deleted or b.team_cursors or b.outbox_updates)
         done: asyncio.Future[None] = self._loop.create_future()
         self._pending.append(_Unit(batch, parts, done, has_late))
         self._wakeup.set()
@@ -439,12 +420,6 @@ class Store:
             raise StoreError(f"cannot open a reader of {path}: {error}") from error
         return ServiceReader(connection)
 
-    async def load_open_states(self) -> list[ServiceState]:
-        """The state of every service with an open incident, alert_ids included."""
-        states: list[ServiceState] = []
-        await self.read_open_states(states.extend)
-        return states
-
     async def read_open_states(
         self, handle: Callable[[list[ServiceState]], object], *, chunk: int | None = None
     ) -> None:
@@ -530,15 +505,6 @@ class Store:
         """Up to ``limit`` pending notifications, oldest first."""
         sql = SELECT_OUTBOX + " WHERE status = 'pending' ORDER BY created_at, rowid LIMIT ?"
         return [decode_outbox(row) for row in await self._fetch(sql, (max(limit, 0),))]
-
-    async def count_alerts(
-        self, *, service_id: str | None = None, incident_id: str | None = None
-    ) -> int:
-        """How many alerts are stored, optionally of one service and/or one incident."""
-        clause, params = _where(("service_id", service_id), ("incident_id", incident_id))
-        sql = "SELECT count(*) FROM alerts" + clause  # noqa: S608 - constant columns, bound values
-        rows = await self._fetch(sql, params)
-        return int(rows[0][0])
 
 
 def _where(*filters: tuple[str, object]) -> tuple[str, list[object]]:
@@ -658,14 +624,6 @@ class ServiceReader:
         """The service, or None if it is not registered."""
         rows = self._read(_SERVICE_COLUMNS + " WHERE id = ?", (service_id,))
         return _service_row(rows[0]) if rows else None
-
-    def all(self) -> list[ServiceRow]:
-        """Every service, by id: a full read, for listings only."""
-        return [_service_row(row) for row in self._read(_SERVICE_COLUMNS + " ORDER BY id")]
-
-    def count(self) -> int:
-        """How many services are registered."""
-        return int(self._read("SELECT count(*) FROM services")[0][0])
 
     def ids_using(self, policy_id: str, limit: int) -> list[str]:
         """The first ``limit`` ids, sorted, of the services escalating through ``policy_id``."""

@@ -18,9 +18,9 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
-from pagerd.store.sqlite import WriteBatch
+from pagerd.core.ports import MetaStore
+from pagerd.core.records import WriteBatch
 
 SECRET_META_KEY = "ack_secret"  # noqa: S105 - the key it is stored under, not a secret
 SECRET_BYTES = 32
@@ -113,13 +113,7 @@ def _base36(value: int) -> str:
             return out
 
 
-class SecretStore(Protocol):
-    async def get_meta(self, key: str) -> str | None: ...
-
-    async def write(self, batch: WriteBatch) -> None: ...
-
-
-async def load_or_create_secret(store: SecretStore) -> bytes:
+async def load_or_create_secret(store: MetaStore) -> bytes:
     """The ack link secret kept in the database, made on first use so links survive restarts."""
     stored = await store.get_meta(SECRET_META_KEY)
     if stored is not None:

@@ -20,8 +20,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pagerd.core.domain import Ack, Event, Incident, IncidentStatus, Outcome
+from pagerd.core.ports import Clock
 from pagerd.runtime.actors import Envelope, Result, Runtime, UnknownServiceError
-from pagerd.runtime.clock import Clock
 from pagerd.store.sqlite import Store
 from pagerd.telemetry import metrics
 from pagerd.telemetry.logs import get_logger

@@ -22,9 +22,10 @@ from pathlib import Path
 
 from pagerd.app import GC_THRESHOLDS
 from pagerd.core.domain import Alert, Level, Outcome, Policy, SmsTarget
+from pagerd.core.records import PolicyRow, ServiceRow, WriteBatch
 from pagerd.runtime.actors import Envelope, Result, Runtime, new_incident_id
 from pagerd.runtime.directory import Directory
-from pagerd.store.sqlite import PolicyRow, ServiceRow, Store, WriteBatch
+from pagerd.store.sqlite import Store
 from pagerd.telemetry.logs import configure_logging
 from tests.bench.common import py_spy, rate, report
 from tests.doubles import DrivenClock, Recorder

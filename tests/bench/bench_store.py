@@ -16,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pagerd.core.domain import Incident, RecordAlert, RecordTimeline
-from pagerd.store.sqlite import OutboxRow, Store, WriteBatch
+from pagerd.core.records import OutboxRow, WriteBatch
+from pagerd.store.sqlite import Store
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 
