@@ -104,7 +104,7 @@ def _publish(config: Config, kind: str, service: str, payload: str) -> int:
     import aiomqtt
 
     from pagerd.app import mqtt_settings
-    from pagerd.core.domain import DomainError, validate_service_id
+    from pagerd.core.policy import DomainError, validate_service_id
 
     try:
         validate_service_id(service, "SERVICE")

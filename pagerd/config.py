@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal, TypeVar, assert_never
 import msgspec
 from msgspec import Meta, Struct, field
 
-from pagerd.core.domain import (
+from pagerd.core.policy import (
     MAX_ACK_TIMEOUT_S,
     DomainError,
     EmailTarget,
@@ -49,7 +49,7 @@ DEFAULT_SNS_CERT_URL_PATTERN = r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?
 _PATTERN_HINTS = {_URL_PATTERN: "must be an http:// or https:// URL"}
 
 Port = Annotated[int, Meta(ge=1, le=65535)]
-# inf is a TOML float; the cap keeps deadlines computable (as pagerd.domain.Level does).
+# inf is a TOML float; the cap keeps deadlines computable (as pagerd.core.policy.Level does).
 PositiveSeconds = Annotated[float, Meta(gt=0, le=MAX_ACK_TIMEOUT_S)]
 Seconds = Annotated[float, Meta(ge=0, le=MAX_ACK_TIMEOUT_S)]
 Text = Annotated[str, Meta(min_length=1)]
@@ -173,13 +173,13 @@ _TARGET_TYPES = ("sms", "email", "team", "webhook")
 
 
 class LevelConfig(_Section, frozen=True, kw_only=True):
-    # Range checked by pagerd.domain.Level, once [escalation].ack_timeout_s is filled in.
+    # Range checked by pagerd.core.policy.Level, once [escalation].ack_timeout_s is filled in.
     ack_timeout_s: float | None = None
     targets: tuple[TargetConfig, ...] = ()
 
 
 class PolicyConfig(_Section, frozen=True, kw_only=True):
-    # id, repeat and levels are checked by pagerd.domain.Policy.
+    # id, repeat and levels are checked by pagerd.core.policy.Policy.
     id: str
     repeat: int = 0
     levels: tuple[LevelConfig, ...] = ()

@@ -29,14 +29,7 @@ from pagerd.config import (
     default_config_path,
     load_config,
 )
-from pagerd.core.domain import (
-    DomainError,
-    EmailTarget,
-    Level,
-    SmsTarget,
-    TeamTarget,
-    WebhookTarget,
-)
+from pagerd.core.policy import DomainError, EmailTarget, Level, SmsTarget, TeamTarget, WebhookTarget
 from tests.harness import free_port
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "pagerd.toml"

@@ -21,23 +21,25 @@ from pagerd.core.domain import (
     ArmTimer,
     CancelTimer,
     Decision,
-    DomainError,
-    EmailTarget,
     Event,
     Healthy,
     IncidentStatus,
-    Level,
     Notify,
     Outcome,
-    Policy,
     RecordAlert,
     RecordTimeline,
     ServiceState,
+    decide,
+)
+from pagerd.core.policy import (
+    DomainError,
+    EmailTarget,
+    Level,
+    Policy,
     SmsTarget,
     Target,
     TeamTarget,
     WebhookTarget,
-    decide,
 )
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)

@@ -23,21 +23,16 @@ from pagerd.core.domain import (
     ArmTimer,
     CancelTimer,
     Decision,
-    EmailTarget,
     Event,
     Healthy,
     Incident,
     IncidentStatus,
-    Level,
     Notify,
     Outcome,
-    Policy,
     ServiceState,
-    SmsTarget,
-    TeamTarget,
-    WebhookTarget,
     decide,
 )
+from pagerd.core.policy import EmailTarget, Level, Policy, SmsTarget, TeamTarget, WebhookTarget
 
 SERVICE_ID = "payments-api"
 START = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)

@@ -30,13 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from pagerd.config import Config, IntegrationsConfig
-from pagerd.core.domain import (
-    Incident,
-    IncidentStatus,
-    Level,
-    Policy,
-    SmsTarget,
-)
+from pagerd.core.domain import Incident, IncidentStatus
+from pagerd.core.policy import Level, Policy, SmsTarget
 from pagerd.core.records import PolicyRow, ServiceRow, WriteBatch
 from pagerd.intake.integrations import add_integration_routes
 from pagerd.runtime.actors import Runtime

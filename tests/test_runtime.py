@@ -12,16 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pagerd.core.domain import (
-    Ack,
-    Alert,
-    Healthy,
-    Level,
-    Outcome,
-    Policy,
-    SmsTarget,
-    TeamTarget,
-)
+from pagerd.core.domain import Ack, Alert, Healthy, Outcome
+from pagerd.core.policy import Level, Policy, SmsTarget, TeamTarget
 from pagerd.core.records import DeveloperRow, PolicyRow, ServiceRow, StoreError, TeamRow, WriteBatch
 from pagerd.runtime.actors import (
     FULL_AT,

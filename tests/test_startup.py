@@ -14,17 +14,8 @@ from pathlib import Path
 import pytest
 
 from pagerd.app import _collection_paused
-from pagerd.core.domain import (
-    Ack,
-    Alert,
-    Incident,
-    IncidentStatus,
-    Level,
-    Outcome,
-    Policy,
-    ServiceState,
-    SmsTarget,
-)
+from pagerd.core.domain import Ack, Alert, Incident, IncidentStatus, Outcome, ServiceState
+from pagerd.core.policy import Level, Policy, SmsTarget
 from pagerd.core.records import PolicyRow, ServiceRow, WriteBatch
 from pagerd.runtime import directory as registry
 from pagerd.runtime.actors import Envelope, Result, Runtime, UnknownServiceError, new_incident_id

@@ -17,19 +17,8 @@ from typing import Any
 
 import pytest
 
-from pagerd.core.domain import (
-    EmailTarget,
-    Incident,
-    IncidentStatus,
-    Level,
-    Policy,
-    RecordAlert,
-    RecordTimeline,
-    ServiceState,
-    SmsTarget,
-    TeamTarget,
-    WebhookTarget,
-)
+from pagerd.core.domain import Incident, IncidentStatus, RecordAlert, RecordTimeline, ServiceState
+from pagerd.core.policy import EmailTarget, Level, Policy, SmsTarget, TeamTarget, WebhookTarget
 from pagerd.core.records import (
     DeveloperRow,
     OutboxRow,

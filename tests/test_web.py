@@ -17,16 +17,8 @@ import pytest
 import structlog
 from aiohttp import web
 
-from pagerd.core.domain import (
-    Alert,
-    Healthy,
-    Incident,
-    IncidentStatus,
-    Level,
-    Outcome,
-    Policy,
-    SmsTarget,
-)
+from pagerd.core.domain import Alert, Healthy, Incident, IncidentStatus, Outcome
+from pagerd.core.policy import Level, Policy, SmsTarget
 from pagerd.core.records import PolicyRow, ServiceRow, WriteBatch
 from pagerd.runtime.actors import Runtime, new_incident_id
 from pagerd.runtime.directory import Directory

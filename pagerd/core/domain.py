@@ -1,151 +1,35 @@
 """The escalation core: what happens to a service when an event arrives.
 
 Pure and synchronous: no asyncio, no I/O, no clock reads. ``decide`` takes the
-service's state, one event, the escalation policy as it is *now* and the current
-time, and returns the new state plus the effects the runtime must carry out
-(notify, arm or cancel the ack timer, record an alert or a timeline event).
-Every rule of CONTRACT.md §6 is decided here.
+service's state, one event, the escalation policy as it is *now*, the teams'
+rotations and the current time, and returns the new state plus the effects the
+runtime must carry out (notify, advance a rotation, arm or cancel the ack timer,
+record an alert or a timeline event). Every rule of CONTRACT.md §6 is decided here.
 
 The values made for every event (state, events, effects, decisions) are frozen
-msgspec Structs: one is built or copied in a tenth of a frozen dataclass's time
-(copying an incident took 7 µs with ``dataclasses.replace``), and as none can hold
-a reference cycle, the garbage collector does not track them (``gc=False``).
-Policies and targets, made once per configuration, are plain frozen dataclasses.
+msgspec Structs: cheap to build and copy, and as none can hold a reference cycle,
+the garbage collector does not track them (``gc=False``).
 """
 
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Iterable, Iterator, Mapping, Set
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import assert_never
 
 import msgspec
 from msgspec.structs import replace
 
-SERVICE_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
-MAX_REPEAT = 9
-MAX_MESSAGE_CHARS = 1024
-MAX_ALERT_ID_CHARS = 255
-# Far above any sane ack timeout, and far below where a deadline overflows datetime.
-MAX_ACK_TIMEOUT_S = 30 * 24 * 3600
-EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+")
-
-
-class DomainError(ValueError):
-    """Invalid domain input; ``field`` names what was wrong (``levels[1].targets``)."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
-
-
-def validate_service_id(service_id: str, field: str = "service_id") -> str:
-    """Return ``service_id`` if it matches ``[A-Za-z0-9._-]{1,128}``, else raise DomainError."""
-    if not isinstance(service_id, str) or not SERVICE_ID_PATTERN.fullmatch(service_id):
-        raise DomainError(field, f"must match [A-Za-z0-9._-]{{1,128}}, got {service_id!r}")
-    return service_id
-
-
-# --- escalation policy -------------------------------------------------------------------
-
-
-def _require_text(value: str, field: str) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise DomainError(field, "must be a non-empty string")
-
-
-@dataclass(frozen=True, slots=True)
-class SmsTarget:
-    """Page a phone number by SMS."""
-
-    phone_number: str
-
-    def __post_init__(self) -> None:
-        _require_text(self.phone_number, "phone_number")
-
-
-@dataclass(frozen=True, slots=True)
-class EmailTarget:
-    """Page an email address."""
-
-    address: str
-
-    def __post_init__(self) -> None:
-        _require_text(self.address, "address")
-        if not EMAIL_PATTERN.fullmatch(self.address):
-            raise DomainError("address", f"is not an email address: {self.address!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class TeamTarget:
-    """Page one developer of a team, chosen by the team's rotation (resolved by the runtime)."""
-
-    team: str
-
-    def __post_init__(self) -> None:
-        _require_text(self.team, "team")
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookTarget:
-    """POST the incident to a URL."""
-
-    url: str
-
-    def __post_init__(self) -> None:
-        _require_text(self.url, "url")
-        if not self.url.startswith(("http://", "https://")):
-            raise DomainError("url", f"must be an http:// or https:// URL, got {self.url!r}")
-
-
-Target = SmsTarget | EmailTarget | TeamTarget | WebhookTarget
-
-
-@dataclass(frozen=True, slots=True)
-class Level:
-    """One escalation level: who is paged, and how long they have to acknowledge."""
-
-    targets: tuple[Target, ...]
-    ack_timeout_s: float
-
-    def __post_init__(self) -> None:
-        if not self.targets:
-            raise DomainError("targets", "a level needs at least one target")
-        timeout = self.ack_timeout_s
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-            raise DomainError("ack_timeout_s", f"must be a number of seconds, got {timeout!r}")
-        if not 0 < timeout <= MAX_ACK_TIMEOUT_S:  # also refuses NaN
-            raise DomainError(
-                "ack_timeout_s",
-                f"must be positive and at most {MAX_ACK_TIMEOUT_S}, got {timeout!r}",
-            )
-
-    def distinct_targets(self) -> tuple[Target, ...]:
-        """The targets in order, each once: a target listed twice is paged once."""
-        return tuple(dict.fromkeys(self.targets))
-
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    """An escalation policy: levels paged in order, then ``repeat`` more rounds from level 1."""
-
-    id: str
-    levels: tuple[Level, ...]
-    repeat: int = 0
-
-    def __post_init__(self) -> None:
-        validate_service_id(self.id, "id")
-        if not self.levels:
-            raise DomainError("levels", "a policy needs at least one level")
-        if isinstance(self.repeat, bool) or not isinstance(self.repeat, int):
-            raise DomainError("repeat", f"must be an integer, got {self.repeat!r}")
-        if not 0 <= self.repeat <= MAX_REPEAT:
-            raise DomainError("repeat", f"must be between 0 and {MAX_REPEAT}, got {self.repeat}")
-
+from pagerd.core.policy import (
+    MAX_ALERT_ID_CHARS,
+    MAX_MESSAGE_CHARS,
+    DomainError,
+    Policy,
+    Target,
+    require_text,
+    validate_service_id,
+)
 
 # --- state -------------------------------------------------------------------------------
 
@@ -274,7 +158,7 @@ class Alert(msgspec.Struct, frozen=True, gc=False):
             raise DomainError("message", f"must be 1..{MAX_MESSAGE_CHARS} characters")
         if self.alert_id is not None and not 1 <= len(self.alert_id) <= MAX_ALERT_ID_CHARS:
             raise DomainError("alert_id", f"must be 1..{MAX_ALERT_ID_CHARS} characters")
-        _require_text(self.new_incident_id, "new_incident_id")
+        require_text(self.new_incident_id, "new_incident_id")
 
 
 class Ack(msgspec.Struct, frozen=True, gc=False):

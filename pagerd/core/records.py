@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from pagerd.core.domain import Incident, Policy, RecordAlert, RecordTimeline
+from pagerd.core.domain import Incident, RecordAlert, RecordTimeline
+from pagerd.core.policy import Policy
 
 
 class StoreError(Exception):

@@ -23,8 +23,9 @@ from aiohttp import web
 
 from pagerd import __version__
 from pagerd.config import Config
-from pagerd.core import domain
-from pagerd.core.domain import Ack, Alert, DomainError, Event, Healthy, Incident, Outcome, Policy
+from pagerd.core import policy as domain
+from pagerd.core.domain import Ack, Alert, Event, Healthy, Incident, Outcome
+from pagerd.core.policy import DomainError, Policy
 from pagerd.core.records import (
     DeveloperRow,
     OutboxRow,

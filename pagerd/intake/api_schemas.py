@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 from msgspec import Meta, Struct
 
-from pagerd.core.domain import MAX_ACK_TIMEOUT_S, MAX_ALERT_ID_CHARS, MAX_MESSAGE_CHARS, MAX_REPEAT
+from pagerd.core.policy import MAX_ACK_TIMEOUT_S, MAX_ALERT_ID_CHARS, MAX_MESSAGE_CHARS, MAX_REPEAT
 
 T = TypeVar("T")
 

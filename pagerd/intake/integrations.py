@@ -22,17 +22,8 @@ import msgspec
 from aiohttp import web
 
 from pagerd.config import Config
-from pagerd.core.domain import (
-    MAX_ALERT_ID_CHARS,
-    MAX_MESSAGE_CHARS,
-    SERVICE_ID_PATTERN,
-    Ack,
-    AckTimeout,
-    Alert,
-    Event,
-    Healthy,
-    Incident,
-)
+from pagerd.core.domain import Ack, AckTimeout, Alert, Event, Healthy, Incident
+from pagerd.core.policy import MAX_ALERT_ID_CHARS, MAX_MESSAGE_CHARS, SERVICE_ID_PATTERN
 from pagerd.intake.sns import (
     NOTIFICATION,
     SUBSCRIPTION_CONFIRMATION,

@@ -21,17 +21,8 @@ import aiomqtt
 import msgspec
 import structlog
 
-from pagerd.core.domain import (
-    MAX_ALERT_ID_CHARS,
-    MAX_MESSAGE_CHARS,
-    SERVICE_ID_PATTERN,
-    Ack,
-    Alert,
-    Event,
-    Healthy,
-    RecordTimeline,
-    ServiceState,
-)
+from pagerd.core.domain import Ack, Alert, Event, Healthy, RecordTimeline, ServiceState
+from pagerd.core.policy import MAX_ALERT_ID_CHARS, MAX_MESSAGE_CHARS, SERVICE_ID_PATTERN
 from pagerd.core.records import StoreError
 from pagerd.intake.mqtt_client import (
     Reading,

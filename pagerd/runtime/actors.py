@@ -29,7 +29,6 @@ from pagerd.core.domain import (
     ArmTimer,
     CancelTimer,
     Decision,
-    EmailTarget,
     Event,
     Healthy,
     Incident,
@@ -38,11 +37,9 @@ from pagerd.core.domain import (
     RecordAlert,
     RecordTimeline,
     ServiceState,
-    SmsTarget,
-    TeamTarget,
-    WebhookTarget,
     decide,
 )
+from pagerd.core.policy import EmailTarget, SmsTarget, TeamTarget, WebhookTarget
 from pagerd.core.ports import Clock, Outbox, Publisher, Spawner, TimerHandle, Writer
 from pagerd.core.records import OutboxRow, ServiceRow, StoreError, TeamRow, WriteBatch
 from pagerd.runtime.directory import Directory

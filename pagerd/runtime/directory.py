@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from pagerd.core.domain import MAX_REPEAT, Level, Policy, TeamTarget
+from pagerd.core.policy import MAX_REPEAT, Level, Policy, TeamTarget
 from pagerd.core.ports import DirectoryStore, ServiceLookup
 from pagerd.core.records import DeveloperRow, PolicyRow, ServiceRow, TeamRow
 

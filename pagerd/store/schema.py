@@ -16,15 +16,11 @@ from typing import Any, assert_never
 
 import msgspec
 
-from pagerd.core.domain import (
-    AlertIds,
+from pagerd.core.domain import AlertIds, Incident, IncidentStatus, RecordAlert, RecordTimeline
+from pagerd.core.policy import (
     EmailTarget,
-    Incident,
-    IncidentStatus,
     Level,
     Policy,
-    RecordAlert,
-    RecordTimeline,
     SmsTarget,
     Target,
     TeamTarget,

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 from pagerd.app import GC_THRESHOLDS
-from pagerd.core.domain import Alert, Level, Outcome, Policy, SmsTarget
+from pagerd.core.domain import Alert, Outcome
+from pagerd.core.policy import Level, Policy, SmsTarget
 from pagerd.core.records import PolicyRow, ServiceRow, WriteBatch
 from pagerd.runtime.actors import Envelope, Result, Runtime, new_incident_id
 from pagerd.runtime.directory import Directory

@@ -1,0 +1,131 @@
+"""Escalation policies: targets, levels and policies, and the rotation of a team.
+
+Made once per configuration or API edit and read at every escalation step; each
+constructor checks its own invariants and raises ``DomainError`` naming the field.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+SERVICE_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
+MAX_REPEAT = 9
+MAX_MESSAGE_CHARS = 1024
+MAX_ALERT_ID_CHARS = 255
+# Far above any sane ack timeout, and far below where a deadline overflows datetime.
+MAX_ACK_TIMEOUT_S = 30 * 24 * 3600
+EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+")
+
+
+class DomainError(ValueError):
+    """Invalid domain input; ``field`` names what was wrong (``levels[1].targets``)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+def validate_service_id(service_id: str, field: str = "service_id") -> str:
+    """Return ``service_id`` if it matches ``[A-Za-z0-9._-]{1,128}``, else raise DomainError."""
+    if not isinstance(service_id, str) or not SERVICE_ID_PATTERN.fullmatch(service_id):
+        raise DomainError(field, f"must match [A-Za-z0-9._-]{{1,128}}, got {service_id!r}")
+    return service_id
+
+
+# --- escalation policy -------------------------------------------------------------------
+
+
+def require_text(value: str, field: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise DomainError(field, "must be a non-empty string")
+
+
+@dataclass(frozen=True, slots=True)
+class SmsTarget:
+    """Page a phone number by SMS."""
+
+    phone_number: str
+
+    def __post_init__(self) -> None:
+        require_text(self.phone_number, "phone_number")
+
+
+@dataclass(frozen=True, slots=True)
+class EmailTarget:
+    """Page an email address."""
+
+    address: str
+
+    def __post_init__(self) -> None:
+        require_text(self.address, "address")
+        if not EMAIL_PATTERN.fullmatch(self.address):
+            raise DomainError("address", f"is not an email address: {self.address!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class TeamTarget:
+    """Page one developer of a team, chosen by the team's rotation (resolved by the runtime)."""
+
+    team: str
+
+    def __post_init__(self) -> None:
+        require_text(self.team, "team")
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTarget:
+    """POST the incident to a URL."""
+
+    url: str
+
+    def __post_init__(self) -> None:
+        require_text(self.url, "url")
+        if not self.url.startswith(("http://", "https://")):
+            raise DomainError("url", f"must be an http:// or https:// URL, got {self.url!r}")
+
+
+Target = SmsTarget | EmailTarget | TeamTarget | WebhookTarget
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """One escalation level: who is paged, and how long they have to acknowledge."""
+
+    targets: tuple[Target, ...]
+    ack_timeout_s: float
+
+    def __post_init__(self) -> None:
+        if not self.targets:
+            raise DomainError("targets", "a level needs at least one target")
+        timeout = self.ack_timeout_s
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise DomainError("ack_timeout_s", f"must be a number of seconds, got {timeout!r}")
+        if not 0 < timeout <= MAX_ACK_TIMEOUT_S:  # also refuses NaN
+            raise DomainError(
+                "ack_timeout_s",
+                f"must be positive and at most {MAX_ACK_TIMEOUT_S}, got {timeout!r}",
+            )
+
+    def distinct_targets(self) -> tuple[Target, ...]:
+        """The targets in order, each once: a target listed twice is paged once."""
+        return tuple(dict.fromkeys(self.targets))
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """An escalation policy: levels paged in order, then ``repeat`` more rounds from level 1."""
+
+    id: str
+    levels: tuple[Level, ...]
+    repeat: int = 0
+
+    def __post_init__(self) -> None:
+        validate_service_id(self.id, "id")
+        if not self.levels:
+            raise DomainError("levels", "a policy needs at least one level")
+        if isinstance(self.repeat, bool) or not isinstance(self.repeat, int):
+            raise DomainError("repeat", f"must be an integer, got {self.repeat!r}")
+        if not 0 <= self.repeat <= MAX_REPEAT:
+            raise DomainError("repeat", f"must be between 0 and {MAX_REPEAT}, got {self.repeat}")
