@@ -16,7 +16,7 @@ import msgspec
 import structlog
 
 from pagerd.config import Config
-from pagerd.core.domain import AckTimeout, ServiceState
+from pagerd.core.domain import ServiceState
 from pagerd.core.ports import Clock, Page, Sender
 from pagerd.core.records import (
     DeveloperRow,
@@ -29,13 +29,13 @@ from pagerd.core.records import (
 )
 from pagerd.intake.api import add_api_routes
 from pagerd.intake.integrations import add_integration_routes
-from pagerd.intake.mqtt import MqttLink, MqttSettings
+from pagerd.intake.mqtt import MqttLink, MqttPublisher, MqttSettings
 from pagerd.notify import texts as messages
 from pagerd.notify.outbox import DeliveryPolicy, Dispatcher
 from pagerd.notify.senders import EmailSender, SmsSender, WebhookSender
-from pagerd.runtime.actors import Envelope, Runtime
 from pagerd.runtime.clock import SystemClock, TimerWheel
 from pagerd.runtime.directory import Directory, team_policy
+from pagerd.runtime.router import Runtime
 from pagerd.store.sqlite import Store
 from pagerd.systemd import SystemdNotifier
 from pagerd.telemetry import metrics
@@ -219,7 +219,8 @@ async def _run(
     stop: asyncio.Event,
     started: float,
 ) -> None:
-    link = MqttLink(mqtt_settings(config))
+    settings = mqtt_settings(config)
+    publisher = MqttPublisher(settings.topic_prefix)
     notify = config.notify
     senders: dict[str, Sender] = {
         "sms": SmsSender(session, notify.sms.url, notify.sms.timeout_s),
@@ -230,18 +231,13 @@ async def _run(
         links = AckLinks(await load_or_create_secret(store), config.http.public_url)
         compose, compose_bundle = make_composers(directory, config.http.public_url, links)
 
-        def escalate_now(service_id: str, incident_id: str, step: int) -> None:
-            # Every page of the level failed: act as if its ack timer ran out now.
-            runtime.post(service_id, Envelope(AckTimeout(incident_id, step)))
-
         dispatcher = Dispatcher(
             store=store,
             senders=senders,
             compose=compose,
             compose_bundle=compose_bundle,
             clock=clock,
-            publisher=link,
-            on_level_failed=escalate_now,
+            publisher=publisher,
             policy=delivery_policy(config),
         )
         runtime = Runtime(
@@ -249,11 +245,11 @@ async def _run(
             directory=directory,
             clock=TimerWheel(clock),
             outbox=dispatcher,
-            publisher=link,
+            publisher=publisher,
             spawner=group,
             fallback_policy=config.routing.fallback_policy,
         )
-        link.runtime = runtime
+        link = MqttLink(settings, runtime, publisher)
         recovered = 0
         arm_before = clock.now() + ARM_AT_ONCE
 
@@ -282,6 +278,7 @@ async def _run(
         log.info("pagerd.recovered", open_incidents=recovered)
 
         dispatch_task = group.create_task(dispatcher.run(), name="pagerd[outbox]")
+        follow_task = group.create_task(runtime.run(), name="pagerd[failed-levels]")
         intake_task = group.create_task(link.run(), name="pagerd[mqtt]")
         arming_task = group.create_task(_arm_timers(runtime, link), name="pagerd[arm-timers]")
         watchdog_task = group.create_task(notifier.watchdog_loop(), name="pagerd[watchdog]")
@@ -310,7 +307,7 @@ async def _run(
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(SENDERS_GRACE_S):
                 await dispatcher.idle()
-        await _cancel(dispatch_task, watchdog_task)
+        await _cancel(dispatch_task, follow_task, watchdog_task)
 
 
 @contextlib.contextmanager

@@ -23,9 +23,9 @@ from pagerd.app import apply_config
 from pagerd.config import Config
 from pagerd.intake.api import add_api_routes
 from pagerd.intake.integrations import add_integration_routes
-from pagerd.runtime.actors import Runtime
 from pagerd.runtime.clock import SystemClock
 from pagerd.runtime.directory import Directory
+from pagerd.runtime.router import Runtime
 from pagerd.store.sqlite import Store
 from pagerd.web.acklinks import AckLinks
 from pagerd.web.server import build_app, start_http

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from pagerd.core.domain import RecordTimeline, ServiceState
+from pagerd.core.ports import FailedLevel
 from pagerd.core.records import OutboxRow
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -55,6 +56,10 @@ class Recorder:
 
     def release(self, rows: Iterable[OutboxRow]) -> None:
         self.pages.extend(rows)
+
+    async def failed_levels(self) -> AsyncIterator[FailedLevel]:
+        for _ in ():  # a recorder's pages never fail
+            yield _
 
     def publish_state(self, service_id: str, state: ServiceState, at: datetime) -> None:
         self.states.append(state)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pagerd.core.records import WriteBatch
-from pagerd.runtime.actors import new_incident_id
+from pagerd.runtime.ids import new_incident_id
 from pagerd.store.sqlite import Store
 from pagerd.web.acklinks import (
     EXPIRED,

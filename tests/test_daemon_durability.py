@@ -12,7 +12,7 @@ import aiohttp
 import aiomqtt
 import pytest
 
-from pagerd.runtime.actors import FULL_AT
+from pagerd.runtime.router import FULL_AT
 from tests.conftest import PagerdFactory
 from tests.harness import Monitor, Mosquitto, Policy, SmsStandIn, eventually, sms, sqlite_rows
 from tests.mqtt_wire import publish_all, publish_packet

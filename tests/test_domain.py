@@ -17,6 +17,7 @@ import pytest
 from pagerd.core.domain import (
     Ack,
     AckTimeout,
+    AdvanceRotation,
     Alert,
     ArmTimer,
     CancelTimer,
@@ -24,6 +25,7 @@ from pagerd.core.domain import (
     Event,
     Healthy,
     IncidentStatus,
+    LevelFailed,
     Notify,
     Outcome,
     RecordAlert,
@@ -35,7 +37,9 @@ from pagerd.core.policy import (
     DomainError,
     EmailTarget,
     Level,
+    OnCall,
     Policy,
+    Roster,
     SmsTarget,
     Target,
     TeamTarget,
@@ -50,6 +54,8 @@ EMAIL_1 = EmailTarget("oncall@example.com")
 SMS_2 = SmsTarget("+15550002222")
 HOOK_2 = WebhookTarget("https://chat.example.com/hook")
 TEAM_3 = TeamTarget("claims")
+# The team "claims": two developers, in rotation.
+CLAIMS = Roster(3, "claims", (OnCall(31, "+15550003101"), OnCall(32, "+15550003102")))
 
 L1 = Level((SMS_1, EMAIL_1), ack_timeout_s=900)
 L2 = Level((SMS_2, HOOK_2), ack_timeout_s=600)
@@ -127,6 +133,7 @@ class Walk:
         self.now = T0
         self.armed: list[ArmTimer] = []  # every timer ever armed, in order
         self.decisions: list[Decision] = []
+        self.rosters = {CLAIMS.team: CLAIMS}  # as the runtime keeps them: advanced at once
 
     def send(self, event: Event, after: timedelta = timedelta(seconds=10)) -> Decision:
         """Deliver ``event`` ``after`` the previous one."""
@@ -154,8 +161,11 @@ class Walk:
 
     def _decide(self, event: Event, now: datetime) -> Decision:
         self.now = now
-        decision = decide(self.state, event, self.policy, now)
+        decision = decide(self.state, event, self.policy, now, self.rosters)
         self.state = decision.state
+        for effect in decision.effects:
+            if isinstance(effect, AdvanceRotation):
+                self.rosters[effect.roster.team] = effect.roster
         self.armed.extend(timers(decision))
         self.decisions.append(decision)
         return decision
@@ -1296,3 +1306,111 @@ def test_email_target_refuses_what_is_not_an_address(address: str) -> None:
     with pytest.raises(DomainError) as refused:
         EmailTarget(address)
     assert refused.value.field == "address"
+
+
+# --- who a team target pages, and levels that reach nobody ------------------------------
+
+TEAM_ONLY = Policy("claims-first", (Level((TEAM_3,), 300), L2))
+NOBODY = Roster(4, "nobody", ())
+
+
+def test_a_team_target_pages_the_rotation_in_turn_across_incidents() -> None:
+    """Given a team of two in rotation, when three incidents page it, then its developers
+    are paged in order, cycling, and each decision says how the rotation moved."""
+    walk = Walk(Policy("claims-only", (L3,)))
+    paged: list[tuple[str, int | None]] = []
+    for n in range(1, 4):
+        opened = walk.send(alert(n))
+        (page,) = notifies(opened)
+        paged.append((page.recipient, page.developer_id))
+        walk.send(Healthy())
+    assert paged == [("+15550003101", 31), ("+15550003102", 32), ("+15550003101", 31)]
+    assert walk.rosters["claims"].cursor == 1
+
+
+def test_a_level_with_nobody_to_page_is_passed_at_once() -> None:
+    """Given level 1 pages a team with nobody in it, when an alert opens an incident, then
+    that page fails at once, level 2 is paged in the same decision with its timer, and the
+    timeline says why; nothing waits for level 1's timeout."""
+    walk = Walk(Policy("p", (Level((TeamTarget("nobody"),), 300), L2)))
+    walk.rosters["nobody"] = NOBODY
+
+    decision = walk.send(alert(1))
+
+    assert decision.outcome is Outcome.OPENED
+    failed, *paged = notifies(decision)
+    assert (failed.level, failed.failure) == (1, "team 'nobody' has nobody to page")
+    assert [n.target for n in paged] == [SMS_2, HOOK_2]
+    assert {n.level for n in paged} == {2}
+    assert timers(decision) == [ArmTimer("inc-1", 1, walk.now + timedelta(seconds=600))]
+    assert timeline(decision) == [
+        "incident.triggered",
+        "notification.failed",
+        "incident.escalated",
+    ]
+    escalated = [e for e in decision.effects if isinstance(e, RecordTimeline)][-1]
+    assert escalated.detail["reason"] == "nobody to page at level 1"
+    incident = decision.state.open_incident
+    assert incident is not None
+    assert (incident.level, incident.step) == (2, 1)
+
+
+def test_a_level_that_reaches_someone_is_not_passed() -> None:
+    """Given level 1 pages an empty team and an SMS number, then the SMS goes, the team's
+    page fails, and level 1's timer runs as usual."""
+    walk = Walk(Policy("p", (Level((TeamTarget("nobody"), SMS_1), 300), L2)))
+    walk.rosters["nobody"] = NOBODY
+
+    decision = walk.send(alert(1))
+
+    assert [(n.target, n.failure is None) for n in notifies(decision)] == [
+        (TeamTarget("nobody"), False),
+        (SMS_1, True),
+    ]
+    assert timers(decision) == [ArmTimer("inc-1", 0, walk.now + timedelta(seconds=300))]
+    assert "incident.escalated" not in timeline(decision)
+
+
+def test_a_policy_that_reaches_nobody_is_run_through_at_once() -> None:
+    """Given every level names nobody, when an alert comes, then the incident opens, every
+    level's page fails, and no timer is armed: the incident stays open and triggered."""
+    walk = Walk(Policy("p", (Level((TeamTarget("nobody"),), 300),), repeat=1))
+    walk.rosters["nobody"] = NOBODY
+
+    decision = walk.send(alert(1))
+
+    assert decision.outcome is Outcome.OPENED
+    assert [n.level for n in notifies(decision)] == [1, 1]  # both rounds
+    assert timers(decision) == []
+    incident = decision.state.open_incident
+    assert incident is not None
+    assert incident.status is IncidentStatus.TRIGGERED
+    assert incident.ack_deadline is None
+
+
+def test_every_page_of_the_level_failed_escalates_now() -> None:
+    """Given level 1 paged, when every page of it failed for good, then level 2 is paged
+    at once, and the timeline names the reason; the same news again is stale."""
+    walk = Walk(TWO_LEVELS)
+    walk.send(alert(1))
+
+    decision = walk.send(LevelFailed("inc-1", 0), after=timedelta(seconds=5))
+
+    assert decision.outcome is Outcome.ESCALATED
+    assert notified(decision) == [SMS_2, HOOK_2]
+    assert timers(decision) == [ArmTimer("inc-1", 1, walk.now + timedelta(seconds=600))]
+    (escalated,) = [e for e in decision.effects if isinstance(e, RecordTimeline)]
+    assert escalated.detail["reason"] == "every page of level 1 failed"
+    again = walk.send(LevelFailed("inc-1", 0))
+    assert (again.outcome, again.effects) == (Outcome.STALE_TIMEOUT, ())
+
+
+def test_a_failed_level_changes_nothing_once_acknowledged() -> None:
+    """Given an acknowledged incident, when its level's pages all failed, then nothing."""
+    walk = Walk(TWO_LEVELS)
+    walk.send(alert(1))
+    walk.send(Ack())
+
+    decision = walk.send(LevelFailed("inc-1", 0))
+
+    assert (decision.outcome, decision.effects) == (Outcome.STALE_TIMEOUT, ())

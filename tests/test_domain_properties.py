@@ -32,7 +32,16 @@ from pagerd.core.domain import (
     ServiceState,
     decide,
 )
-from pagerd.core.policy import EmailTarget, Level, Policy, SmsTarget, TeamTarget, WebhookTarget
+from pagerd.core.policy import (
+    EmailTarget,
+    Level,
+    OnCall,
+    Policy,
+    Roster,
+    SmsTarget,
+    TeamTarget,
+    WebhookTarget,
+)
 
 SERVICE_ID = "payments-api"
 START = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -72,6 +81,7 @@ NO_OP_OUTCOMES = {
     Outcome.STALE_TIMEOUT,
     Outcome.ALREADY_HEALTHY,
 }
+ROSTERS = {"claims": Roster(3, "claims", (OnCall(31, "+15550003101"),))}
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +257,8 @@ class EscalationMachine(RuleBasedStateMachine):
         policy = self.policy
         assert policy is not None
         before = self.state
-        decision = decide(before, event, policy, self.now)
+        # The team always has someone: paging nobody is tested in test_domain.
+        decision = decide(before, event, policy, self.now, ROSTERS)
         self.history.append(Step(before, event, policy, self.now, decision))
         self._check_outcome(before, event, policy, decision)
         self._check_notifications(before, policy, decision)

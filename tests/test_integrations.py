@@ -34,9 +34,9 @@ from pagerd.core.domain import Incident, IncidentStatus
 from pagerd.core.policy import Level, Policy, SmsTarget
 from pagerd.core.records import PolicyRow, ServiceRow, WriteBatch
 from pagerd.intake.integrations import add_integration_routes
-from pagerd.runtime.actors import Runtime
 from pagerd.runtime.clock import SystemClock
 from pagerd.runtime.directory import Directory
+from pagerd.runtime.router import Runtime
 from pagerd.store.sqlite import Store
 from pagerd.web.acklinks import AckLinks
 from pagerd.web.server import build_app, start_http

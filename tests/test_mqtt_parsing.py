@@ -11,17 +11,17 @@ from typing import Any
 import pytest
 
 from pagerd.core.domain import Ack, Alert, Healthy, Incident, ServiceState
-from pagerd.core.records import StoreError
 from pagerd.intake.mqtt import (
     MAX_PAYLOAD_BYTES,
     Intake,
     MqttLink,
+    MqttPublisher,
     MqttSettings,
     Rejected,
     parse_message,
     parse_topic,
 )
-from pagerd.telemetry import metrics
+from pagerd.runtime.answers import Answer, Reply, Retryable
 
 PREFIX = "pagerd"
 ALERT = "pagerd/alert/api"
@@ -254,30 +254,31 @@ def test_size_is_checked_before_encoding() -> None:
     assert refusal(ALERT, b"\xff" * (MAX_PAYLOAD_BYTES + 1)).code == "too_large"
 
 
-def _read_failures() -> float:
-    return metrics.REGISTRY.get_sample_value("pagerd_read_failures_total") or 0.0
+class _Answering:
+    """A runtime that answers every event at once with ``answer``."""
+
+    full = False
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+
+    def submit(self, service_id: str, event: object, reply: Reply | None = None) -> None:
+        assert reply is not None
+        reply(self.answer)
 
 
-class _UnreadableDirectory:
-    """A runtime whose directory cannot read the service (the store's reader failed)."""
-
-    def post(self, service_id: str, envelope: object) -> None:
-        raise StoreError(f"read failed: disk I/O error (service {service_id})")
-
-
-def test_a_message_whose_service_cannot_be_read_is_left_for_redelivery() -> None:
-    """Given the store cannot be read, when an alert arrives, then it is neither
-    acknowledged nor rejected: counted, and a reconnect is asked for, so the broker
-    redelivers it."""
-    link = MqttLink(MqttSettings("127.0.0.1", 1883, "pagerd-test", "pagerd"))
-    link.runtime = _UnreadableDirectory()  # type: ignore[assignment]  # only post is used
-    failures_before = _read_failures()
+def test_a_message_not_committed_is_left_for_redelivery() -> None:
+    """Given the runtime could not commit an alert (its service could not be read), then
+    the message is neither acknowledged nor rejected: a reconnect is asked for, so the
+    broker redelivers it."""
+    answer = Retryable("api", "the service could not be read: disk I/O error")
+    settings = MqttSettings("127.0.0.1", 1883, "pagerd-test", "pagerd")
+    link = MqttLink(settings, _Answering(answer), MqttPublisher("pagerd"))  # type: ignore[arg-type]
 
     link._receive(None, 0, "pagerd/alert/api", b"down", 7)  # type: ignore[arg-type]
 
     assert link._redeliver.is_set()
     assert link._acks == []
-    assert _read_failures() == failures_before + 1
 
 
 class _Paho:
@@ -296,10 +297,18 @@ class _Client:
         self._client = _Paho()
 
 
-class _Actors:
+class _Live:
+    """What republishing reads of the runtime: live states and the clock."""
+
     def __init__(self, states: dict[str, ServiceState]) -> None:
-        self.actors = {sid: SimpleNamespace(state=state) for sid, state in states.items()}
+        self.states = states
         self.clock = SimpleNamespace(now=lambda: AT)
+
+    def live_states(self) -> list[ServiceState]:
+        return list(self.states.values())
+
+    def state_of(self, service_id: str) -> ServiceState | None:
+        return self.states.get(service_id)
 
 
 AT = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -310,20 +319,19 @@ async def test_states_are_republished_all_on_first_connection_then_only_as_chang
     """Given live actors, the first connection republishes every live state; a state that
     changes while disconnected (even one whose actor retired as healthy meanwhile) is
     published on the next connection, and nothing else is."""
-    link = MqttLink(MqttSettings("127.0.0.1", 1883, "pagerd-test", "pagerd"))
-    runtime = _Actors({"api": ServiceState("api", OPEN), "db": ServiceState("db", OPEN)})
-    link.runtime = runtime  # type: ignore[assignment]  # only actors and clock are read
+    publisher = MqttPublisher("pagerd")
+    runtime = _Live({"api": ServiceState("api", OPEN), "db": ServiceState("db", OPEN)})
     first = _Client()
-    link._client = first  # type: ignore[assignment]
-    await link._republish_states(first)  # type: ignore[arg-type]
+    publisher.connected(first)  # type: ignore[arg-type]
+    await publisher.republish(first, runtime)  # type: ignore[arg-type]
     assert sorted(t for t, _ in first._client.published) == ["pagerd/state/api", "pagerd/state/db"]
 
-    link._client = None  # disconnected: "api" turns healthy, and its actor retires
-    link.publish_state("api", ServiceState("api", None), AT)
-    runtime.actors.pop("api")
+    publisher.connected(None)  # disconnected: "api" turns healthy, and its actor retires
+    publisher.publish_state("api", ServiceState("api", None), AT)
+    runtime.states.pop("api")
     second = _Client()
-    link._client = second  # type: ignore[assignment]
-    await link._republish_states(second)  # type: ignore[arg-type]
+    publisher.connected(second)  # type: ignore[arg-type]
+    await publisher.republish(second, runtime)  # type: ignore[arg-type]
     assert [(t, p["health"]) for t, p in second._client.published] == [
         ("pagerd/state/api", "healthy")
     ]

@@ -15,17 +15,11 @@ from hypothesis import strategies as st
 from pagerd.core.domain import Ack, Alert, Healthy, Outcome
 from pagerd.core.policy import Level, Policy, SmsTarget, TeamTarget
 from pagerd.core.records import DeveloperRow, PolicyRow, ServiceRow, StoreError, TeamRow, WriteBatch
-from pagerd.runtime.actors import (
-    FULL_AT,
-    MAX_MESSAGES_PER_WRITE,
-    ROOM_AT,
-    Envelope,
-    Result,
-    Runtime,
-    UnknownServiceError,
-    new_incident_id,
-)
+from pagerd.runtime.actor import MAX_MESSAGES_PER_WRITE
+from pagerd.runtime.answers import Answer, Committed, Refused, Retryable
 from pagerd.runtime.directory import Directory
+from pagerd.runtime.ids import new_incident_id
+from pagerd.runtime.router import FULL_AT, ROOM_AT, Runtime
 from pagerd.store.sqlite import Store
 from tests.doubles import T0, DrivenClock, Recorder
 
@@ -57,16 +51,16 @@ class World:
     clock: DrivenClock
     store: FlakyStore
     pages: Recorder
-    results: list[Result] = field(default_factory=list)
+    results: list[Answer] = field(default_factory=list)
 
     def send(self, service_id: str, event: Alert | Ack | Healthy) -> None:
-        self.runtime.post(service_id, Envelope(event, self.results.append))
+        self.runtime.submit(service_id, event, self.results.append)
 
     async def settle(self) -> None:
         await self.runtime.drained()
 
     def outcomes(self) -> list[Outcome | None]:
-        return [r.outcome for r in self.results]
+        return [r.outcome if isinstance(r, Committed) else None for r in self.results]
 
 
 def alert(message: str = "down") -> Alert:
@@ -146,9 +140,9 @@ async def test_failed_commit_keeps_state_and_retries_a_lost_timeout(world: World
     world.clock.advance(60)
     await world.settle()
     assert len(world.pages.pages) == 1
-    actor = world.runtime.actors["api"]
-    assert actor.state.open_incident is not None
-    assert actor.state.open_incident.level == 1
+    incident = world.runtime.open_incident("api")
+    assert incident is not None
+    assert incident.level == 1
     assert world.clock.armed() == [T0 + timedelta(seconds=61)]  # retried after a pause
 
     world.store.failing = False
@@ -162,12 +156,11 @@ async def test_failed_commit_answers_each_message_with_the_reason(world: World) 
     world.store.failing = True
     world.send("api", alert())
     await world.settle()
-    (result,) = world.results
-    assert result.outcome is None
-    assert result.error is not None
-    assert "disk is full" in result.error
+    (answer,) = world.results
+    assert isinstance(answer, Retryable)
+    assert "disk is full" in answer.reason
     # Still healthy as committed, so the actor has nothing to keep it in memory.
-    assert "api" not in world.runtime.actors
+    assert world.runtime.state_of("api") is None
     assert await world.store.store.list_incidents(service_id="api", status=None, limit=1) == []
 
 
@@ -187,18 +180,21 @@ async def test_actor_retires_when_healthy_and_idle(world: World) -> None:
     """Given an incident resolved, when the actor has nothing left, then it leaves memory."""
     world.send("api", alert())
     await world.settle()
-    assert "api" in world.runtime.actors
+    assert world.runtime.state_of("api") is not None
     world.send("api", Healthy())
     await world.settle()
-    assert "api" not in world.runtime.actors
+    assert world.runtime.state_of("api") is None
     assert world.clock.armed() == []
 
 
 async def test_unknown_service_is_refused_without_a_fallback(world: World) -> None:
     """Given no fallback policy, when an event names an unregistered service, then refused."""
-    with pytest.raises(UnknownServiceError, match="unknown service 'ghost'"):
-        world.send("ghost", alert())
-    assert "ghost" not in world.runtime.actors
+    world.send("ghost", alert())
+    (answer,) = world.results
+    assert isinstance(answer, Refused)
+    assert answer.code == "unknown_service"
+    assert answer.reason.startswith("unknown service 'ghost'")
+    assert world.runtime.state_of("ghost") is None
 
 
 async def test_state_is_published_only_when_what_it_shows_changes(world: World) -> None:

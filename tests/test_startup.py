@@ -18,9 +18,11 @@ from pagerd.core.domain import Ack, Alert, Incident, IncidentStatus, Outcome, Se
 from pagerd.core.policy import Level, Policy, SmsTarget
 from pagerd.core.records import PolicyRow, ServiceRow, WriteBatch
 from pagerd.runtime import directory as registry
-from pagerd.runtime.actors import Envelope, Result, Runtime, UnknownServiceError, new_incident_id
+from pagerd.runtime.answers import Answer, Committed, Refused
 from pagerd.runtime.clock import TimerWheel
 from pagerd.runtime.directory import Directory
+from pagerd.runtime.ids import new_incident_id
+from pagerd.runtime.router import Runtime
 from pagerd.store.sqlite import Store
 from tests.doubles import T0, DrivenClock, Recorder
 
@@ -37,7 +39,7 @@ class World:
     wheel: TimerWheel
     pages: Recorder
     group: asyncio.TaskGroup
-    results: list[Result] = field(default_factory=list)
+    results: list[Answer] = field(default_factory=list)
 
     def runtime(self, fallback_policy: str = "") -> Runtime:
         return Runtime(
@@ -130,15 +132,19 @@ async def test_an_alert_registers_an_unknown_service_with_the_fallback(world: Wo
     """Given a fallback policy, when an alert names an unknown service, then it is registered
     (in the same commit) and paged; an ack for an unknown service is still refused."""
     runtime = world.runtime(fallback_policy="q")
-    runtime.post("fresh", Envelope(Alert("down", new_incident_id()), world.results.append))
+    runtime.submit("fresh", Alert("down", new_incident_id()), world.results.append)
     await until(lambda: bool(world.results))
-    assert world.results[0].outcome is Outcome.OPENED
+    opened = world.results[0]
+    assert isinstance(opened, Committed)
+    assert opened.outcome is Outcome.OPENED
     assert [page.recipient for page in world.pages.pages] == [TWO.phone_number]
     reader = await world.store.service_reader()
     assert reader.get("fresh") == ServiceRow("fresh", "fresh", "q", managed=False)
     reader.close()
-    with pytest.raises(UnknownServiceError):
-        runtime.post("ghost", Envelope(Ack()))
+    runtime.submit("ghost", Ack(), world.results.append)
+    refused = world.results[-1]
+    assert isinstance(refused, Refused)
+    assert refused.code == "unknown_service"
     await runtime.drained()
     runtime.stop_timers()
 
@@ -170,7 +176,7 @@ async def test_recovery_in_chunks_fires_overdue_timers_at_once(world: World) -> 
     assert gc.isenabled()
     gc.unfreeze()
     assert recovered == [2, 1]
-    assert sorted(runtime.actors) == ["s0", "s1", "s2"]
+    assert sorted(s.service_id for s in runtime.live_states()) == ["s0", "s1", "s2"]
     assert world.wheel.pending() == 3
     assert world.clock.armed() == [T0 - timedelta(seconds=1)]
 
@@ -190,9 +196,10 @@ async def test_recovering_a_service_twice_keeps_one_timer(world: World) -> None:
     runtime = world.runtime()
     runtime.recover([ServiceState("s0", open_incident("old", T0 + timedelta(seconds=5)))])
     runtime.recover([ServiceState("s0", open_incident("new", T0 + timedelta(seconds=9)))])
-    actor = runtime.actors["s0"]
-    assert actor.state.incident is not None
-    assert actor.state.incident.id == "new"
+    state = runtime.state_of("s0")
+    assert state is not None
+    assert state.incident is not None
+    assert state.incident.id == "new"
     assert world.wheel.pending() == 1
     runtime.stop_timers()
 

@@ -20,11 +20,13 @@ from aiohttp import web
 from pagerd.core.domain import Alert, Healthy, Incident, IncidentStatus, Outcome
 from pagerd.core.policy import Level, Policy, SmsTarget
 from pagerd.core.records import PolicyRow, ServiceRow, WriteBatch
-from pagerd.runtime.actors import Runtime, new_incident_id
+from pagerd.runtime.answers import Committed
 from pagerd.runtime.directory import Directory
+from pagerd.runtime.ids import new_incident_id
+from pagerd.runtime.router import Runtime
 from pagerd.store.sqlite import Store
 from pagerd.web.acklinks import AckLinks
-from pagerd.web.server import ask, build_app, problem, start_http
+from pagerd.web.server import build_app, problem, start_http
 from tests.doubles import T0, DrivenClock, Recorder
 
 POLICY = Policy("p", (Level((SmsTarget("+15550000001"),), 3600.0),))
@@ -45,7 +47,8 @@ class Site:
 
     async def open_incident(self, message: str = "checkout is down") -> tuple[Incident, str]:
         """An incident of service "api", and the ack path of its first notification."""
-        result = await ask(self.runtime, "api", Alert(message, new_incident_id()))
+        result = await self.runtime.ask("api", Alert(message, new_incident_id()))
+        assert isinstance(result, Committed)
         assert result.outcome is Outcome.OPENED
         assert result.incident is not None
         row = result.notified[0]
@@ -254,7 +257,8 @@ async def test_post_acknowledges_in_the_store_and_a_second_post_says_already(sit
 
 async def test_post_after_the_incident_is_resolved_is_409(site: Site) -> None:
     incident, path = await site.open_incident()
-    result = await ask(site.runtime, "api", Healthy())
+    result = await site.runtime.ask("api", Healthy())
+    assert isinstance(result, Committed)
     assert result.outcome is Outcome.RESOLVED
 
     status, text, _ = await post(site, path)
@@ -266,7 +270,7 @@ async def test_post_after_the_incident_is_resolved_is_409(site: Site) -> None:
 
 async def test_a_link_of_an_earlier_incident_never_acknowledges_a_later_one(site: Site) -> None:
     _, old_path = await site.open_incident("first")
-    await ask(site.runtime, "api", Healthy())
+    await site.runtime.ask("api", Healthy())
     later, _ = await site.open_incident("second")
 
     status, _, _ = await post(site, old_path)

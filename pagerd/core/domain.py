@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Iterator, Mapping, Set
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import assert_never
 
@@ -25,11 +26,18 @@ from pagerd.core.policy import (
     MAX_ALERT_ID_CHARS,
     MAX_MESSAGE_CHARS,
     DomainError,
+    EmailTarget,
     Policy,
+    Roster,
+    SmsTarget,
     Target,
+    TeamTarget,
+    WebhookTarget,
     require_text,
     validate_service_id,
 )
+
+NO_ROSTERS: Mapping[str, Roster] = {}
 
 # --- state -------------------------------------------------------------------------------
 
@@ -179,18 +187,27 @@ class Healthy(msgspec.Struct, frozen=True, gc=False):
     """The service is healthy again."""
 
 
-Event = Alert | Ack | AckTimeout | Healthy
+class LevelFailed(msgspec.Struct, frozen=True, gc=False):
+    """Every page of ``step`` of ``incident_id`` failed for good: nobody was reached."""
+
+    incident_id: str
+    step: int
+
+
+Event = Alert | Ack | AckTimeout | Healthy | LevelFailed
 
 
 # --- effects -----------------------------------------------------------------------------
 
 
 class Notify(msgspec.Struct, frozen=True, gc=False):
-    """Page ``target`` for ``level`` (1-based) of an incident.
+    """Page ``target`` for ``level`` (1-based) of an incident, on ``channel`` at ``recipient``.
 
     ``notification_id`` is deterministic (incident, step, target position), so a
     decision replayed after a crash names the same notification and the outbox
-    and the receiver's ``Idempotency-Key`` can recognise it.
+    and the receiver's ``Idempotency-Key`` can recognise it. A target that names
+    nobody (a team without developers) still gets its notification, failed at
+    once with ``failure`` saying why, so the incident's record shows it.
     """
 
     notification_id: str
@@ -200,6 +217,16 @@ class Notify(msgspec.Struct, frozen=True, gc=False):
     level: int
     target: Target
     message: str
+    channel: str
+    recipient: str
+    developer_id: int | None = None
+    failure: str | None = None
+
+
+class AdvanceRotation(msgspec.Struct, frozen=True, gc=False):
+    """A team's developer was picked: its rotation moves on to ``roster.cursor``."""
+
+    roster: Roster
 
 
 class ArmTimer(msgspec.Struct, frozen=True, gc=False):
@@ -235,7 +262,7 @@ class RecordTimeline(msgspec.Struct, frozen=True, gc=False):
     detail: Mapping[str, str | int | None]
 
 
-Effect = Notify | ArmTimer | CancelTimer | RecordAlert | RecordTimeline
+Effect = Notify | AdvanceRotation | ArmTimer | CancelTimer | RecordAlert | RecordTimeline
 
 
 class Outcome(enum.StrEnum):
@@ -269,22 +296,34 @@ class Decision(msgspec.Struct, frozen=True, gc=False):
 # --- the decision ------------------------------------------------------------------------
 
 
-def decide(state: ServiceState, event: Event, policy: Policy, now: datetime) -> Decision:
-    """Apply one event to a service's state under ``policy`` (as it is now) at ``now``."""
+def decide(
+    state: ServiceState,
+    event: Event,
+    policy: Policy,
+    now: datetime,
+    rosters: Mapping[str, Roster] = NO_ROSTERS,
+) -> Decision:
+    """Apply one event to a service's state under ``policy`` (as it is now) at ``now``.
+
+    ``rosters`` are the teams' rotations by team name, as they are now: a team target
+    pages the developer whose turn it is, and the decision says how the rotation moves.
+    """
     match event:
         case Alert():
-            return _on_alert(state, event, policy, now)
+            return _on_alert(state, event, policy, now, rosters)
         case Ack():
             return _on_ack(state, event, now)
-        case AckTimeout():
-            return _on_timeout(state, event, policy, now)
+        case AckTimeout() | LevelFailed():
+            return _on_escalation(state, event, policy, now, rosters)
         case Healthy():
             return _on_healthy(state, now)
         case _:
             assert_never(event)
 
 
-def _on_alert(state: ServiceState, alert: Alert, policy: Policy, now: datetime) -> Decision:
+def _on_alert(
+    state: ServiceState, alert: Alert, policy: Policy, now: datetime, rosters: Mapping[str, Roster]
+) -> Decision:
     incident = state.open_incident
     if incident is None:
         opened = Incident(
@@ -296,10 +335,9 @@ def _on_alert(state: ServiceState, alert: Alert, policy: Policy, now: datetime) 
         triggered = RecordTimeline(
             opened.id, "incident.triggered", now, {"message": alert.message, "level": 1}
         )
-        opened, paging = _page_level(
-            state.service_id, opened, policy, level_index=0, round_=0, step=0, now=now
-        )
-        effects = (_record(opened.id, alert, now), triggered, *paging)
+        paging = _Paging(state.service_id, policy, now, rosters)
+        opened, pages = paging.page(opened, (0, 0), 0)
+        effects = (_record(opened.id, alert, now), triggered, *pages)
         return Decision(replace(state, incident=opened), effects, Outcome.OPENED)
 
     if alert.alert_id is not None and alert.alert_id in incident.alert_ids:
@@ -341,9 +379,14 @@ def _on_ack(state: ServiceState, ack: Ack, now: datetime) -> Decision:
     return Decision(replace(state, incident=acked), tuple(effects), Outcome.ACKNOWLEDGED)
 
 
-def _on_timeout(
-    state: ServiceState, timeout: AckTimeout, policy: Policy, now: datetime
+def _on_escalation(
+    state: ServiceState,
+    timeout: AckTimeout | LevelFailed,
+    policy: Policy,
+    now: datetime,
+    rosters: Mapping[str, Roster],
 ) -> Decision:
+    """The ack timer of a step ran out, or every page of it failed: page the next level."""
     incident = state.open_incident
     if (
         incident is None
@@ -353,34 +396,44 @@ def _on_timeout(
         or incident.step != timeout.step
     ):
         return Decision(state, (), Outcome.STALE_TIMEOUT)
+    position = _next_position(incident, policy)
+    if position is None:
+        return Decision(replace(state, incident=_exhausted(incident)), (), Outcome.EXHAUSTED)
+    outcome = Outcome.ESCALATED if position[1] == incident.round else Outcome.REPEATED
+    failed = isinstance(timeout, LevelFailed)
+    why = f"every page of level {incident.level} failed" if failed else None
+    escalated_to = _escalated(incident, position, now, why)
+    paging = _Paging(state.service_id, policy, now, rosters)
+    advanced, effects = paging.page(incident, position, incident.step + 1)
+    return Decision(replace(state, incident=advanced), (escalated_to, *effects), outcome)
 
-    next_index = incident.level_index + 1
-    if next_index < len(policy.levels):
-        level_index, round_, outcome = next_index, incident.round, Outcome.ESCALATED
-    elif incident.round < policy.repeat:
-        level_index, round_, outcome = 0, incident.round + 1, Outcome.REPEATED
-    else:
-        # After the last level with no round left: nothing more is sent, the incident
-        # stays open and triggered, and no timer is armed (CONTRACT §6.4).
-        exhausted = replace(incident, ack_deadline=None, step=incident.step + 1)
-        return Decision(replace(state, incident=exhausted), (), Outcome.EXHAUSTED)
 
-    escalated_to = RecordTimeline(
-        incident.id,
-        "incident.escalated",
-        now,
-        {"from_level": incident.level, "level": level_index + 1, "round": round_ + 1},
-    )
-    advanced, paging = _page_level(
-        state.service_id,
-        incident,
-        policy,
-        level_index=level_index,
-        round_=round_,
-        step=incident.step + 1,
-        now=now,
-    )
-    return Decision(replace(state, incident=advanced), (escalated_to, *paging), outcome)
+def _next_position(incident: Incident, policy: Policy) -> tuple[int, int] | None:
+    """(level index, round) after the incident's level; None after the last round (§6.4)."""
+    if incident.level_index + 1 < len(policy.levels):
+        return incident.level_index + 1, incident.round
+    if incident.round < policy.repeat:
+        return 0, incident.round + 1
+    return None
+
+
+def _exhausted(incident: Incident) -> Incident:
+    # After the last level with no round left: nothing more is sent, the incident
+    # stays open and triggered, and no timer is armed (CONTRACT §6.4).
+    return replace(incident, ack_deadline=None, step=incident.step + 1)
+
+
+def _escalated(
+    incident: Incident, position: tuple[int, int], now: datetime, why: str | None
+) -> RecordTimeline:
+    detail: dict[str, str | int | None] = {
+        "from_level": incident.level,
+        "level": position[0] + 1,
+        "round": position[1] + 1,
+    }
+    if why is not None:
+        detail["reason"] = why
+    return RecordTimeline(incident.id, "incident.escalated", now, detail)
 
 
 def _on_healthy(state: ServiceState, now: datetime) -> Decision:
@@ -395,32 +448,108 @@ def _on_healthy(state: ServiceState, now: datetime) -> Decision:
     return Decision(replace(state, incident=resolved), tuple(effects), Outcome.RESOLVED)
 
 
-def _page_level(
-    service_id: str,
-    incident: Incident,
-    policy: Policy,
-    *,
-    level_index: int,
-    round_: int,
-    step: int,
-    now: datetime,
-) -> tuple[Incident, tuple[Effect, ...]]:
-    """Move ``incident`` to a level: notify each distinct target once and arm its timer."""
-    level = policy.levels[level_index]
-    deadline = now + timedelta(seconds=level.ack_timeout_s)
-    paged = replace(
-        incident, level_index=level_index, round=round_, step=step, ack_deadline=deadline
-    )
-    notifications = tuple(
-        Notify(
-            notification_id=f"{incident.id}-{step}-{position}",
-            incident_id=incident.id,
-            service_id=service_id,
+@dataclass(frozen=True, slots=True)
+class _Paging:
+    """What paging a level of one service's incident needs to know, at one moment."""
+
+    service_id: str
+    policy: Policy
+    now: datetime
+    rosters: Mapping[str, Roster]
+
+    def page(
+        self, incident: Incident, position: tuple[int, int], step: int
+    ) -> tuple[Incident, list[Effect]]:
+        """Page the level at ``position`` (level index, round) and arm its timer.
+
+        A level with nobody to page is passed at once, as when every page of a level
+        failed, until a level reaches someone or the policy is run through.
+        """
+        effects: list[Effect] = []
+        while True:
+            paged, reached = self._page_level(incident, position, step, effects)
+            if reached:
+                return paged, effects
+            position_after = _next_position(paged, self.policy)
+            if position_after is None:
+                return _exhausted(paged), effects
+            why = f"nobody to page at level {position[0] + 1}"
+            effects.append(_escalated(paged, position_after, self.now, why))
+            incident, position, step = paged, position_after, step + 1
+
+    def _page_level(
+        self, incident: Incident, position: tuple[int, int], step: int, effects: list[Effect]
+    ) -> tuple[Incident, bool]:
+        """Notify each distinct target of a level once, appending to ``effects``; arm the
+        level's timer if anyone could be paged. Returns the incident and whether anyone was."""
+        level_index, round_ = position
+        level = self.policy.levels[level_index]
+        deadline = self.now + timedelta(seconds=level.ack_timeout_s)
+        reached = False
+        for index, target in enumerate(level.distinct_targets()):
+            notify, advanced = self._notify(
+                incident, f"{incident.id}-{step}-{index}", step, level_index + 1, target
+            )
+            effects.append(notify)
+            if advanced is not None:
+                effects.append(AdvanceRotation(advanced))
+            if notify.failure is None:
+                reached = True
+                continue
+            detail: dict[str, str | int | None] = {
+                "notification_id": notify.notification_id,
+                "channel": notify.channel,
+                "level": notify.level,
+                "error": notify.failure,
+            }
+            effects.append(RecordTimeline(incident.id, "notification.failed", self.now, detail))
+        paged = replace(
+            incident,
+            level_index=level_index,
+            round=round_,
             step=step,
-            level=level_index + 1,
+            ack_deadline=deadline if reached else None,
+        )
+        if reached:
+            effects.append(ArmTimer(incident.id, step, deadline))
+        return paged, reached
+
+    def _notify(
+        self, incident: Incident, notification_id: str, step: int, level: int, target: Target
+    ) -> tuple[Notify, Roster | None]:
+        """The page of one target, and the team's rotation after it if a developer was picked."""
+        developer_id: int | None = None
+        failure: str | None = None
+        advanced: Roster | None = None
+        match target:
+            case SmsTarget(phone_number=phone):
+                channel, recipient = "sms", phone
+            case EmailTarget(address=address):
+                channel, recipient = "email", address
+            case WebhookTarget(url=url):
+                channel, recipient = "webhook", url
+            case TeamTarget(team=team):
+                channel, recipient = "sms", f"team:{team}"
+                roster = self.rosters.get(team)
+                picked = None if roster is None else roster.next_up()
+                if picked is None:
+                    failure = f"team {team!r} has nobody to page"
+                else:
+                    developer, advanced = picked
+                    recipient, developer_id = developer.phone_number, developer.developer_id
+            case _:
+                assert_never(target)
+        notify = Notify(
+            notification_id=notification_id,
+            incident_id=incident.id,
+            service_id=self.service_id,
+            step=step,
+            level=level,
             target=target,
             message=incident.message,
+            channel=channel,
+            recipient=recipient,
+            developer_id=developer_id,
+            failure=failure,
         )
-        for position, target in enumerate(level.distinct_targets())
-    )
-    return paged, (*notifications, ArmTimer(incident.id, step, deadline))
+        return notify, advanced

@@ -129,3 +129,34 @@ class Policy:
             raise DomainError("repeat", f"must be an integer, got {self.repeat!r}")
         if not 0 <= self.repeat <= MAX_REPEAT:
             raise DomainError("repeat", f"must be between 0 and {MAX_REPEAT}, got {self.repeat}")
+
+
+# --- team rotations ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OnCall:
+    """A developer as a rotation pages them."""
+
+    developer_id: int
+    phone_number: str
+
+
+@dataclass(frozen=True, slots=True)
+class Roster:
+    """A team's rotation: its developers in order, and whose turn is next (``cursor``)."""
+
+    team_id: int
+    team: str
+    developers: tuple[OnCall, ...]
+    cursor: int = 0
+
+    def next_up(self) -> tuple[OnCall, Roster] | None:
+        """The developer whose turn it is and the roster after their page; None if empty."""
+        if not self.developers:
+            return None
+        count = len(self.developers)
+        turn = self.cursor % count
+        return self.developers[turn], Roster(
+            self.team_id, self.team, self.developers, (turn + 1) % count
+        )

@@ -121,10 +121,21 @@ class Store(DirectoryStore, OutboxStore, MetaStore, Protocol):
 # --- what the runtime hands on -----------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class FailedLevel:
+    """Every page of ``step`` of an incident failed for good."""
+
+    service_id: str
+    incident_id: str
+    step: int
+
+
 class Outbox(Protocol):
-    """Takes notifications once they are committed."""
+    """Takes notifications once they are committed, and says when a level reached nobody."""
 
     def release(self, rows: Iterable[OutboxRow]) -> None: ...
+
+    def failed_levels(self) -> AsyncIterator[FailedLevel]: ...
 
 
 class Publisher(Protocol):

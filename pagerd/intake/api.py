@@ -35,13 +35,14 @@ from pagerd.core.records import (
     TeamRow,
     WriteBatch,
 )
+from pagerd.core.times import rfc3339
 from pagerd.intake import api_schemas as wire
-from pagerd.intake.mqtt import rfc3339
-from pagerd.runtime.actors import Result, UnknownServiceError, new_incident_id
+from pagerd.runtime.answers import Committed, Refused, Retryable
 from pagerd.runtime.directory import Directory, team_policy, team_service_id
+from pagerd.runtime.ids import new_incident_id
 from pagerd.telemetry import metrics
 from pagerd.telemetry.logs import get_logger
-from pagerd.web.server import CONTEXT, PROBLEM_JSON, REPLY_TIMEOUT_S, WebContext, ask, problem
+from pagerd.web.server import CONTEXT, PROBLEM_JSON, WebContext, problem
 
 log = get_logger(__name__)
 
@@ -503,20 +504,21 @@ class _Api:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-async def _ask(ctx: WebContext, service_id: str, event: Event) -> Result:
-    """Post the event to the service's actor; the Result once committed, else a refusal."""
-    try:
-        async with asyncio.timeout(REPLY_TIMEOUT_S):
-            result = await ask(ctx.runtime, service_id, event)
-    except UnknownServiceError as error:
-        raise RefusedError(404, str(error)) from None
-    except TimeoutError:
-        log.warning("api.timeout", service_id=service_id)
-        raise RefusedError(503, "not confirmed in time; sending it again is harmless") from None
-    if result.error is not None:
-        log.warning("api.not_committed", service_id=service_id, error=result.error)
-        raise RefusedError(503, "the event was not saved; try again")
-    return result
+async def _ask(ctx: WebContext, service_id: str, event: Event) -> Committed:
+    """Hand the event to the runtime; the answer once committed, else a refusal."""
+    answer = await ctx.runtime.ask(service_id, event)
+    match answer:
+        case Committed():
+            return answer
+        case Refused(code="unknown_service", reason=reason):
+            raise RefusedError(404, reason)
+        case Refused(reason=reason):
+            raise RefusedError(409, reason)
+        case Retryable(reason=reason):
+            log.warning("api.not_committed", service_id=service_id, error=reason)
+            raise RefusedError(503, f"not saved ({reason}); sending it again is harmless")
+        case _:
+            assert_never(answer)
 
 
 async def _write(ctx: WebContext, batch: WriteBatch) -> None:
@@ -669,9 +671,7 @@ def _target_out(directory: Directory, target: domain.Target) -> wire.Target:
 
 
 def _service_out(ctx: WebContext, row: ServiceRow) -> wire.ServiceOut:
-    # An actor lives while its service has an open incident (or work): no actor, healthy.
-    actor = ctx.runtime.actors.get(row.id)
-    incident = None if actor is None else actor.state.open_incident
+    incident = ctx.runtime.open_incident(row.id)
     brief = None
     if incident is not None:
         brief = wire.IncidentBrief(
@@ -691,9 +691,9 @@ def _service_out(ctx: WebContext, row: ServiceRow) -> wire.ServiceOut:
     )
 
 
-def _incident_of(result: Result) -> Incident:
-    assert result.incident is not None  # alerts and acks that succeed name their incident
-    return result.incident
+def _incident_of(answer: Committed) -> Incident:
+    assert answer.incident is not None  # alerts and acks that succeed name their incident
+    return answer.incident
 
 
 def _incident_out(service_id: str, incident: Incident) -> wire.IncidentOut:

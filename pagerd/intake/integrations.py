@@ -22,7 +22,7 @@ import msgspec
 from aiohttp import web
 
 from pagerd.config import Config
-from pagerd.core.domain import Ack, AckTimeout, Alert, Event, Healthy, Incident
+from pagerd.core.domain import Ack, AckTimeout, Alert, Event, Healthy, LevelFailed
 from pagerd.core.policy import MAX_ALERT_ID_CHARS, MAX_MESSAGE_CHARS, SERVICE_ID_PATTERN
 from pagerd.intake.sns import (
     NOTIFICATION,
@@ -35,10 +35,12 @@ from pagerd.intake.sns import (
     SnsVerifier,
     parse_envelope,
 )
-from pagerd.runtime.actors import Result, Runtime, UnknownServiceError, new_incident_id
+from pagerd.runtime.answers import Committed, Refused, Retryable
+from pagerd.runtime.ids import new_incident_id
+from pagerd.runtime.router import Runtime
 from pagerd.telemetry import metrics
 from pagerd.telemetry.logs import get_logger
-from pagerd.web.server import CONTEXT, REPLY_TIMEOUT_S, ask, problem
+from pagerd.web.server import CONTEXT, problem
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -62,6 +64,10 @@ class Invalid(Exception):  # noqa: N818 - the verdict on the input, as mqtt.Reje
 
 class NotCommittedError(Exception):
     """The events were not committed (or not in time): the sender should retry."""
+
+
+class UnknownServiceError(LookupError):
+    """No such service, and an event of this kind does not register one."""
 
 
 def decode(body: bytes, schema: type[T], what: str) -> T:
@@ -266,7 +272,7 @@ def _kind(event: Event) -> str:
             return "ack"
         case Healthy():
             return "healthy"
-        case AckTimeout():
+        case AckTimeout() | LevelFailed():
             return "timeout"
         case _:
             assert_never(event)
@@ -274,43 +280,39 @@ def _kind(event: Event) -> str:
 
 async def commit(
     runtime: Runtime, service_id: str, events: Sequence[Event], *, source: str
-) -> list[Result]:
-    """Post ``events`` in order; return once all are committed.
+) -> list[Committed]:
+    """Hand ``events`` to the runtime in order; return once all are committed.
 
-    Raises UnknownServiceError, or NotCommittedError if any was not committed in time.
+    Raises UnknownServiceError, or NotCommittedError if any was not committed (a
+    service without a policy included: the tool retries until the operator mends it).
     """
-    try:
-        async with asyncio.timeout(REPLY_TIMEOUT_S):
-            # gather starts its tasks in order, so the events reach the mailbox in order,
-            # and the actor commits them together.
-            answers = await asyncio.gather(
-                *(ask(runtime, service_id, event) for event in events), return_exceptions=True
-            )
-    except TimeoutError:
-        raise NotCommittedError(f"not committed within {REPLY_TIMEOUT_S:g}s") from None
-    results: list[Result] = []
+    # gather starts its tasks in order, so the events reach the mailbox in order, and
+    # the actor commits them together.
+    answers = await asyncio.gather(*(runtime.ask(service_id, event) for event in events))
+    committed: list[Committed] = []
     for answer in answers:
-        if isinstance(answer, BaseException):
-            raise answer
-        if answer.error is not None:
-            raise NotCommittedError(answer.error)
-        results.append(answer)
+        match answer:
+            case Committed():
+                committed.append(answer)
+            case Refused(code="unknown_service"):
+                raise UnknownServiceError(answer.reason)
+            case Refused(reason=reason) | Retryable(reason=reason):
+                raise NotCommittedError(reason)
+            case _:
+                assert_never(answer)
     for event in events:
         metrics.ALERTS_RECEIVED.labels(source=source, kind=_kind(event)).inc()
-    return results
+    return committed
 
 
 def _accepts(runtime: Runtime, service_id: str, *, alert: bool) -> bool:
     """Whether an event for ``service_id`` would be taken (an alert may register it)."""
     if not SERVICE_ID_PATTERN.fullmatch(service_id):
         return False
-    return service_id in runtime.directory.services or (alert and bool(runtime.fallback_policy))
+    return runtime.accepts(service_id, _ANY_ALERT if alert else Healthy())
 
 
-def _open_incident(runtime: Runtime, service_id: str) -> Incident | None:
-    # The actor's committed state: a service without an actor has no open incident.
-    actor = runtime.actors.get(service_id)
-    return None if actor is None else actor.state.open_incident
+_ANY_ALERT = Alert("any", "any")  # what accepts() asks about: an event of this kind
 
 
 def _reject(source: str, status: int, detail: str, code: str) -> web.Response:
@@ -332,13 +334,13 @@ def _not_committed(source: str, service_id: str, why: str) -> web.Response:
     return problem(503, "Service Unavailable", detail, headers={"Retry-After": RETRY_AFTER_S})
 
 
-def _summary(service_id: str, results: list[Result]) -> web.Response:
+def _summary(service_id: str, results: list[Committed]) -> web.Response:
     incident = next((r.incident for r in reversed(results) if r.incident is not None), None)
     return web.json_response(
         {
             "service_id": service_id,
             "incident_id": None if incident is None else incident.id,
-            "outcomes": [None if r.outcome is None else r.outcome.value for r in results],
+            "outcomes": [r.outcome.value for r in results],
         }
     )
 
@@ -377,7 +379,7 @@ async def _pagerduty(request: web.Request) -> web.Response:
         case "acknowledge" | "resolve":
             # As PagerDuty: an acknowledge or resolve acts only on an open alert with this
             # dedup_key, so one sender's resolve cannot end an incident it did not raise.
-            incident = _open_incident(runtime, service_id)
+            incident = runtime.open_incident(service_id)
             if incident is None or command.dedup_key not in incident.alert_ids:
                 log.info(
                     "pagerduty.no_open_alert",

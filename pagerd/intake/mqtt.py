@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar, assert_never
 
 import aiomqtt
 import msgspec
@@ -23,7 +23,7 @@ import structlog
 
 from pagerd.core.domain import Ack, Alert, Event, Healthy, RecordTimeline, ServiceState
 from pagerd.core.policy import MAX_ALERT_ID_CHARS, MAX_MESSAGE_CHARS, SERVICE_ID_PATTERN
-from pagerd.core.records import StoreError
+from pagerd.core.times import rfc3339
 from pagerd.intake.mqtt_client import (
     Reading,
     disconnected,
@@ -33,7 +33,9 @@ from pagerd.intake.mqtt_client import (
     publish_nowait,
     take_messages,
 )
-from pagerd.runtime.actors import Envelope, Result, Runtime, UnknownServiceError, new_incident_id
+from pagerd.runtime.answers import Answer, Committed, Refused, Reply, Retryable
+from pagerd.runtime.ids import new_incident_id
+from pagerd.runtime.router import Runtime
 from pagerd.telemetry import metrics
 
 log = structlog.get_logger("pagerd.mqtt")
@@ -167,23 +169,94 @@ class MqttSettings:
     tls: bool = False
 
 
-class MqttLink:
-    """Holds the broker connection: reconnects, subscribes, feeds the runtime, publishes."""
+class MqttPublisher:
+    """The runtime's publisher port: retained states and timeline events, on the link's
+    current connection; what changes while there is none waits for the next."""
 
-    def __init__(self, settings: MqttSettings) -> None:
-        self._settings = settings
-        self._prefix = settings.topic_prefix
+    def __init__(self, topic_prefix: str) -> None:
+        self._prefix = topic_prefix
         self._client: aiomqtt.Client | None = None
-        self._reading = Reading()  # the current connection's; paused while mailboxes are full
-        self._generation = 0
-        self._rng = random.Random()
-        self.runtime: Runtime | None = None
-        self.subscribed = asyncio.Event()
-        self._redeliver = asyncio.Event()  # set when a message was left unacknowledged
-        self._acks: list[int] = []  # committed, their PUBACKs not yet sent
         # States that changed while disconnected, the latest of each service.
         self._unpublished: dict[str, tuple[ServiceState, datetime]] = {}
         self._published_all = False  # until a connection has published every live state
+
+    def connected(self, client: aiomqtt.Client | None) -> None:
+        """The link's connection is ``client`` from now on (None: there is none)."""
+        self._client = client
+
+    def publish_state(self, service_id: str, state: ServiceState, at: datetime) -> None:
+        client = self._client
+        if client is None:
+            self._unpublished[service_id] = (state, at)  # for the next connection
+            return
+        self._unpublished.pop(service_id, None)  # this one is newer
+        publish_nowait(
+            client,
+            f"{self._prefix}/state/{service_id}",
+            msgspec.json.encode(state_payload(state, at)),
+            qos=1,
+            retain=True,
+        )
+
+    def publish_events(self, service_id: str, events: Iterable[RecordTimeline]) -> None:
+        client = self._client
+        if client is None:
+            return
+        topic = f"{self._prefix}/events/{service_id}"
+        for event in events:
+            body = {
+                "type": event.type,
+                "at": rfc3339(event.at),
+                "incident_id": event.incident_id,
+                "service_id": service_id,
+                "detail": dict(event.detail),
+            }
+            publish_at_most_once(client, topic, msgspec.json.encode(body))
+
+    async def republish(self, client: aiomqtt.Client, runtime: Runtime) -> None:
+        """Publish what the retained states may not show yet, as the connection is new.
+
+        The first connection of this process publishes every live service's state (a
+        crash may have come between a commit and its publication); later ones only
+        the states that changed while disconnected, including those of actors retired
+        meanwhile. In chunks that yield to the loop, after READY: at start-up, 100,000
+        open incidents would hold the loop for seconds in one go. A live actor's state
+        is read as it is published, and one published directly meanwhile is not
+        published again, so a newer state is never overwritten by an older one.
+        """
+        if not self._published_all:
+            now = runtime.clock.now()
+            for live in runtime.live_states():
+                self._unpublished.setdefault(live.service_id, (live, now))
+        service_ids = list(self._unpublished)
+        for start in range(0, len(service_ids), REPUBLISH_CHUNK):
+            await asyncio.sleep(0)
+            if self._client is not client:
+                return  # gone: what is left waits for the next connection
+            for service_id in service_ids[start : start + REPUBLISH_CHUNK]:
+                stored = self._unpublished.get(service_id)
+                if stored is None:
+                    continue  # published directly meanwhile
+                current = runtime.state_of(service_id)
+                state, at = stored if current is None else (current, stored[1])
+                self.publish_state(service_id, state, at)
+        self._published_all = True
+
+
+class MqttLink:
+    """Holds the broker connection: reconnects, subscribes, feeds the runtime."""
+
+    def __init__(self, settings: MqttSettings, runtime: Runtime, publisher: MqttPublisher) -> None:
+        self._settings = settings
+        self._prefix = settings.topic_prefix
+        self._runtime = runtime
+        self._publisher = publisher
+        self._reading = Reading()  # the current connection's; paused while mailboxes are full
+        self._generation = 0
+        self._rng = random.Random()
+        self.subscribed = asyncio.Event()
+        self._redeliver = asyncio.Event()  # set when a message was left unacknowledged
+        self._acks: list[int] = []  # committed, their PUBACKs not yet sent
 
     async def run(self) -> None:
         """Connect, and reconnect with jittered exponential backoff, until cancelled."""
@@ -205,7 +278,7 @@ class MqttLink:
                 await asyncio.sleep(REDELIVERY_DELAY_S)
 
     def _lost(self) -> None:
-        self._client = None
+        self._publisher.connected(None)
         self.subscribed.clear()
         metrics.MQTT_CONNECTED.set(0)
 
@@ -238,7 +311,7 @@ class MqttLink:
             lambda topic, payload, mid: self._receive(client, generation, topic, payload, mid),
         )
         async with client:
-            self._client = client
+            self._publisher.connected(client)
             prefix = self._prefix
             await client.subscribe(
                 [(f"{prefix}/alert/+", 1), (f"{prefix}/ack/+", 1), (f"{prefix}/healthy/+", 1)]
@@ -252,7 +325,7 @@ class MqttLink:
             lost = asyncio.create_task(disconnected(client), name="pagerd[mqtt-connection]")
             redeliver = asyncio.create_task(self._redeliver.wait(), name="pagerd[mqtt-redeliver]")
             republish = asyncio.create_task(
-                self._republish_states(client), name="pagerd[mqtt-republish]"
+                self._publisher.republish(client, self._runtime), name="pagerd[mqtt-republish]"
             )
             try:
                 done, _ = await asyncio.wait({lost, redeliver}, return_when=asyncio.FIRST_COMPLETED)
@@ -270,45 +343,42 @@ class MqttLink:
     ) -> None:
         try:
             intake = parse_message(topic, payload, self._prefix)
-            assert self.runtime is not None, "the app sets the runtime before connecting"
-            reply = self._acker(client, generation, mid, intake)
-            self.runtime.post(intake.service_id, Envelope(intake.event, reply))
-            if self.runtime.full and not self._reading.paused and generation == self._generation:
-                self._reading.pause()
-                metrics.MQTT_INTAKE_PAUSES.inc()
-                self.runtime.when_room(self._reading.resume)
         except Rejected as refusal:
             self._reject(client, topic, payload, refusal.reason, refusal.code)
             self._ack(client, generation, mid)
-        except UnknownServiceError as unknown:
-            self._reject(client, topic, payload, str(unknown), "unknown_service")
-            self._ack(client, generation, mid)
-        except StoreError as error:
-            # The directory could not read the service: not taken, so not acknowledged;
-            # the broker redelivers it on the new connection this asks for.
-            log.error("mqtt.not_acknowledged", topic=topic, error=str(error))  # noqa: TRY400
-            metrics.READ_FAILURES.inc()
-            if generation == self._generation:
-                self._redeliver.set()
-        else:
-            _RECEIVED[intake.kind].inc()
+            return
+        _RECEIVED[intake.kind].inc()
+        runtime = self._runtime
+        runtime.submit(
+            intake.service_id, intake.event, self._acker(client, generation, mid, topic, payload)
+        )
+        if runtime.full and not self._reading.paused and generation == self._generation:
+            self._reading.pause()
+            metrics.MQTT_INTAKE_PAUSES.inc()
+            runtime.when_room(self._reading.resume)
 
     def _acker(
-        self, client: aiomqtt.Client, generation: int, mid: int | None, intake: Intake
-    ) -> Callable[[Result], None]:
-        def reply(result: Result) -> None:
-            if result.error is not None:
-                # Not committed: no PUBACK, so the broker redelivers it after a reconnect.
-                log.error(
-                    "mqtt.not_acknowledged",
-                    service_id=intake.service_id,
-                    kind=intake.kind,
-                    error=result.error,
-                )
-                if generation == self._generation:
-                    self._redeliver.set()
-                return
-            self._ack(client, generation, mid)
+        self, client: aiomqtt.Client, generation: int, mid: int | None, topic: str, payload: bytes
+    ) -> Reply:
+        # Kept until the answer, for a refusal to quote: never more than the quote needs.
+        quoted = (
+            payload if len(payload) <= REJECTED_PAYLOAD_BYTES else payload[:REJECTED_PAYLOAD_BYTES]
+        )
+
+        def reply(answer: Answer) -> None:
+            match answer:
+                case Committed():
+                    self._ack(client, generation, mid)
+                case Refused(reason=reason, code=code):
+                    self._reject(client, topic, quoted, reason, code)
+                    self._ack(client, generation, mid)
+                case Retryable(reason=reason):
+                    # Not committed: no PUBACK, so the broker redelivers it after a reconnect.
+                    log.error("mqtt.not_acknowledged", topic=topic, error=reason)
+                    if generation == self._generation:
+                        self._redeliver.set()
+                case _:
+                    assert_never(answer)
 
         return reply
 
@@ -338,75 +408,6 @@ class MqttLink:
             "payload": payload[:REJECTED_PAYLOAD_BYTES].decode("utf-8", "replace"),
         }
         publish_at_most_once(client, f"{self._prefix}/rejected", json.dumps(body).encode())
-
-    # --- the runtime's publisher port ---
-
-    def publish_state(self, service_id: str, state: ServiceState, at: datetime) -> None:
-        client = self._client
-        if client is None:
-            self._unpublished[service_id] = (state, at)  # for the next connection
-            return
-        self._unpublished.pop(service_id, None)  # this one is newer
-        publish_nowait(
-            client,
-            f"{self._prefix}/state/{service_id}",
-            msgspec.json.encode(state_payload(state, at)),
-            qos=1,
-            retain=True,
-        )
-
-    def publish_events(self, service_id: str, events: Iterable[RecordTimeline]) -> None:
-        client = self._client
-        if client is None:
-            return
-        topic = f"{self._prefix}/events/{service_id}"
-        for event in events:
-            body = {
-                "type": event.type,
-                "at": rfc3339(event.at),
-                "incident_id": event.incident_id,
-                "service_id": service_id,
-                "detail": dict(event.detail),
-            }
-            publish_at_most_once(client, topic, msgspec.json.encode(body))
-
-    async def _republish_states(self, client: aiomqtt.Client) -> None:
-        """Publish what the retained states may not show yet, as the connection is new.
-
-        The first connection of this process publishes every live service's state (a
-        crash may have come between a commit and its publication); later ones only
-        the states that changed while disconnected, including those of actors retired
-        meanwhile. In chunks that yield to the loop, after READY: at start-up, 100,000
-        open incidents took 4 s in one go. A live actor's state is read as it is
-        published, and one published directly meanwhile is not published again, so a
-        newer state is never overwritten by an older one.
-        """
-        runtime = self.runtime
-        if runtime is None:
-            return
-        if not self._published_all:
-            now = runtime.clock.now()
-            for service_id, live in runtime.actors.items():
-                self._unpublished.setdefault(service_id, (live.state, now))
-        service_ids = list(self._unpublished)
-        for start in range(0, len(service_ids), REPUBLISH_CHUNK):
-            await asyncio.sleep(0)
-            if self._client is not client:
-                return  # gone: what is left waits for the next connection
-            for service_id in service_ids[start : start + REPUBLISH_CHUNK]:
-                stored = self._unpublished.get(service_id)
-                if stored is None:
-                    continue  # published directly meanwhile
-                actor = runtime.actors.get(service_id)
-                state, at = stored if actor is None else (actor.state, stored[1])
-                self.publish_state(service_id, state, at)
-        self._published_all = True
-
-
-def rfc3339(at: datetime) -> str:
-    """``2026-11-22T10:00:00.123Z``: UTC with milliseconds, as on every wire."""
-    # isoformat truncates to milliseconds as the format did, at a fraction of strftime's cost.
-    return at.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def state_payload(state: ServiceState, at: datetime) -> dict[str, object]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
@@ -35,7 +35,16 @@ from typing import assert_never
 import structlog
 
 from pagerd.core.domain import RecordTimeline
-from pagerd.core.ports import Attempt, Clock, OutboxStore, Page, Publisher, Sender, Verdict
+from pagerd.core.ports import (
+    Attempt,
+    Clock,
+    FailedLevel,
+    OutboxStore,
+    Page,
+    Publisher,
+    Sender,
+    Verdict,
+)
 from pagerd.core.records import OutboxRow, OutboxUpdate, WriteBatch
 from pagerd.telemetry import metrics
 
@@ -49,7 +58,6 @@ BUNDLED_CHANNELS = frozenset({"sms", "email"})  # people; a webhook is a machine
 
 Composer = Callable[[OutboxRow], Page]
 BundleComposer = Callable[[list[OutboxRow]], Page]
-LevelFailed = Callable[[str, str, int], None]  # service id, incident id, step
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +123,6 @@ class Dispatcher:
         compose_bundle: BundleComposer,
         clock: Clock,
         publisher: Publisher,
-        on_level_failed: LevelFailed,
         policy: DeliveryPolicy | None = None,
     ) -> None:
         self._store = store
@@ -124,7 +131,7 @@ class Dispatcher:
         self._compose_bundle = compose_bundle
         self._clock = clock
         self._publisher = publisher
-        self._on_level_failed = on_level_failed
+        self._failed_levels: asyncio.Queue[FailedLevel] = asyncio.Queue()
         self._policy = policy or DeliveryPolicy()
         # Every channel has a queue; one without a sender fails its pages loudly.
         self._queues: dict[str, asyncio.Queue[_Job]] = {c: asyncio.Queue() for c in CHANNELS}
@@ -144,15 +151,16 @@ class Dispatcher:
     # --- intake ---
 
     def release(self, rows: Iterable[OutboxRow]) -> None:
-        """Queue rows that were just committed (called by actors after their write)."""
+        """Queue pending rows that were just committed (called by actors after their write)."""
         for row in rows:
-            if row.status == "failed":
-                # Failed before any attempt (e.g. a team with nobody in it): still loud.
-                self._report_failure(row, row.last_error or "failed")
-                self._chores.put_nowait(partial(self._check_level, row))
-            elif row.status == "pending" and self._in_turn(row):
+            if self._in_turn(row):
                 self._start(row)
         self._gauge()
+
+    async def failed_levels(self) -> AsyncIterator[FailedLevel]:
+        """Each level of an incident whose pages all failed for good, as it happens."""
+        while True:
+            yield await self._failed_levels.get()
 
     def _in_turn(self, row: OutboxRow) -> bool:
         """Whether ``row`` may go now; if not, it waits in its lane for the earlier steps."""
@@ -449,7 +457,7 @@ class Dispatcher:
                 level=row.level,
                 pages=len(siblings),
             )
-            self._on_level_failed(row.service_id, row.incident_id, row.step)
+            self._failed_levels.put_nowait(FailedLevel(row.service_id, row.incident_id, row.step))
 
     def _report_failure(self, row: OutboxRow, reason: str) -> None:
         log.error(

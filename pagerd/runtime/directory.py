@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from pagerd.core.policy import MAX_REPEAT, Level, Policy, TeamTarget
+from pagerd.core.policy import MAX_REPEAT, Level, OnCall, Policy, Roster, TeamTarget
 from pagerd.core.ports import DirectoryStore, ServiceLookup
 from pagerd.core.records import DeveloperRow, PolicyRow, ServiceRow, TeamRow
 
@@ -90,6 +90,9 @@ class Directory:
     teams: dict[int, TeamRow] = field(default_factory=dict)
     team_ids: dict[str, int] = field(default_factory=dict)
     developers: dict[int, list[DeveloperRow]] = field(default_factory=dict)
+    # Each team's rotation by team name, as decide() reads it; kept in step with the
+    # team's developers and its cursor.
+    rosters: dict[str, Roster] = field(default_factory=dict)
     # Promised to writes still in flight (see reserve_team): a second create of the same
     # name is refused at once, and two writes never pick the same id.
     reserved_team_names: set[str] = field(default_factory=set)
@@ -104,8 +107,8 @@ class Directory:
             directory.policies[policy.policy.id] = policy
         for team in await store.load_teams():
             directory.put_team(team)
-        for developer in sorted(await store.load_developers(), key=lambda d: d.id):
-            directory.developers.setdefault(developer.team_id, []).append(developer)
+        developers = sorted(await store.load_developers(), key=lambda d: d.id)
+        directory.add_developers(developers)
         return directory
 
     def close(self) -> None:
@@ -116,12 +119,45 @@ class Directory:
         self.teams[team.id] = team
         self.team_ids[team.name] = team.id
         self.developers.setdefault(team.id, [])
+        self._update_roster(team.id)
 
     def add_developers(self, developers: Iterable[DeveloperRow]) -> None:
         """Add committed developers to their (known) teams, in rotation after the others."""
+        teams: set[int] = set()
         for developer in developers:
             self.developers.setdefault(developer.team_id, []).append(developer)
             self.reserved_developer_ids.discard(developer.id)
+            teams.add(developer.team_id)
+        for team_id in teams:
+            self._update_roster(team_id)
+
+    def _update_roster(self, team_id: int) -> None:
+        team = self.teams.get(team_id)
+        if team is None:
+            return
+        on_call = tuple(OnCall(d.id, d.phone_number) for d in self.developers.get(team_id, ()))
+        self.rosters[team.name] = Roster(team.id, team.name, on_call, team.cursor)
+
+    def advance(self, roster: Roster) -> Roster:
+        """A developer of the team was picked: the rotation moves on; returns it as it was.
+
+        Synchronous, before the pick is committed, so two actors never page from the
+        same position; the caller persists the cursor in the decision's transaction.
+        """
+        before = self.rosters[roster.team]
+        self.rosters[roster.team] = roster
+        team = self.teams[roster.team_id]
+        self.teams[roster.team_id] = replace(team, cursor=roster.cursor)
+        return before
+
+    def give_back(self, advanced: Roster, before: Roster) -> None:
+        """Undo a pick whose write failed: the rotation goes back to ``before``.
+
+        Unless the team was picked from since: that pick's write carries the later
+        cursor, and going back under it would page its developer twice.
+        """
+        if self.rosters.get(advanced.team) is advanced:
+            self.advance(before)
 
     def reserve_team(self, name: str) -> int | None:
         """Reserve ``name`` and a new team id (max + 1) until ``release_team``; None if taken."""
@@ -156,32 +192,3 @@ class Directory:
             return None
         row = self.policies.get(service.policy_id)
         return None if row is None else row.policy
-
-    def give_back(self, advanced: TeamRow, before: TeamRow) -> None:
-        """Undo picks whose write failed: the team's cursor goes back to ``before``.
-
-        Unless the team was picked from since: that pick's write carries the later
-        cursor, and going back under it would page its developer twice.
-        """
-        if self.teams.get(advanced.id) is advanced:
-            self.teams[advanced.id] = before
-
-    def next_on_call(self, team_name: str) -> tuple[DeveloperRow, TeamRow, TeamRow] | None:
-        """Pick the team's next developer in rotation and advance its cursor.
-
-        Returns the developer, the team row with its new cursor (which the caller
-        persists in the same transaction as the decision) and the row as it was (for
-        ``give_back``), or None if the team is unknown or has nobody in it.
-        Synchronous, so two actors never pick from the same cursor position.
-        """
-        team_id = self.team_ids.get(team_name)
-        if team_id is None:
-            return None
-        developers = self.developers.get(team_id, [])
-        if not developers:
-            return None
-        team = self.teams[team_id]
-        developer = developers[team.cursor % len(developers)]
-        advanced = replace(team, cursor=(team.cursor + 1) % len(developers))
-        self.teams[team_id] = advanced
-        return developer, advanced, team

@@ -8,7 +8,6 @@ their routes to it before ``start_http`` and reach the shared parts through
 
 from __future__ import annotations
 
-import asyncio
 import html
 import json
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,9 +18,10 @@ from typing import assert_never
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from pagerd.core.domain import Ack, Event, Incident, IncidentStatus, Outcome
+from pagerd.core.domain import Ack, Incident, IncidentStatus, Outcome
 from pagerd.core.ports import Clock
-from pagerd.runtime.actors import Envelope, Result, Runtime, UnknownServiceError
+from pagerd.runtime.answers import Committed, Refused, Retryable
+from pagerd.runtime.router import Runtime
 from pagerd.store.sqlite import Store
 from pagerd.telemetry import metrics
 from pagerd.telemetry.logs import get_logger
@@ -30,8 +30,6 @@ from pagerd.web.auth import bearer_auth
 
 log = get_logger(__name__)
 
-# How long a request waits for its event to be committed before answering 503.
-REPLY_TIMEOUT_S = 30.0
 # In-flight requests get this long at shutdown; part of the unit's stop budget.
 SHUTDOWN_TIMEOUT_S = 5.0
 PROBLEM_JSON = "application/problem+json"
@@ -88,18 +86,6 @@ async def start_http(app: web.Application, host: str, port: int) -> web.AppRunne
         raise
     log.info("http.listening", addresses=[str(a) for a in runner.addresses])
     return runner
-
-
-async def ask(runtime: Runtime, service_id: str, event: Event) -> Result:
-    """Post ``event`` and wait until it is committed (or failed); raises UnknownServiceError."""
-    future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-
-    def reply(result: Result) -> None:
-        if not future.done():  # the request may have given up waiting
-            future.set_result(result)
-
-    runtime.post(service_id, Envelope(event, reply))
-    return await future
 
 
 # --- problems and the error middleware ----------------------------------------------------
@@ -224,21 +210,24 @@ async def _ack(request: web.Request) -> web.Response:
     if incident.status is IncidentStatus.RESOLVED:
         return _incident_page(409, "Already resolved", name, incident, note=_RESOLVED)
     event = Ack(incident_id=claim.incident_id, by=f"link:{claim.notification_id}")
-    try:
-        async with asyncio.timeout(REPLY_TIMEOUT_S):
-            result = await ask(ctx.runtime, service_id, event)
-    except UnknownServiceError:
-        return _refusal_page(404, "Service not found", "The service of this incident is gone.")
-    except TimeoutError:
-        log.warning("ack_link.timeout", service_id=service_id, incident_id=incident.id)
-        return _refusal_page(503, "Not confirmed", _NOT_CONFIRMED)
+    answer = await ctx.runtime.ask(service_id, event)
+    match answer:
+        case Refused(code="unknown_service"):
+            return _refusal_page(404, "Service not found", "The service of this incident is gone.")
+        case Refused(reason=reason):
+            return _refusal_page(409, "Not acknowledged", reason)
+        case Retryable(reason=reason):
+            log.warning("ack_link.not_committed", service_id=service_id, reason=reason)
+            return _refusal_page(503, "Not confirmed", _NOT_CONFIRMED)
+        case Committed():
+            pass
+        case _:
+            assert_never(answer)
     metrics.ALERTS_RECEIVED.labels(source="ack_link", kind="ack").inc()
-    if result.error is not None:
-        return _refusal_page(503, "Not acknowledged", _TRY_AGAIN)
-    current = result.incident if result.incident is not None else incident
-    if result.outcome is Outcome.ACKNOWLEDGED:
+    current = answer.incident if answer.incident is not None else incident
+    if answer.outcome is Outcome.ACKNOWLEDGED:
         return _incident_page(200, "Acknowledged", name, current, note="Escalation stopped.")
-    if result.outcome is Outcome.ALREADY_ACKNOWLEDGED:
+    if answer.outcome is Outcome.ALREADY_ACKNOWLEDGED:
         return _incident_page(200, "Already acknowledged", name, current, note=_acked_note(current))
     # No open incident with this id: it was resolved (a later one is never acknowledged).
     return _incident_page(409, "Already resolved", name, incident, note=_RESOLVED)
@@ -275,10 +264,9 @@ def _service_name(ctx: WebContext, service_id: str) -> str:
 
 
 _RESOLVED = "The service is healthy again; there is nothing to acknowledge."
-_TRY_AGAIN = "pagerd could not save the acknowledgement. Try again in a moment."
 _NOT_CONFIRMED = (
-    "pagerd has not confirmed the acknowledgement in time. Try again: acknowledging twice"
-    " is harmless."
+    "pagerd could not confirm the acknowledgement. Try again in a moment: acknowledging"
+    " twice is harmless."
 )
 
 

@@ -24,8 +24,10 @@ from pagerd.app import GC_THRESHOLDS
 from pagerd.core.domain import Alert, Outcome
 from pagerd.core.policy import Level, Policy, SmsTarget
 from pagerd.core.records import PolicyRow, ServiceRow, WriteBatch
-from pagerd.runtime.actors import Envelope, Result, Runtime, new_incident_id
+from pagerd.runtime.answers import Answer, Committed
 from pagerd.runtime.directory import Directory
+from pagerd.runtime.ids import new_incident_id
+from pagerd.runtime.router import Runtime
 from pagerd.store.sqlite import Store
 from pagerd.telemetry.logs import configure_logging
 from tests.bench.common import py_spy, rate, report
@@ -47,7 +49,7 @@ async def measure(root: Path, services: int, per_service: int) -> tuple[int, flo
     )
     directory = await Directory.load(store)
     recorder = Recorder()
-    answered: list[Result] = []
+    answered: list[Answer] = []
     load = [(s, f"a-{s}-{n}") for n in range(per_service) for s in service_ids]
     try:
         async with asyncio.TaskGroup() as group:
@@ -64,7 +66,7 @@ async def measure(root: Path, services: int, per_service: int) -> tuple[int, flo
             for start in range(0, len(load), MESSAGES_PER_READ):
                 for service_id, alert_id in load[start : start + MESSAGES_PER_READ]:
                     alert = Alert("Too many 5xx!", new_incident_id(), alert_id, "bench")
-                    runtime.post(service_id, Envelope(alert, answered.append))
+                    runtime.submit(service_id, alert, answered.append)
                 await asyncio.sleep(0)  # the next read comes in a later turn of the loop
             await runtime.drained()
             elapsed = time.perf_counter() - started
@@ -72,8 +74,9 @@ async def measure(root: Path, services: int, per_service: int) -> tuple[int, flo
     finally:
         await store.close()
     assert len(answered) == len(load), f"{len(answered)} of {len(load)} answered"
-    assert all(r.error is None for r in answered), "every alert committed"
-    opened = sum(1 for r in answered if r.outcome is Outcome.OPENED)
+    committed = [r for r in answered if isinstance(r, Committed)]
+    assert len(committed) == len(answered), "every alert committed"
+    opened = sum(1 for r in committed if r.outcome is Outcome.OPENED)
     return len(load), elapsed, opened
 
 

@@ -1,0 +1,357 @@
+"""One service's actor: serialises the service's events and owns its ack timer.
+
+An actor takes what is waiting in its mailbox, runs ``decide`` for each message in
+arrival order, commits the lot in one store write, and only then arms its timer,
+releases the outbox, publishes, and answers the senders (an MQTT PUBACK, an HTTP
+response). If the write fails, nothing of the batch happened: the state stays as
+committed and every sender is told to try again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, assert_never
+
+import structlog
+
+from pagerd.core.domain import (
+    Ack,
+    AckTimeout,
+    AdvanceRotation,
+    Alert,
+    ArmTimer,
+    CancelTimer,
+    Decision,
+    Event,
+    Healthy,
+    Incident,
+    LevelFailed,
+    Notify,
+    Outcome,
+    RecordAlert,
+    RecordTimeline,
+    ServiceState,
+    decide,
+)
+from pagerd.core.policy import Roster
+from pagerd.core.ports import TimerHandle
+from pagerd.core.records import OutboxRow, ServiceRow, StoreError, WriteBatch
+from pagerd.runtime.answers import Answer, Committed, Refused, Reply, Retryable
+from pagerd.telemetry import metrics
+
+if TYPE_CHECKING:
+    from pagerd.runtime.router import Runtime
+
+log = structlog.get_logger("pagerd.runtime")
+# structlog builds a bound logger for each call before its level filter drops it: the
+# busiest lines ask the standard library first, which caches the answer.
+_level_of = logging.getLogger("pagerd.runtime")
+
+# An actor commits at most this many messages in one write, so one busy service
+# cannot hold a huge transaction while others wait.
+MAX_MESSAGES_PER_WRITE = 512
+COMMIT_RETRY_DELAY = timedelta(seconds=1)
+# Counted once per message: the labelled children are looked up once, not each time.
+_DECIDED = {o: metrics.EVENTS_DECIDED.labels(outcome=o.value) for o in Outcome}
+QUIET_OUTCOMES = frozenset({Outcome.APPENDED, Outcome.DUPLICATE_ALERT, Outcome.STALE_TIMEOUT})
+
+
+@dataclass(slots=True)
+class Envelope:
+    """A message in an actor's mailbox; ``reply`` is called once, after commit or failure."""
+
+    event: Event
+    reply: Reply | None = None
+    received_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The rows of several decisions of one actor, written in one transaction."""
+
+    service_id: str
+    service: ServiceRow | None = None
+    incidents: dict[str, Incident] = field(default_factory=dict)
+    alerts: list[tuple[str, RecordAlert]] = field(default_factory=list)
+    timeline: list[tuple[str, RecordTimeline]] = field(default_factory=list)
+    outbox: list[OutboxRow] = field(default_factory=list)
+    rotations: dict[int, Roster] = field(default_factory=dict)  # advanced by this batch
+    rotations_before: dict[int, Roster] = field(default_factory=dict)  # as they were before it
+
+    def is_empty(self) -> bool:
+        return not (self.service or self.incidents or self.alerts or self.timeline or self.outbox)
+
+    def to_write(self) -> WriteBatch:
+        return WriteBatch(
+            services=() if self.service is None else (self.service,),
+            incidents=tuple((self.service_id, incident) for incident in self.incidents.values()),
+            alerts=tuple(self.alerts),
+            timeline=tuple(self.timeline),
+            outbox=tuple(self.outbox),
+            team_cursors=tuple((team_id, r.cursor) for team_id, r in self.rotations.items()),
+        )
+
+
+class ServiceActor:
+    """Serialises one service's events; owns its ack timer."""
+
+    def __init__(self, service_id: str, state: ServiceState, runtime: Runtime) -> None:
+        self.service_id = service_id
+        self.state = state  # as committed
+        self.mailbox: deque[Envelope] = deque()
+        self._runtime = runtime
+        self._task: asyncio.Task[None] | None = None
+        self._timer: TimerHandle | None = None
+        self._timer_key: tuple[str, int] | None = None
+        self.unsaved_service: ServiceRow | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._task is not None
+
+    @property
+    def retirable(self) -> bool:
+        return not self.busy and not self.mailbox and self._timer is None and self.state.healthy
+
+    def post(self, envelope: Envelope) -> None:
+        """Queue a message; the actor's task starts if it is not running."""
+        self.mailbox.append(envelope)
+        if self._task is None:
+            self._task = self._runtime.spawner.create_task(
+                self._run(), name=f"pagerd[svc={self.service_id}]"
+            )
+
+    async def _run(self) -> None:
+        try:
+            while self.mailbox:
+                count = min(len(self.mailbox), MAX_MESSAGES_PER_WRITE)
+                batch = [self.mailbox.popleft() for _ in range(count)]
+                try:
+                    await self._handle(batch)
+                except Exception as error:  # one bad batch must not stop the actor
+                    log.exception("actor.failed", service_id=self.service_id)
+                    metrics.ACTOR_FAILURES.inc()
+                    _reply_all(batch, Retryable(self.service_id, f"internal error: {error!r}"))
+                finally:
+                    self._runtime.queued(-len(batch))
+        finally:
+            self._task = None
+            self._runtime.retire_if_idle(self)
+
+    async def _handle(self, batch: list[Envelope]) -> None:
+        runtime = self._runtime
+        directory = runtime.directory
+        before = state = self.state
+        rows = _Batch(self.service_id, service=self.unsaved_service)
+        decided: list[tuple[Envelope, Decision | None, tuple[OutboxRow, ...]]] = []
+        for envelope in batch:
+            policy = directory.policy_for(self.service_id)
+            if policy is None:
+                decided.append((envelope, None, ()))
+                continue
+            now = runtime.clock.now()
+            decision = decide(state, envelope.event, policy, now, directory.rosters)
+            notified = self._collect(state, decision, rows, now)
+            decided.append((envelope, decision, notified))
+            state = decision.state
+
+        if not rows.is_empty():
+            try:
+                await runtime.store.write(rows.to_write())
+            except StoreError as error:
+                log.error(  # noqa: TRY400 - the store error says all there is; no traceback
+                    "commit.failed", service_id=self.service_id, error=str(error)
+                )
+                metrics.COMMIT_FAILURES.inc()
+                _reply_all(batch, Retryable(self.service_id, f"not committed: {error}"))
+                for team_id, advanced in rows.rotations.items():  # nobody was paged: no turn
+                    directory.give_back(advanced, rows.rotations_before[team_id])
+                # The state stays as committed; a timeout lost with this batch must come
+                # again, but not in a tight loop against a failing disk.
+                self._timer_key = None
+                self._sync_timer(not_before=runtime.clock.now() + COMMIT_RETRY_DELAY)
+                return
+        self.unsaved_service = None
+        self.state = state
+        self._sync_timer()
+        runtime.outbox.release(row for row in rows.outbox if row.status == "pending")
+        for row in rows.outbox:
+            if row.status == "failed":
+                _report_failed_at_once(row)
+        if rows.timeline:
+            runtime.publisher.publish_events(self.service_id, (t for _, t in rows.timeline))
+        if _visible(state) != _visible(before):
+            # The retained state/{service} shows health, incident, status and level only:
+            # an appended alert changes none of them and publishes nothing.
+            runtime.publisher.publish_state(self.service_id, state, runtime.clock.now())
+        for envelope, decided_by, notified in decided:
+            self._finish(envelope, decided_by, notified)
+
+    def _collect(
+        self, before: ServiceState, decision: Decision, rows: _Batch, now: datetime
+    ) -> tuple[OutboxRow, ...]:
+        """Turn a decision's effects into rows of the pending write."""
+        incident = decision.state.incident
+        # ``decide`` returns the very same state when nothing changed.
+        if incident is not None and decision.state is not before:
+            rows.incidents[incident.id] = incident
+        notified: list[OutboxRow] = []
+        for effect in decision.effects:
+            match effect:
+                case Notify():
+                    row = _outbox_row(effect, now)
+                    rows.outbox.append(row)
+                    notified.append(row)
+                case AdvanceRotation(roster=roster):
+                    # At once, so the next decision (of this actor or another) pages the
+                    # next developer; given back if this batch is not committed.
+                    was = self._runtime.directory.advance(roster)
+                    rows.rotations[roster.team_id] = roster
+                    rows.rotations_before.setdefault(roster.team_id, was)
+                case RecordAlert():
+                    rows.alerts.append((self.service_id, effect))
+                case RecordTimeline():
+                    rows.timeline.append((self.service_id, effect))
+                case ArmTimer() | CancelTimer():
+                    # The timer follows the committed state (see _sync_timer): a batch
+                    # of several decisions nets out to its final state's timer.
+                    pass
+                case _:
+                    assert_never(effect)
+        return tuple(notified)
+
+    def _sync_timer(self, not_before: datetime | None = None) -> None:
+        """Arm the timer the committed state asks for; cancel any other."""
+        incident = self.state.open_incident
+        deadline = None if incident is None else incident.ack_deadline
+        if deadline is not None and not_before is not None:
+            deadline = max(deadline, not_before)
+        wanted = None if incident is None or deadline is None else (incident.id, incident.step)
+        if wanted == self._timer_key:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_key = wanted
+        if wanted is not None and deadline is not None:
+            incident_id, step = wanted
+            self._timer = self._runtime.clock.call_at(
+                deadline, lambda: self._on_timer(incident_id, step)
+            )
+
+    def _on_timer(self, incident_id: str, step: int) -> None:
+        # The key stays: until this timeout is decided, the state still asks for this
+        # very timer, and arming it again would only post a duplicate.
+        self._timer = None
+        self._runtime.queued(1)
+        self.post(Envelope(AckTimeout(incident_id, step)))
+
+    def cancel_task(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_key = None
+
+    def _finish(
+        self, envelope: Envelope, decision: Decision | None, notified: tuple[OutboxRow, ...]
+    ) -> None:
+        if decision is None:
+            service = self._runtime.directory.services.get(self.service_id)
+            policy_id = None if service is None else service.policy_id
+            log.error("policy.missing", service_id=self.service_id, policy_id=policy_id)
+            why = f"service {self.service_id!r} has no policy {policy_id!r}"
+            _reply(envelope, Refused(self.service_id, why, "no_policy"))
+            return
+        incident = decision.state.incident
+        if decision.outcome is Outcome.OPENED:
+            metrics.INCIDENTS_OPEN.inc()
+        elif decision.outcome is Outcome.RESOLVED:
+            metrics.INCIDENTS_OPEN.dec()
+        _log_outcome(self.service_id, envelope.event, decision.outcome, incident)
+        _DECIDED[decision.outcome].inc()
+        _reply(envelope, Committed(self.service_id, decision.outcome, incident, notified))
+
+
+def _outbox_row(notify: Notify, now: datetime) -> OutboxRow:
+    failed = notify.failure is not None
+    return OutboxRow(
+        id=notify.notification_id,
+        incident_id=notify.incident_id,
+        service_id=notify.service_id,
+        channel=notify.channel,
+        recipient=notify.recipient,
+        level=notify.level,
+        step=notify.step,
+        message=notify.message,
+        created_at=now,
+        developer_id=notify.developer_id,
+        status="failed" if failed else "pending",
+        last_error=notify.failure,
+    )
+
+
+def _report_failed_at_once(row: OutboxRow) -> None:
+    """A page that named nobody (a team without developers): loud, though never sent."""
+    log.error(
+        "notification.failed",
+        service_id=row.service_id,
+        incident_id=row.incident_id,
+        notification_id=row.id,
+        channel=row.channel,
+        recipient=row.recipient,
+        attempts=0,
+        reason=row.last_error,
+    )
+    metrics.NOTIFICATIONS.labels(channel=row.channel, outcome="failed").inc()
+
+
+def _log_outcome(
+    service_id: str, event: Event, outcome: Outcome, incident: Incident | None
+) -> None:
+    # One line per appended alert would be the daemon's busiest log: keep it at debug.
+    quiet = outcome in QUIET_OUTCOMES
+    if quiet and not _level_of.isEnabledFor(logging.DEBUG):
+        return
+    incident_id = None if incident is None else incident.id
+    match event:
+        case Alert():
+            name = "incident.triggered" if outcome is Outcome.OPENED else f"alert.{outcome.value}"
+        case Ack():
+            name = f"ack.{outcome.value}"
+        case AckTimeout():
+            name = f"timeout.{outcome.value}"
+        case LevelFailed():
+            name = f"level_failed.{outcome.value}"
+        case Healthy():
+            name = f"healthy.{outcome.value}"
+        case _:
+            assert_never(event)
+    # "level" is the log line's own severity; the escalation level needs another key.
+    escalation_level = None if incident is None else incident.level
+    emit = log.debug if quiet else log.info
+    emit(name, service_id=service_id, incident_id=incident_id, escalation_level=escalation_level)
+
+
+def _visible(state: ServiceState) -> tuple[str, str, int] | None:
+    """What the retained state topic shows of a service."""
+    incident = state.incident
+    return None if incident is None else (incident.id, incident.status.value, incident.level)
+
+
+def _reply(envelope: Envelope, answer: Answer) -> None:
+    if envelope.reply is not None:
+        envelope.reply(answer)
+
+
+def _reply_all(batch: list[Envelope], answer: Answer) -> None:
+    for envelope in batch:
+        _reply(envelope, answer)
