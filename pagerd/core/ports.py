@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -105,7 +105,7 @@ class Store(DirectoryStore, OutboxStore, MetaStore, Protocol):
         self, handle: Callable[[list[ServiceState]], object], *, chunk: int | None = None
     ) -> None: ...
 
-    def services_listing(self, *, chunk: int | None = None) -> AsyncIterator[bytes]: ...
+    def services_listing(self, *, chunk: int | None = None) -> AsyncGenerator[bytes, None]: ...
 
     async def get_incident(self, incident_id: str) -> tuple[str, Incident] | None: ...
 

@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import Mapping
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
+from typing import Protocol
 
 import aiohttp
 import aiosmtplib
 
-from pagerd.config import EmailConfig
 from pagerd.core.ports import Attempt, Page, Verdict
 
 
@@ -70,10 +70,27 @@ def webhook_body(page: Page) -> dict[str, object]:
     }
 
 
+class SmtpSettings(Protocol):
+    """What the email sender needs of ``[notify.email]``."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def sender(self) -> str: ...
+    @property
+    def starttls(self) -> bool: ...
+    @property
+    def username(self) -> str: ...
+    @property
+    def timeout_s(self) -> float: ...
+
+
 class EmailSender:
     """Sends each page as one email over SMTP; STARTTLS and login only when configured."""
 
-    def __init__(self, settings: EmailConfig, password: str | None) -> None:
+    def __init__(self, settings: SmtpSettings, password: str | None) -> None:
         self._settings = settings
         self._password = password
 

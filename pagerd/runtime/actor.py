@@ -174,11 +174,11 @@ class ServiceActor:
                 # The state stays as committed; a timeout lost with this batch must come
                 # again, but not in a tight loop against a failing disk.
                 self._timer_key = None
-                self._sync_timer(not_before=runtime.clock.now() + COMMIT_RETRY_DELAY)
+                self.sync_timer(not_before=runtime.clock.now() + COMMIT_RETRY_DELAY)
                 return
         self.unsaved_service = None
         self.state = state
-        self._sync_timer()
+        self.sync_timer()
         runtime.outbox.release(row for row in rows.outbox if row.status == "pending")
         for row in rows.outbox:
             if row.status == "failed":
@@ -218,14 +218,14 @@ class ServiceActor:
                 case RecordTimeline():
                     rows.timeline.append((self.service_id, effect))
                 case ArmTimer() | CancelTimer():
-                    # The timer follows the committed state (see _sync_timer): a batch
+                    # The timer follows the committed state (see sync_timer): a batch
                     # of several decisions nets out to its final state's timer.
                     pass
                 case _:
                     assert_never(effect)
         return tuple(notified)
 
-    def _sync_timer(self, not_before: datetime | None = None) -> None:
+    def sync_timer(self, not_before: datetime | None = None) -> None:
         """Arm the timer the committed state asks for; cancel any other."""
         incident = self.state.open_incident
         deadline = None if incident is None else incident.ack_deadline

@@ -177,7 +177,7 @@ class Runtime:
             # A deadline is set exactly while the incident asks for a timer.
             deadline = None if state.incident is None else state.incident.ack_deadline
             if deadline is not None and (arm_before is None or deadline < arm_before):
-                actor._sync_timer()
+                actor.sync_timer()
             count += 1
         metrics.ACTORS_ALIVE.set(len(self._actors))
         metrics.INCIDENTS_OPEN.inc(count)  # start-up recovers in several calls
@@ -189,7 +189,7 @@ class Runtime:
         for start in range(0, len(actors), chunk):
             for actor in actors[start : start + chunk]:
                 if self._actors.get(actor.service_id) is actor:
-                    actor._sync_timer()  # nothing to do if it was armed meanwhile
+                    actor.sync_timer()  # nothing to do if it was armed meanwhile
             await asyncio.sleep(0)  # intake goes on between chunks
 
     def retire_if_idle(self, actor: ServiceActor) -> None:

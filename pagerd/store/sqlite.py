@@ -22,7 +22,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequen
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiosqlite
 import msgspec
@@ -37,6 +37,7 @@ from pagerd.core.records import (
     TeamRow,
     WriteBatch,
 )
+from pagerd.store.aiosqlite_internals import on_db_thread
 from pagerd.store.schema import (
     MIGRATIONS,
     SELECT_INCIDENTS,
@@ -179,7 +180,7 @@ async def _rollback(db: aiosqlite.Connection) -> None:
 
 
 def _apply(conn: sqlite3.Connection, parts: list[tuple[Op, list[Row]]]) -> None:
-    """One whole transaction, run on the database's thread (see ``_on_db_thread``)."""
+    """One whole transaction, run on the database's thread (see ``aiosqlite_internals``)."""
     where = "begin"
     try:
         if conn.in_transaction:  # a rollback that failed before may have left one open
@@ -197,20 +198,6 @@ def _apply(conn: sqlite3.Connection, parts: list[tuple[Op, list[Row]]]) -> None:
             except sqlite3.Error as rollback_error:
                 log.error("store.rollback_failed", error=str(rollback_error))  # noqa: TRY400
         raise _TransactionError(where, error) from error
-
-
-_T = TypeVar("_T")
-
-
-async def _on_db_thread(db: aiosqlite.Connection, fn: Callable[..., _T], *args: object) -> _T:
-    """Run ``fn(connection, *args)`` on aiosqlite's own thread, in one hand-off.
-
-    aiosqlite has no public API for this: each of its calls is one hand-off to its
-    thread, and a group commit of BEGIN, one executemany per table and COMMIT paid
-    each hand-off while the event loop was busy. This, with the one-line reach into
-    ``_execute`` and ``_conn``, is the only place that relies on aiosqlite's insides.
-    """
-    return await db._execute(lambda: fn(db._conn, *args))  # type: ignore[no-untyped-call,no-any-return]
 
 
 # --- the store ---------------------------------------------------------------------------
@@ -346,7 +333,7 @@ class Store:
 
     async def _transaction(self, parts: list[tuple[Op, list[Row]]]) -> None:
         try:
-            await _on_db_thread(self._db, _apply, parts)
+            await on_db_thread(self._db, _apply, parts)
         except ValueError as error:  # aiosqlite's "Connection closed"
             raise _TransactionError("begin", error) from error
 

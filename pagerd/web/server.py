@@ -19,10 +19,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pagerd.core.domain import Ack, Incident, IncidentStatus, Outcome
-from pagerd.core.ports import Clock
+from pagerd.core.ports import Clock, Store
 from pagerd.runtime.answers import Committed, Refused, Retryable
 from pagerd.runtime.router import Runtime
-from pagerd.store.sqlite import Store
 from pagerd.telemetry import metrics
 from pagerd.telemetry.logs import get_logger
 from pagerd.web.acklinks import EXPIRED, AckClaim, AckLinks, InvalidAckToken
