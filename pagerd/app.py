@@ -19,13 +19,9 @@ from pagerd.config import Config
 from pagerd.core.domain import ServiceState
 from pagerd.core.ports import Clock, Page, Sender
 from pagerd.core.records import (
-    DeveloperRow,
     OutboxRow,
-    PolicyRow,
     ServiceRow,
     StoreError,
-    TeamRow,
-    WriteBatch,
 )
 from pagerd.intake.api import add_api_routes
 from pagerd.intake.integrations import add_integration_routes
@@ -33,8 +29,9 @@ from pagerd.intake.mqtt import MqttLink, MqttPublisher, MqttSettings
 from pagerd.notify import texts as messages
 from pagerd.notify.outbox import DeliveryPolicy, Dispatcher
 from pagerd.notify.senders import EmailSender, SmsSender, WebhookSender
+from pagerd.runtime.catalogue import Catalogue, Declared, DeclaredTeam, apply_declared
 from pagerd.runtime.clock import SystemClock, TimerWheel
-from pagerd.runtime.directory import Directory, team_policy
+from pagerd.runtime.directory import Directory
 from pagerd.runtime.router import Runtime
 from pagerd.store.sqlite import Store
 from pagerd.systemd import SystemdNotifier
@@ -59,63 +56,26 @@ ARM_LATER_S = 5.0
 GC_THRESHOLDS = (20_000, 20, 100)
 
 
-async def apply_config(store: Store, config: Config) -> None:
-    """Write the objects declared in the file (read-only through the API) into the store."""
-    teams = {team.name: team for team in await store.load_teams()}
-    developers = await store.load_developers()
-    next_team_id = max((t.id for t in teams.values()), default=0) + 1
-    next_developer_id = max((d.id for d in developers), default=0) + 1
-    known_developers = {(d.team_id, d.name): d for d in developers}
-
-    team_rows: list[TeamRow] = []
-    developer_rows: list[DeveloperRow] = []
-    for team in config.teams:
-        existing = teams.get(team.name)
-        if existing is None:
-            team_id, next_team_id = next_team_id, next_team_id + 1
-            team_rows.append(TeamRow(team_id, team.name, managed=True, cursor=0))
-        else:
-            team_id = existing.id
-            team_rows.append(TeamRow(team_id, team.name, managed=True, cursor=existing.cursor))
-        for developer in team.developers:
-            known = known_developers.get((team_id, developer.name))
-            if known is None:
-                dev_id, next_developer_id = next_developer_id, next_developer_id + 1
-            else:
-                dev_id = known.id
-            developer_rows.append(
-                DeveloperRow(dev_id, team_id, developer.name, developer.phone_number)
-            )
-
-    # A declared team's own service and policy are declared too: read-only, and
-    # brought up to date with the file's developers at every start.
-    sizes = {team.name: len(team.developers) for team in config.teams}
-    timeout = config.escalation.ack_timeout_s
-    team_policies = [team_policy(t.id, t.name, sizes[t.name], timeout) for t in team_rows]
-    policies = (*config.domain_policies().values(), *team_policies)
-    services = [ServiceRow(s.id, s.name or s.id, s.policy, managed=True) for s in config.services]
-    services += [
-        ServiceRow(p.id, t.name, p.id, managed=True)
-        for t, p in zip(team_rows, team_policies, strict=True)
-    ]
-    await store.write(
-        WriteBatch(
-            teams=tuple(team_rows),
-            developers=tuple(developer_rows),
-            policies=tuple(PolicyRow(p, managed=True) for p in policies),
-            services=tuple(services),
-        )
+def declared(config: Config) -> Declared:
+    """The teams, policies and services the config file declares."""
+    return Declared(
+        teams=tuple(
+            DeclaredTeam(t.name, tuple((d.name, d.phone_number) for d in t.developers))
+            for t in config.teams
+        ),
+        policies=tuple(config.domain_policies().values()),
+        services=tuple(
+            ServiceRow(s.id, s.name or s.id, s.policy, managed=True) for s in config.services
+        ),
+        ack_timeout_s=config.escalation.ack_timeout_s,
     )
 
 
 def make_composers(
-    directory: Directory, public_url: str, links: AckLinks
+    catalogue: Catalogue, public_url: str, links: AckLinks
 ) -> tuple[Callable[[OutboxRow], Page], Callable[[list[OutboxRow]], Page]]:
     """How a single page and a bundle of pages read, per channel."""
-
-    def name_of(service_id: str) -> str:
-        service = directory.services.get(service_id)
-        return service_id if service is None else service.name
+    name_of = catalogue.service_name
 
     def compose(row: OutboxRow) -> Page:
         name = name_of(row.service_id)
@@ -183,7 +143,7 @@ async def serve(
     store = await Store.open(Path(config.database.path))
     store.on_commit(_observe_commit)
     try:
-        await apply_config(store, config)
+        await apply_declared(store, declared(config))
         directory = await Directory.load(store)
         try:
             # msgspec writes the providers' JSON bodies; no provider's cookie is kept.
@@ -229,7 +189,13 @@ async def _run(
     }
     async with asyncio.TaskGroup() as group:
         links = AckLinks(await load_or_create_secret(store), config.http.public_url)
-        compose, compose_bundle = make_composers(directory, config.http.public_url, links)
+        catalogue = Catalogue(
+            store,
+            directory,
+            default_ack_timeout_s=config.escalation.ack_timeout_s,
+            fallback_policy=config.routing.fallback_policy,
+        )
+        compose, compose_bundle = make_composers(catalogue, config.http.public_url, links)
 
         dispatcher = Dispatcher(
             store=store,
@@ -263,6 +229,7 @@ async def _run(
         host, port = config.http.host_port()
         web_app = build_app(
             runtime=runtime,
+            catalogue=catalogue,
             store=store,
             links=links,
             clock=clock,
@@ -270,7 +237,7 @@ async def _run(
             max_body_bytes=config.http.max_body_bytes,
             tokens=config.http_tokens(),
         )
-        add_api_routes(web_app, config=config)
+        add_api_routes(web_app)
         add_console_routes(web_app, config=config)
         add_integration_routes(web_app, config=config)
         http = await start_http(web_app, host, port)

@@ -19,16 +19,15 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from pagerd.app import apply_config
+from pagerd.app import declared
 from pagerd.config import Config
 from pagerd.intake.api import add_api_routes
 from pagerd.intake.integrations import add_integration_routes
-from pagerd.runtime.clock import SystemClock
-from pagerd.runtime.directory import Directory
+from pagerd.runtime.catalogue import apply_declared
 from pagerd.runtime.router import Runtime
 from pagerd.store.sqlite import Store
 from pagerd.web.acklinks import AckLinks
-from pagerd.web.server import build_app, start_http
+from tests.assembly import Assembly, assembled, serving, web_app
 from tests.doubles import Recorder
 
 TOKEN = "api-test-token"
@@ -59,20 +58,11 @@ class ApiSite:
             return response.status, text or None
 
 
-async def build(
-    config: Config, store: Store, runtime: Runtime, max_body_bytes: int
-) -> web.Application:
+def build(config: Config, assembly: Assembly, max_body_bytes: int) -> web.Application:
     """The daemon's application with the API and integration routes (as pagerd.app wires it)."""
-    app = build_app(
-        runtime=runtime,
-        store=store,
-        links=AckLinks(bytes(range(32)), config.http.public_url),
-        not_ready=list,
-        clock=runtime.clock,
-        max_body_bytes=max_body_bytes,
-        tokens=(TOKEN,),
-    )
-    add_api_routes(app, config=config)
+    links = AckLinks(bytes(range(32)), config.http.public_url)
+    app = web_app(assembly, links=links, tokens=(TOKEN,), max_body_bytes=max_body_bytes)
+    add_api_routes(app)
     add_integration_routes(app, config=config)
     return app
 
@@ -84,32 +74,18 @@ async def serve_api(
     """Serve the API on a free port of 127.0.0.1 over a new database at ``database``."""
     config = config or Config()
     store = await Store.open(database)
-    await apply_config(store, config)
-    directory = await Directory.load(store)
-    kept = Recorder()
     try:
-        async with asyncio.TaskGroup() as group:
-            runtime = Runtime(
-                store=store,
-                directory=directory,
-                clock=SystemClock(),
-                outbox=kept,
-                publisher=kept,
-                spawner=group,
+        await apply_declared(store, declared(config))
+        async with (
+            assembled(
+                store,
                 fallback_policy=config.routing.fallback_policy,
-            )
-            app = await build(config, store, runtime, max_body_bytes)
-            runner = await start_http(app, "127.0.0.1", 0)
-            host, port = runner.addresses[0][:2]
-            try:
-                async with aiohttp.ClientSession(headers=AUTH) as http:
-                    yield ApiSite(
-                        f"http://{host}:{port}", http, runtime, store, kept, app, database
-                    )
-            finally:
-                await runner.cleanup()
-                await runtime.drained()
-                runtime.stop_timers()
+                default_ack_timeout_s=config.escalation.ack_timeout_s,
+            ) as assembly,
+        ):
+            app = build(config, assembly, max_body_bytes)
+            async with serving(app) as base, aiohttp.ClientSession(headers=AUTH) as http:
+                yield ApiSite(base, http, assembly.runtime, store, assembly.recorder, app, database)
     finally:
         await store.close()
 

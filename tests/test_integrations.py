@@ -9,7 +9,6 @@ server serves; only the test's config admits that server's URL.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
@@ -34,12 +33,10 @@ from pagerd.core.domain import Incident, IncidentStatus
 from pagerd.core.policy import Level, Policy, SmsTarget
 from pagerd.core.records import PolicyRow, ServiceRow, WriteBatch
 from pagerd.intake.integrations import add_integration_routes
-from pagerd.runtime.clock import SystemClock
-from pagerd.runtime.directory import Directory
 from pagerd.runtime.router import Runtime
 from pagerd.store.sqlite import Store
 from pagerd.web.acklinks import AckLinks
-from pagerd.web.server import build_app, start_http
+from tests import assembly as assembling
 from tests.doubles import Recorder
 
 TOKEN = "integrations-test-token"
@@ -245,37 +242,17 @@ async def serving(tmp_path: Path, integrations: IntegrationsConfig) -> AsyncIter
             services=tuple(ServiceRow(s, s.upper(), "p", managed=True) for s in SERVICES),
         )
     )
-    directory = await Directory.load(store)
-    outbox = Recorder()
-    async with asyncio.TaskGroup() as group:
-        runtime = Runtime(
-            store=store,
-            directory=directory,
-            clock=SystemClock(),
-            outbox=outbox,
-            publisher=outbox,
-            spawner=group,
-        )
-        app = build_app(
-            runtime=runtime,
-            store=store,
-            links=AckLinks(bytes(range(32)), "https://pg.example.com"),
-            not_ready=list,
-            clock=SystemClock(),
-            max_body_bytes=65536,
-            tokens=(TOKEN,),
+    async with assembling.assembled(store) as assembly:
+        app = assembling.web_app(
+            assembly, links=AckLinks(bytes(range(32)), "https://pg.example.com"), tokens=(TOKEN,)
         )
         add_integration_routes(app, config=Config(integrations=integrations))
-        runner = await start_http(app, "127.0.0.1", 0)
-        host, port = runner.addresses[0][:2]
-        try:
-            headers = {"Authorization": f"Bearer {TOKEN}"}
-            async with aiohttp.ClientSession(headers=headers) as http:
-                yield Site(f"http://{host}:{port}", http, runtime, store, outbox)
-        finally:
-            await runner.cleanup()
-            await runtime.drained()
-            runtime.stop_timers()
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with (
+            assembling.serving(app) as base,
+            aiohttp.ClientSession(headers=headers) as http,
+        ):
+            yield Site(base, http, assembly.runtime, store, assembly.recorder)
     await store.close()
 
 

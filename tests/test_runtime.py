@@ -17,10 +17,10 @@ from pagerd.core.policy import Level, Policy, SmsTarget, TeamTarget
 from pagerd.core.records import DeveloperRow, PolicyRow, ServiceRow, StoreError, TeamRow, WriteBatch
 from pagerd.runtime.actor import MAX_MESSAGES_PER_WRITE
 from pagerd.runtime.answers import Answer, Committed, Refused, Retryable
-from pagerd.runtime.directory import Directory
 from pagerd.runtime.ids import new_incident_id
 from pagerd.runtime.router import FULL_AT, ROOM_AT, Runtime
 from pagerd.store.sqlite import Store
+from tests.assembly import assembled
 from tests.doubles import T0, DrivenClock, Recorder
 
 ONE, TWO = SmsTarget("+15550000001"), SmsTarget("+15550000002")
@@ -76,23 +76,10 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
             services=(ServiceRow("api", "API", "p", managed=True),),
         )
     )
-    directory = await Directory.load(store)
     clock = DrivenClock()
-    recorder = Recorder()
     flaky = FlakyStore(store)
-    async with asyncio.TaskGroup() as group:
-        runtime = Runtime(
-            store=flaky,
-            directory=directory,
-            clock=clock,
-            outbox=recorder,
-            publisher=recorder,
-            spawner=group,
-            fallback_policy="",
-        )
-        yield World(runtime, clock, flaky, recorder)
-        await runtime.drained()
-        runtime.stop_timers()
+    async with assembled(store, writer=flaky, clock=clock) as assembly:
+        yield World(assembly.runtime, clock, flaky, assembly.recorder)
     await store.close()
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,6 +25,7 @@ from pagerd.runtime.ids import new_incident_id
 from pagerd.runtime.router import Runtime
 from pagerd.store.sqlite import Store
 from tests.doubles import T0, DrivenClock, Recorder
+from tests.harness import eventually
 
 ONE, TWO = SmsTarget("+15550000001"), SmsTarget("+15550000002")
 POLICY = Policy("p", (Level((ONE,), 60.0), Level((TWO,), 60.0)))
@@ -72,13 +73,6 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
 
 def open_incident(incident_id: str, deadline: datetime) -> Incident:
     return Incident(incident_id, "down", T0 - timedelta(minutes=5), ack_deadline=deadline)
-
-
-async def until(check: Callable[[], bool]) -> None:
-    """Poll ``check`` (the runtime works in tasks of its own) with a deadline."""
-    async with asyncio.timeout(5):
-        while not check():
-            await asyncio.sleep(0.001)
 
 
 # --- the directory -----------------------------------------------------------------------
@@ -133,7 +127,7 @@ async def test_an_alert_registers_an_unknown_service_with_the_fallback(world: Wo
     (in the same commit) and paged; an ack for an unknown service is still refused."""
     runtime = world.runtime(fallback_policy="q")
     runtime.submit("fresh", Alert("down", new_incident_id()), world.results.append)
-    await until(lambda: bool(world.results))
+    await eventually(lambda: bool(world.results))
     opened = world.results[0]
     assert isinstance(opened, Committed)
     assert opened.outcome is Outcome.OPENED
@@ -181,7 +175,7 @@ async def test_recovery_in_chunks_fires_overdue_timers_at_once(world: World) -> 
     assert world.clock.armed() == [T0 - timedelta(seconds=1)]
 
     world.clock.advance(0)
-    await until(lambda: bool(world.pages.pages))
+    await eventually(lambda: bool(world.pages.pages))
     await runtime.drained()
     assert [(p.service_id, p.recipient) for p in world.pages.pages] == [("s0", TWO.phone_number)]
     assert world.clock.armed() == [later]
@@ -225,7 +219,7 @@ async def test_timers_due_later_are_armed_after_recovery(world: World) -> None:
     await runtime.arm_timers()
     assert world.wheel.pending() == 3
     world.clock.advance(31 * 60)
-    await until(lambda: len(world.pages.pages) == 3)
+    await eventually(lambda: len(world.pages.pages) == 3)
     await runtime.drained()
     assert sorted(p.incident_id for p in world.pages.pages) == ["i0", "i1", "i3"]
     runtime.stop_timers()

@@ -6,7 +6,6 @@ behind it, so an acknowledgement is checked where it lands: in the database.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,13 +20,13 @@ from pagerd.core.domain import Alert, Healthy, Incident, IncidentStatus, Outcome
 from pagerd.core.policy import Level, Policy, SmsTarget
 from pagerd.core.records import PolicyRow, ServiceRow, WriteBatch
 from pagerd.runtime.answers import Committed
-from pagerd.runtime.directory import Directory
 from pagerd.runtime.ids import new_incident_id
 from pagerd.runtime.router import Runtime
 from pagerd.store.sqlite import Store
 from pagerd.web.acklinks import AckLinks
-from pagerd.web.server import build_app, problem, start_http
-from tests.doubles import T0, DrivenClock, Recorder
+from pagerd.web.server import problem
+from tests.assembly import assembled, serving, web_app
+from tests.doubles import T0, DrivenClock
 
 POLICY = Policy("p", (Level((SmsTarget("+15550000001"),), 3600.0),))
 MAX_BODY = 1024
@@ -83,42 +82,24 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
             services=(ServiceRow("api", "Payments <API>", "p", managed=True),),
         )
     )
-    directory = await Directory.load(store)
     clock = DrivenClock()
     links = AckLinks(bytes(range(32)), PUBLIC_URL)
     not_ready = ["mqtt: not subscribed"]
-    async with asyncio.TaskGroup() as group:
-        runtime = Runtime(
-            store=store,
-            directory=directory,
-            clock=clock,
-            outbox=Recorder(),
-            publisher=Recorder(),
-            spawner=group,
-        )
-        app = build_app(
-            runtime=runtime,
-            store=store,
+    async with assembled(store, clock=clock) as assembly:
+        app = web_app(
+            assembly,
             links=links,
-            not_ready=lambda: not_ready,
-            clock=clock,
-            max_body_bytes=MAX_BODY,
             tokens=(TOKEN,),
+            not_ready=lambda: not_ready,
+            max_body_bytes=MAX_BODY,
         )
         # What the full API does: add its routes to the same application.
         app.router.add_post("/api/v1/echo", _echo)
         app.router.add_get("/api/v1/boom", _boom)
         app.router.add_get("/api/v1/conflict", _conflict)
-        runner = await start_http(app, "127.0.0.1", 0)
-        host, port = runner.addresses[0][:2]
-        try:
-            headers = {"Authorization": f"Bearer {TOKEN}"}
-            async with aiohttp.ClientSession(headers=headers) as http:
-                yield Site(f"http://{host}:{port}", http, runtime, store, links, clock, not_ready)
-        finally:
-            await runner.cleanup()
-            await runtime.drained()
-            runtime.stop_timers()
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with serving(app) as base, aiohttp.ClientSession(headers=headers) as http:
+            yield Site(base, http, assembly.runtime, store, links, clock, not_ready)
     await store.close()
 
 

@@ -16,6 +16,7 @@ MAX_ALERT_ID_CHARS = 255
 # Far above any sane ack timeout, and far below where a deadline overflows datetime.
 MAX_ACK_TIMEOUT_S = 30 * 24 * 3600
 EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+")
+PHONE_NUMBER_PATTERN = re.compile(r"\+?[0-9]{6,15}")
 
 
 class DomainError(ValueError):

@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pagerd.core.domain import Ack, Incident, IncidentStatus, Outcome
 from pagerd.core.ports import Clock, Store
 from pagerd.runtime.answers import Committed, Refused, Retryable
+from pagerd.runtime.catalogue import Catalogue
 from pagerd.runtime.router import Runtime
 from pagerd.telemetry import metrics
 from pagerd.telemetry.logs import get_logger
@@ -39,6 +40,7 @@ class WebContext:
     """What request handlers share; ``not_ready`` names each part not ready (empty: ready)."""
 
     runtime: Runtime
+    catalogue: Catalogue
     store: Store
     links: AckLinks
     not_ready: Callable[[], Sequence[str]]
@@ -51,6 +53,7 @@ CONTEXT = web.AppKey("pagerd.web", WebContext)
 def build_app(
     *,
     runtime: Runtime,
+    catalogue: Catalogue,
     store: Store,
     links: AckLinks,
     not_ready: Callable[[], Sequence[str]],
@@ -65,7 +68,7 @@ def build_app(
     """
     auth = bearer_auth(tokens, _unauthorized)
     app = web.Application(client_max_size=max_body_bytes, middlewares=[_errors, auth])
-    app[CONTEXT] = WebContext(runtime, store, links, not_ready, clock)
+    app[CONTEXT] = WebContext(runtime, catalogue, store, links, not_ready, clock)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
@@ -177,7 +180,7 @@ async def _ack_page(request: web.Request) -> web.Response:
     if isinstance(found, web.Response):
         return found
     _, service_id, incident = found
-    name = _service_name(ctx, service_id)
+    name = ctx.catalogue.service_name(service_id)
     match incident.status:
         case IncidentStatus.TRIGGERED:
             return _incident_page(
@@ -205,7 +208,7 @@ async def _ack(request: web.Request) -> web.Response:
     if isinstance(found, web.Response):
         return found
     claim, service_id, incident = found
-    name = _service_name(ctx, service_id)
+    name = ctx.catalogue.service_name(service_id)
     if incident.status is IncidentStatus.RESOLVED:
         return _incident_page(409, "Already resolved", name, incident, note=_RESOLVED)
     event = Ack(incident_id=claim.incident_id, by=f"link:{claim.notification_id}")
@@ -255,11 +258,6 @@ async def _claimed_incident(
         return _refusal_page(404, "Incident not found", "This incident is not known here.")
     service_id, incident = found
     return claim, service_id, incident
-
-
-def _service_name(ctx: WebContext, service_id: str) -> str:
-    service = ctx.runtime.directory.services.get(service_id)
-    return service_id if service is None else service.name
 
 
 _RESOLVED = "The service is healthy again; there is nothing to acknowledge."

@@ -25,13 +25,12 @@ from pagerd.core.domain import Alert, Outcome
 from pagerd.core.policy import Level, Policy, SmsTarget
 from pagerd.core.records import PolicyRow, ServiceRow, WriteBatch
 from pagerd.runtime.answers import Answer, Committed
-from pagerd.runtime.directory import Directory
 from pagerd.runtime.ids import new_incident_id
-from pagerd.runtime.router import Runtime
 from pagerd.store.sqlite import Store
 from pagerd.telemetry.logs import configure_logging
+from tests.assembly import assembled
 from tests.bench.common import py_spy, rate, report
-from tests.doubles import DrivenClock, Recorder
+from tests.doubles import DrivenClock
 
 POLICY = Policy("p", (Level((SmsTarget("+15550000001"),), 60.0),))
 MESSAGES_PER_READ = 600  # alerts of the intake benchmark's size in one 64 KiB read
@@ -47,21 +46,11 @@ async def measure(root: Path, services: int, per_service: int) -> tuple[int, flo
             services=tuple(ServiceRow(s, s, POLICY.id, managed=True) for s in service_ids),
         )
     )
-    directory = await Directory.load(store)
-    recorder = Recorder()
     answered: list[Answer] = []
     load = [(s, f"a-{s}-{n}") for n in range(per_service) for s in service_ids]
     try:
-        async with asyncio.TaskGroup() as group:
-            runtime = Runtime(
-                store=store,
-                directory=directory,
-                clock=DrivenClock(),
-                outbox=recorder,
-                publisher=recorder,
-                spawner=group,
-                fallback_policy="",
-            )
+        async with assembled(store, clock=DrivenClock()) as assembly:
+            runtime = assembly.runtime
             started = time.perf_counter()
             for start in range(0, len(load), MESSAGES_PER_READ):
                 for service_id, alert_id in load[start : start + MESSAGES_PER_READ]:
@@ -70,7 +59,6 @@ async def measure(root: Path, services: int, per_service: int) -> tuple[int, flo
                 await asyncio.sleep(0)  # the next read comes in a later turn of the loop
             await runtime.drained()
             elapsed = time.perf_counter() - started
-            runtime.stop_timers()
     finally:
         await store.close()
     assert len(answered) == len(load), f"{len(answered)} of {len(load)} answered"

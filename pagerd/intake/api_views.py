@@ -1,0 +1,110 @@
+"""What the JSON API answers: domain values and records as the wire shapes of CONTRACT §4."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import assert_never, cast
+
+from pagerd.core import policy as escalation
+from pagerd.core.domain import Incident
+from pagerd.core.policy import Policy
+from pagerd.core.records import DeveloperRow, OutboxRow, ServiceRow, TeamRow
+from pagerd.core.times import rfc3339
+from pagerd.intake import api_schemas as wire
+from pagerd.runtime.catalogue import Catalogue
+from pagerd.runtime.router import Runtime
+
+
+def developer_out(row: DeveloperRow) -> wire.Developer:
+    return wire.Developer(
+        id=row.id, team_id=row.team_id, name=row.name, phone_number=row.phone_number
+    )
+
+
+def team_out(team: TeamRow, developers: Iterable[DeveloperRow]) -> wire.TeamWithDevelopers:
+    members = list(developers)
+    return wire.TeamWithDevelopers(
+        team=wire.Team(id=team.id, name=team.name),
+        developers=[developer_out(d) for d in members],
+        managed=team.managed,
+        next_developer_id=members[team.cursor % len(members)].id if members else None,
+    )
+
+
+def policy_out(catalogue: Catalogue, policy: Policy, *, managed: bool) -> wire.PolicyOut:
+    levels = [
+        wire.LevelOut(
+            ack_timeout_s=level.ack_timeout_s,
+            targets=[target_out(catalogue, t) for t in level.targets],
+        )
+        for level in policy.levels
+    ]
+    return wire.PolicyOut(id=policy.id, repeat=policy.repeat, levels=levels, managed=managed)
+
+
+def target_out(catalogue: Catalogue, target: escalation.Target) -> wire.Target:
+    match target:
+        case escalation.SmsTarget(phone_number=phone):
+            return wire.SmsTarget(phone_number=phone)
+        case escalation.EmailTarget(address=address):
+            return wire.EmailTarget(address=address)
+        case escalation.WebhookTarget(url=url):
+            return wire.WebhookTarget(url=url)
+        case escalation.TeamTarget(team=team):
+            return wire.TeamTarget(team=team, team_id=catalogue.team_id_of(team))
+        case _:
+            assert_never(target)
+
+
+def service_out(runtime: Runtime, row: ServiceRow) -> wire.ServiceOut:
+    incident = runtime.open_incident(row.id)
+    brief = None
+    if incident is not None:
+        brief = wire.IncidentBrief(
+            id=incident.id,
+            message=incident.message,
+            status=incident.status.value,
+            level=incident.level,
+            opened_at=rfc3339(incident.opened_at),
+            acknowledged_at=time_or_none(incident.acknowledged_at),
+        )
+    return wire.ServiceOut(
+        id=row.id,
+        name=row.name,
+        policy_id=row.policy_id,
+        health="healthy" if incident is None else "unhealthy",
+        incident=brief,
+    )
+
+
+def incident_out(service_id: str, incident: Incident) -> wire.IncidentOut:
+    return wire.IncidentOut(
+        id=incident.id,
+        service_id=service_id,
+        message=incident.message,
+        status=incident.status.value,
+        level=incident.level,
+        opened_at=rfc3339(incident.opened_at),
+        acknowledged_at=time_or_none(incident.acknowledged_at),
+        acknowledged_by=incident.acknowledged_by,
+        resolved_at=time_or_none(incident.resolved_at),
+        alert_count=incident.alert_count,
+    )
+
+
+def notification_out(row: OutboxRow) -> wire.NotificationOut:
+    return wire.NotificationOut(
+        id=row.id,
+        # The store's CHECK constraints allow these values only.
+        channel=cast(wire.Channel, row.channel),
+        to=row.recipient,
+        level=row.level,
+        status=cast(wire.Delivery, row.status),
+        attempts=row.attempts,
+        last_error=row.last_error,
+    )
+
+
+def time_or_none(at: datetime | None) -> str | None:
+    return None if at is None else rfc3339(at)
