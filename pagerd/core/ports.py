@@ -93,7 +93,9 @@ class MetaStore(Writer, Protocol):
 class Store(DirectoryStore, OutboxStore, MetaStore, Protocol):
     """Everything pagerd asks of a store: what SQLite, and any other store, provides."""
 
-    write_error: str | None  # why the last write failed, until one commits again
+    @property
+    def write_error(self) -> str | None:
+        """Why the last write failed, until one commits again."""
 
     def on_commit(self, callback: Callable[[int, float], None]) -> None: ...
 

@@ -1,13 +1,9 @@
-"""The durable store: SQLite (WAL, ``synchronous=FULL``) through aiosqlite, with group commit.
+"""The durable store: SQLite (WAL, ``synchronous=FULL``) through aiosqlite.
 
-Every change is a ``WriteBatch`` (one unit of work). ``write()`` queues it and
-returns once it is committed. One writer task takes everything waiting, merges
-the units into one row list per statement in arrival order, and applies them
-with one ``executemany`` per statement in one transaction: one fsync for the lot.
-If that transaction fails on a unit's data (a constraint), each unit is retried
-alone, so only the bad one fails; if the database itself fails, the whole round
-fails and the writer carries on with the next. Reads use a second connection,
-so they see only committed data and never wait behind a commit's fsync.
+Writes go through group commit (``group_commit``): each round of waiting units is
+one transaction of one ``executemany`` per statement, on aiosqlite's thread, so one
+fsync commits the lot. Reads use a second connection, so they see only committed
+data and never wait behind a commit's fsync.
 """
 
 from __future__ import annotations
@@ -15,11 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-import time
 import weakref
-from collections import deque
-from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +31,7 @@ from pagerd.core.records import (
     WriteBatch,
 )
 from pagerd.store.aiosqlite_internals import on_db_thread
+from pagerd.store.group_commit import GroupCommit, TransactionError
 from pagerd.store.schema import (
     MIGRATIONS,
     SELECT_INCIDENTS,
@@ -55,67 +49,18 @@ from pagerd.telemetry.logs import get_logger
 
 log = get_logger(__name__)
 
-# A round is one transaction; this bounds its size and its time holding the write lock.
-MAX_ROUND_UNITS = 10_000
 BUSY_TIMEOUT_MS = 5_000
 
 
-# --- group commit ------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Unit:
-    batch: WriteBatch
-    parts: tuple[tuple[Op, list[Row]], ...]
-    done: asyncio.Future[None]
-    has_late: bool
-
-
-# A merged round runs op by op, so a unit's delete or update runs after every upsert or
-# insert of the round. A later unit upserting a key that an earlier unit deletes or
-# updates would see its order reversed, so it waits for the next round instead.
-def _late_keys(b: WriteBatch) -> set[tuple[str, object]]:
-    return {
-        *(("policy", key) for key in b.policies_deleted),
-        *(("team", team) for team, _ in b.team_cursors),
-        *(("outbox", u.id) for u in b.outbox_updates),
-    }
-
-
-def _early_keys(b: WriteBatch) -> Iterator[tuple[str, object]]:
-    yield from (("service", s.id) for s in b.services)
-    yield from (("policy", p.policy.id) for p in b.policies)
-    yield from (("team", t.id) for t in b.teams)
-    yield from (("outbox", o.id) for o in b.outbox)
-
-
-def _merge(units: Sequence[_Unit]) -> list[tuple[Op, list[Row]]]:
-    """One row list per op, each in arrival order, the ops in execution order."""
-    if len(units) == 1:
-        return list(units[0].parts)
-    merged: dict[Op, list[Row]] = {}
-    for unit in units:
-        for op, rows in unit.parts:
-            if op in merged:
-                merged[op].extend(rows)
-            else:
-                merged[op] = list(rows)  # a copy: the unit's own rows serve a retry alone
-    return [(op, merged[op]) for op in sorted(merged)]
-
-
-class _TransactionError(Exception):
-    def __init__(self, where: str, cause: BaseException) -> None:
-        super().__init__(f"transaction failed at {where}: {cause}")
-        # Data a unit brought (a constraint, an unbindable value) fails that unit only;
-        # anything else (I/O, disk full, locked, corrupt) is the database's failure.
-        self.unit_at_fault = isinstance(
-            cause,
-            sqlite3.IntegrityError
-            | sqlite3.DataError
-            | sqlite3.InterfaceError
-            | sqlite3.ProgrammingError
-            | OverflowError,
-        )
+# Data a unit brought (a constraint, an unbindable value) fails that unit only; anything
+# else (I/O, disk full, locked, corrupt) is the database's failure.
+_UNIT_AT_FAULT = (
+    sqlite3.IntegrityError
+    | sqlite3.DataError
+    | sqlite3.InterfaceError
+    | sqlite3.ProgrammingError
+    | OverflowError
+)
 
 
 # --- opening -----------------------------------------------------------------------------
@@ -197,7 +142,9 @@ def _apply(conn: sqlite3.Connection, parts: list[tuple[Op, list[Row]]]) -> None:
                 conn.execute("ROLLBACK")
             except sqlite3.Error as rollback_error:
                 log.error("store.rollback_failed", error=str(rollback_error))  # noqa: TRY400
-        raise _TransactionError(where, error) from error
+        raise TransactionError(
+            where, error, unit_at_fault=isinstance(error, _UNIT_AT_FAULT)
+        ) from error
 
 
 # --- the store ---------------------------------------------------------------------------
@@ -209,15 +156,8 @@ class Store:
     def __init__(self, db: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
         self._db = db
         self._reader = reader
-        self._pending: deque[_Unit] = deque()
-        self._wakeup = asyncio.Event()
-        self._closing = False
+        self._commits = GroupCommit(self._transaction, order=int)
         self._closed = False
-        self._commit_callbacks: list[Callable[[int, float], None]] = []
-        # Why the last write failed, until one commits again (readiness reports it).
-        self.write_error: str | None = None
-        self._loop = asyncio.get_running_loop()
-        self._writer = asyncio.create_task(self._write_loop(), name="pagerd[store-writer]")
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -236,124 +176,35 @@ class Store:
         """Commit what is queued, stop the writer and close the database."""
         if self._closed:
             return
-        self._closing = True
-        self._wakeup.set()
         try:
-            await self._writer
+            await self._commits.close()
         finally:
             self._closed = True
-            # Only if the writer was cancelled is anything left: its waiters must not hang.
-            self._fail(self._pending, StoreError("the store was closed before this write"))
-            self._pending.clear()
             await self._reader.close()
             await self._db.close()
 
+    @property
+    def write_error(self) -> str | None:
+        """Why the last write failed, until one commits again (readiness reports it)."""
+        return self._commits.write_error
+
     def on_commit(self, callback: Callable[[int, float], None]) -> None:
         """Call ``callback(units, seconds)`` after each commit."""
-        self._commit_callbacks.append(callback)
+        self._commits.on_commit(callback)
 
     async def write(self, batch: WriteBatch) -> None:
         """Commit ``batch`` together with whatever else is waiting; return once committed."""
-        if self._closing or self._writer.done():
-            raise StoreError("the store is closed")
         try:
             parts = encode_batch(batch)
         except (ValueError, TypeError, AttributeError, msgspec.EncodeError) as error:
             raise StoreError(f"cannot store this write: {error}") from error
-        b = batch
-        has_late = bool(b.policies_deleted or b.team_cursors or b.outbox_updates)
-        done: asyncio.Future[None] = self._loop.create_future()
-        self._pending.append(_Unit(batch, parts, done, has_late))
-        self._wakeup.set()
-        # A cancelled caller cancels only its wait: the unit stays queued and commits.
-        await done
-
-    # -- the writer --
-
-    async def _write_loop(self) -> None:
-        while True:
-            if self._pending:
-                units = self._take_round()
-                try:
-                    await self._commit(units)
-                except Exception as error:
-                    log.exception("store.writer_failed", units=len(units))
-                    self.write_error = str(error)
-                    self._fail(units, error)
-                except BaseException:
-                    self._fail(units, StoreError("the store writer was stopped"))
-                    raise
-            elif self._closing:
-                return
-            else:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-
-    def _take_round(self) -> list[_Unit]:
-        first = self._pending.popleft()
-        units = [first]
-        late = _late_keys(first.batch) if first.has_late else set()
-        while self._pending and len(units) < MAX_ROUND_UNITS:
-            unit = self._pending[0]
-            if late and not late.isdisjoint(_early_keys(unit.batch)):
-                break  # it opens the next round
-            units.append(self._pending.popleft())
-            if unit.has_late:
-                late |= _late_keys(unit.batch)
-        return units
-
-    async def _commit(self, units: list[_Unit]) -> None:
-        started = time.perf_counter()
-        try:
-            await self._transaction(_merge(units))
-        except _TransactionError as error:
-            if len(units) > 1 and error.unit_at_fault:
-                await self._commit_one_by_one(units)
-                return
-            log.error("store.commit_failed", units=len(units), error=str(error))  # noqa: TRY400
-            self.write_error = str(error)
-            self._fail(units, error)
-            return
-        self._committed(units, started)
-
-    async def _commit_one_by_one(self, units: list[_Unit]) -> None:
-        for index, unit in enumerate(units):
-            started = time.perf_counter()
-            try:
-                await self._transaction(list(unit.parts))
-            except _TransactionError as error:
-                log.warning("store.write_refused", error=str(error))
-                if error.unit_at_fault:
-                    self._fail([unit], error)
-                    continue
-                self.write_error = str(error)
-                self._fail(units[index:], error)
-                return
-            self._committed([unit], started)
+        await self._commits.write(batch, parts)
 
     async def _transaction(self, parts: list[tuple[Op, list[Row]]]) -> None:
         try:
             await on_db_thread(self._db, _apply, parts)
         except ValueError as error:  # aiosqlite's "Connection closed"
-            raise _TransactionError("begin", error) from error
-
-    def _committed(self, units: list[_Unit], started: float) -> None:
-        seconds = time.perf_counter() - started
-        self.write_error = None
-        for unit in units:
-            if not unit.done.done():
-                unit.done.set_result(None)
-        for callback in self._commit_callbacks:
-            try:
-                callback(len(units), seconds)
-            except Exception:
-                log.exception("store.on_commit_failed")  # a metric must not stop the writer
-
-    @staticmethod
-    def _fail(units: Iterable[_Unit], error: Exception) -> None:
-        for unit in units:
-            if not unit.done.done():
-                unit.done.set_exception(StoreError(str(error)))
+            raise TransactionError("begin", error, unit_at_fault=False) from error
 
     # -- reads: on the reader connection, so committed data only --
 
