@@ -16,7 +16,7 @@ import msgspec
 import structlog
 
 from pagerd.config import Config
-from pagerd.core.domain import ServiceState
+from pagerd.core.domain import IncidentStatus, ServiceState
 from pagerd.core.ports import Clock, Page, Sender
 from pagerd.core.records import (
     OutboxRow,
@@ -112,6 +112,7 @@ def delivery_policy(config: Config) -> DeliveryPolicy:
         max_age_s=notify.max_age_s,
         concurrency=notify.concurrency,
         bundle_window_s=notify.bundle_window_s,
+        bundle_after=notify.bundle_after,
     )
 
 
@@ -241,7 +242,7 @@ async def _run(
         add_console_routes(web_app, config=config)
         add_integration_routes(web_app, config=config)
         http = await start_http(web_app, host, port)
-        dispatcher.release(await store.pending_outbox(limit=1_000_000))
+        _resume_outbox(dispatcher, runtime, await store.pending_outbox(limit=1_000_000))
         log.info("pagerd.recovered", open_incidents=recovered)
 
         dispatch_task = group.create_task(dispatcher.run(), name="pagerd[outbox]")
@@ -275,6 +276,20 @@ async def _run(
             async with asyncio.timeout(SENDERS_GRACE_S):
                 await dispatcher.idle()
         await _cancel(dispatch_task, follow_task, watchdog_task)
+
+
+def _resume_outbox(dispatcher: Dispatcher, runtime: Runtime, rows: list[OutboxRow]) -> None:
+    """Send again what was not delivered; cancel what an acknowledgement or resolution
+    made moot before its cancellation was committed (a crash in between)."""
+    live: list[OutboxRow] = []
+    moot: list[OutboxRow] = []
+    for row in rows:
+        incident = runtime.open_incident(row.service_id)
+        still = incident is not None and incident.id == row.incident_id
+        pending = still and incident is not None and incident.status is IncidentStatus.TRIGGERED
+        (live if pending else moot).append(row)
+    dispatcher.release(live)
+    dispatcher.cancel(moot, "no longer open and unacknowledged")
 
 
 @contextlib.contextmanager

@@ -123,6 +123,8 @@ class WebhookConfig(_Section, frozen=True, kw_only=True):
 
 class NotifyConfig(_Section, frozen=True, kw_only=True):
     bundle_window_s: Seconds = 30.0  # 0: every notification goes out on its own
+    # Pages a person gets at once within a window; only a storm beyond it is held.
+    bundle_after: Annotated[int, Meta(ge=1, le=1000)] = 3
     max_attempts: Annotated[int, Meta(ge=1, le=100)] = 6
     max_age_s: PositiveSeconds = 3600.0  # older than this: failed, not retried
     concurrency: Annotated[int, Meta(ge=1, le=1000)] = 16  # sends in flight per channel

@@ -53,9 +53,13 @@ class Recorder:
 
     pages: list[OutboxRow] = field(default_factory=list)
     states: list[ServiceState] = field(default_factory=list)
+    moots: list[tuple[str, str]] = field(default_factory=list)
 
     def release(self, rows: Iterable[OutboxRow]) -> None:
         self.pages.extend(rows)
+
+    def moot(self, incident_id: str, why: str) -> None:
+        self.moots.append((incident_id, why))
 
     async def failed_levels(self) -> AsyncIterator[FailedLevel]:
         for _ in ():  # a recorder's pages never fail

@@ -137,6 +137,9 @@ class Outbox(Protocol):
 
     def release(self, rows: Iterable[OutboxRow]) -> None: ...
 
+    def moot(self, incident_id: str, why: str) -> None:
+        """The incident was acknowledged or resolved: nothing more of it is to be sent."""
+
     def failed_levels(self) -> AsyncIterator[FailedLevel]: ...
 
 

@@ -62,7 +62,7 @@ class OutboxRow:
     message: str
     created_at: datetime
     developer_id: int | None = None
-    status: str = "pending"  # pending | sent | failed
+    status: str = "pending"  # pending | held | sent | failed | cancelled | skipped
     attempts: int = 0
     next_attempt_at: datetime | None = None  # None = now
     last_error: str | None = None

@@ -53,7 +53,7 @@ Time = Annotated[str, Meta(description="RFC 3339 UTC with milliseconds")]
 Status = Literal["triggered", "acknowledged", "resolved"]
 Health = Literal["healthy", "unhealthy"]
 Channel = Literal["sms", "email", "webhook"]
-Delivery = Literal["pending", "sent", "failed"]
+Delivery = Literal["pending", "held", "sent", "failed", "cancelled", "skipped"]
 
 
 class _Body(Struct, forbid_unknown_fields=True, kw_only=True):

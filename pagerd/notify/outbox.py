@@ -1,24 +1,24 @@
 """The outbox dispatcher: hands committed notifications to their channel's sender.
 
 Rows enter the outbox in the same transaction as the decision that caused them
-(see runtime), so a page is never lost: on start-up every row still pending is
-sent again, with the same ``Idempotency-Key`` (the notification id). Each attempt
-and outcome is committed to the timeline, logged, counted and published.
+(see the runtime), so a page is never lost: on start-up every row not yet delivered
+is sent again, with the same ``Idempotency-Key`` (the notification id). Each
+attempt and outcome is committed to the timeline, logged, counted and published
+(CONTRACT §5).
 
-Pages of one incident on one channel go in step order: a later level's (or
-repeat's) page waits while an earlier one is still out (queued, held for a
-bundle, in flight or waiting to be retried), so after an outage of the channel
-nobody hears of level 2 before level 1. Pages of one step go in parallel, and a
-page waiting on its own incident never holds up another incident. The order is
-kept per channel only: a channel that is down must not delay an escalation to a
-person reachable on another, and delivery times of two channels (an SMS, an
-email) are not comparable anyway.
-
-Against alert storms, pages to one person are bundled: the first goes at once,
-and what follows within the bundle window is merged into one message at its end.
-
-A worker does not wait for its outcome to be committed: it hands the outcome to
-one committer, which writes everything waiting in one ``store.write``.
+- **Moot pages are never sent.** Once an incident is acknowledged or resolved, every
+  page of it not yet out (queued, held, waiting its turn or its retry) is cancelled.
+  A page already in flight finishes its attempt, and is not retried.
+- **Order.** Pages of one incident on one channel go in step order: a later level's
+  page waits while an earlier one is queued, in flight or being retried, so after
+  an outage nobody hears of level 2 before level 1. It never waits on a page held
+  for a bundle. Pages of one step go in parallel; one incident never holds up
+  another; the order is per channel, as two channels' delivery times are not
+  comparable and a channel that is down must not delay another.
+- **Storms, not flaps, are bundled.** A person's first page opens a window; the first
+  ``bundle_after`` pages of the window go at once; later ones are held and go
+  together when the window ends, as one message listing only what is still open and
+  unacknowledged. That message opens the next window. Webhooks are never bundled.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from typing import assert_never
 
 import structlog
 
-from pagerd.core.domain import RecordTimeline
 from pagerd.core.ports import (
     Attempt,
     Clock,
@@ -45,16 +44,19 @@ from pagerd.core.ports import (
     Sender,
     Verdict,
 )
-from pagerd.core.records import OutboxRow, OutboxUpdate, WriteBatch
+from pagerd.core.records import OutboxRow
+from pagerd.core.times import rfc3339
+from pagerd.notify.outcomes import OutcomeCommitter, outcome
 from pagerd.telemetry import metrics
 
 log = structlog.get_logger("pagerd.outbox")
 
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 60.0
-COMMIT_RETRY_S = 1.0  # after a failed outcome commit (e.g. disk full), try again this soon
 CHANNELS = ("sms", "email", "webhook")
 BUNDLED_CHANNELS = frozenset({"sms", "email"})  # people; a webhook is a machine
+# A level's pages all reached nobody when each one ended so.
+_UNREACHED = frozenset({"failed", "skipped"})
 
 Composer = Callable[[OutboxRow], Page]
 BundleComposer = Callable[[list[OutboxRow]], Page]
@@ -62,12 +64,13 @@ BundleComposer = Callable[[list[OutboxRow]], Page]
 
 @dataclass(frozen=True, slots=True)
 class DeliveryPolicy:
-    """How hard the dispatcher tries, from ``[notify]``."""
+    """How hard the dispatcher tries, and how it bundles, from ``[notify]``."""
 
     max_attempts: int = 6
     max_age_s: float = 3600.0
     concurrency: int = 16
     bundle_window_s: float = 30.0
+    bundle_after: int = 3
 
 
 def backoff_delay(attempts: int, rng: random.Random) -> float:
@@ -77,10 +80,21 @@ def backoff_delay(attempts: int, rng: random.Random) -> float:
 
 
 @dataclass(slots=True)
+class _Tracked:
+    """A page the dispatcher holds until it is delivered, failed or cancelled."""
+
+    row: OutboxRow
+    sending: bool = False
+    moot: str | None = None  # why it must not be tried again, learnt while in flight
+    retry: asyncio.TimerHandle | None = None
+
+
+@dataclass(slots=True)
 class _Window:
-    """Pages held for one recipient until ``closes`` (monotonic seconds)."""
+    """A person's bundle window: open until ``closes`` (monotonic seconds)."""
 
     closes: float
+    sent: int = 1  # pages let through in this window, the one that opened it included
     held: list[OutboxRow] = field(default_factory=list)
 
 
@@ -89,7 +103,7 @@ class _Lane:
     """One incident's pages on one channel: pages of ``step`` are out, later ones wait."""
 
     step: int
-    out: set[str]  # ids of the pages out: queued, held, in flight or waiting to retry
+    out: set[str]  # ids of the pages out: queued, in flight or waiting to be retried
     waiting: dict[int, list[OutboxRow]] = field(default_factory=dict)  # by step
 
 
@@ -100,15 +114,6 @@ class _Job:
     @property
     def head(self) -> OutboxRow:
         return self.rows[0]
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    """One attempt's result as it is to be committed."""
-
-    updates: tuple[OutboxUpdate, ...]
-    timeline: tuple[tuple[str, RecordTimeline], ...]  # (service id, record)
-    failed: tuple[OutboxRow, ...]  # rows failed for good: their level is checked once committed
 
 
 class Dispatcher:
@@ -130,37 +135,61 @@ class Dispatcher:
         self._compose = compose
         self._compose_bundle = compose_bundle
         self._clock = clock
-        self._publisher = publisher
-        self._failed_levels: asyncio.Queue[FailedLevel] = asyncio.Queue()
         self._policy = policy or DeliveryPolicy()
+        self._committer = OutcomeCommitter(store, publisher, self._failed_for_good, self._idle_now)
         # Every channel has a queue; one without a sender fails its pages loudly.
         self._queues: dict[str, asyncio.Queue[_Job]] = {c: asyncio.Queue() for c in CHANNELS}
         self._chores: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
+        self._failed_levels: asyncio.Queue[FailedLevel] = asyncio.Queue()
         self._rng = random.Random()
-        self._retries: dict[str, asyncio.TimerHandle] = {}
-        self._windows: dict[tuple[str, str], _Window] = {}
+        self._pages: dict[str, _Tracked] = {}  # by notification id
+        self._by_incident: dict[str, set[str]] = {}
+        self._windows: dict[tuple[str, str], _Window] = {}  # by (channel, recipient)
         self._lanes: dict[tuple[str, str], _Lane] = {}  # by (incident id, channel)
-        self._outcomes: list[_Outcome] = []  # handed to the committer, in attempt order
-        self._outcome_ready = asyncio.Event()
-        self._uncommitted = 0  # outcomes not yet committed (waiting or being written)
         self._stopping = False
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
-    # --- intake ---
+    # --- what comes in ---
 
     def release(self, rows: Iterable[OutboxRow]) -> None:
-        """Queue pending rows that were just committed (called by actors after their write)."""
+        """Take rows just committed (by an actor) or found undelivered (at start-up)."""
         for row in rows:
+            self._pages[row.id] = _Tracked(row)
+            self._by_incident.setdefault(row.incident_id, set()).add(row.id)
             if self._in_turn(row):
                 self._start(row)
         self._gauge()
+
+    def moot(self, incident_id: str, why: str) -> None:
+        """The incident was acknowledged or resolved: cancel each page of it not yet out."""
+        for channel in CHANNELS:
+            self._lanes.pop((incident_id, channel), None)
+        for notification_id in self._by_incident.pop(incident_id, ()):
+            tracked = self._pages.get(notification_id)
+            if tracked is None:
+                continue
+            if tracked.sending:
+                tracked.moot = why  # its attempt finishes; it is not tried again
+                continue
+            if tracked.retry is not None:
+                tracked.retry.cancel()
+            del self._pages[notification_id]
+            self._cancelled((tracked.row,), why)
+        self._gauge()
+
+    def cancel(self, rows: Iterable[OutboxRow], why: str) -> None:
+        """Cancel rows never released (found at start-up for an incident no longer open)."""
+        for row in rows:
+            self._cancelled((row,), why)
 
     async def failed_levels(self) -> AsyncIterator[FailedLevel]:
         """Each level of an incident whose pages all failed for good, as it happens."""
         while True:
             yield await self._failed_levels.get()
+
+    # --- order within an incident ---
 
     def _in_turn(self, row: OutboxRow) -> bool:
         """Whether ``row`` may go now; if not, it waits in its lane for the earlier steps."""
@@ -176,8 +205,8 @@ class Dispatcher:
         lane.waiting.setdefault(row.step, []).append(row)
         return False
 
-    def _done_with(self, rows: Iterable[OutboxRow]) -> None:
-        """These pages are sent or failed for good: let their lanes' next step go."""
+    def _out_of_lane(self, rows: Iterable[OutboxRow]) -> None:
+        """These pages no longer hold up later steps (delivered, failed, cancelled, held)."""
         for row in rows:
             key = (row.incident_id, row.channel)
             lane = self._lanes.get(key)
@@ -195,8 +224,10 @@ class Dispatcher:
             for successor in successors:
                 self._start(successor)
 
+    # --- bundling ---
+
     def _start(self, row: OutboxRow) -> None:
-        """Send a pending row now, or when its recorded next attempt is due."""
+        """Send a row now, or when its recorded next attempt is due."""
         now = self._clock.now()
         if row.next_attempt_at and row.next_attempt_at > now:
             self._retry_later(_Job((row,)), (row.next_attempt_at - now).total_seconds())
@@ -204,29 +235,75 @@ class Dispatcher:
             self._admit(row)
 
     def _admit(self, row: OutboxRow) -> None:
-        """Send now, or hold for the recipient's open bundle window."""
-        window_s = self._policy.bundle_window_s
-        if window_s <= 0 or row.channel not in BUNDLED_CHANNELS or row.attempts:
+        """Send now, or hold for the person's bundle window if it let enough through."""
+        policy = self._policy
+        if policy.bundle_window_s <= 0 or row.channel not in BUNDLED_CHANNELS or row.attempts:
             self._enqueue(_Job((row,)))
             return
         key = (row.channel, row.recipient)
         window = self._windows.get(key)
         if window is None:
-            self._windows[key] = _Window(time.monotonic() + window_s)
-            asyncio.get_running_loop().call_later(window_s, self._close_window, key)
-            self._enqueue(_Job((row,)))  # the first page never waits
+            self._open_window(key)
+            self._enqueue(_Job((row,)))
+        elif window.sent < policy.bundle_after:
+            window.sent += 1
+            self._enqueue(_Job((row,)))
         else:
             window.held.append(row)
+            self._held(row, window)
 
-    def _close_window(self, key: tuple[str, str]) -> None:
-        window = self._windows.pop(key, None)
-        if window is None or not window.held:
-            return
-        # A storm that goes on gets one bundle per window, not one page per alert.
+    def _open_window(self, key: tuple[str, str]) -> None:
         window_s = self._policy.bundle_window_s
         self._windows[key] = _Window(time.monotonic() + window_s)
         asyncio.get_running_loop().call_later(window_s, self._close_window, key)
-        self._enqueue(_Job(tuple(window.held)))
+
+    def _close_window(self, key: tuple[str, str]) -> None:
+        window = self._windows.pop(key, None)
+        if window is None:
+            return
+        # What was cancelled meanwhile (its incident acknowledged or resolved) is gone.
+        held = [row for row in window.held if row.id in self._pages]
+        if held:
+            self._open_window(key)  # the bundle is the first page of the next window
+            self._enqueue(_Job(tuple(held)))
+
+    def _held(self, row: OutboxRow, window: _Window) -> None:
+        now = self._clock.now()
+        until = now + timedelta(seconds=max(0.0, window.closes - time.monotonic()))
+        detail: dict[str, str | int | None] = {"until": rfc3339(until)}
+        self._committer.add(
+            outcome((row,), status="held", event="notification.held", now=now, detail=detail)
+        )
+        metrics.NOTIFICATIONS.labels(channel=row.channel, outcome="held").inc()
+        log.info(
+            "notification.held",
+            service_id=row.service_id,
+            incident_id=row.incident_id,
+            notification_id=row.id,
+            channel=row.channel,
+            recipient=row.recipient,
+            until=detail["until"],
+        )
+        self._out_of_lane((row,))  # a later level never waits on a held page
+
+    def _cancelled(self, rows: tuple[OutboxRow, ...], why: str) -> None:
+        row = rows[0]
+        now = self._clock.now()
+        detail: dict[str, str | int | None] = {"reason": why}
+        self._committer.add(
+            outcome(
+                rows, status="cancelled", event="notification.cancelled", now=now, detail=detail
+            )
+        )
+        metrics.NOTIFICATIONS.labels(channel=row.channel, outcome="cancelled").inc(len(rows))
+        log.info(
+            "notification.cancelled",
+            service_id=row.service_id,
+            incident_id=row.incident_id,
+            notification_id=row.id,
+            channel=row.channel,
+            reason=why,
+        )
 
     def _enqueue(self, job: _Job) -> None:
         if self._stopping:
@@ -239,7 +316,7 @@ class Dispatcher:
         """Run the workers and the committer until cancelled."""
         async with asyncio.TaskGroup() as group:
             group.create_task(self._do_chores(), name="pagerd[outbox-chores]")
-            group.create_task(self._commit_outcomes(), name="pagerd[outbox-commit]")
+            group.create_task(self._committer.run(), name="pagerd[outbox-commit]")
             for channel, queue in self._queues.items():
                 workers = self._policy.concurrency if channel in self._senders else 1
                 for index in range(workers):
@@ -258,32 +335,40 @@ class Dispatcher:
         await self._idle.wait()
 
     def stop_retries(self) -> None:
-        """Drop scheduled retries and start no new send (the rows are pending in the database)."""
+        """Drop scheduled retries and start no new send (the rows stay in the database)."""
         self._stopping = True
-        for handle in self._retries.values():
-            handle.cancel()
-        self._retries.clear()
+        for tracked in self._pages.values():
+            if tracked.retry is not None:
+                tracked.retry.cancel()
+                tracked.retry = None
 
-    def _update_idle(self) -> None:
-        if self._in_flight or self._uncommitted:
+    def _idle_now(self) -> None:
+        if self._in_flight or self._committer.uncommitted:
             self._idle.clear()
         else:
             self._idle.set()
 
     async def _work(self, queue: asyncio.Queue[_Job]) -> None:
         while True:
-            job = await queue.get()
+            queued = await queue.get()
             self._gauge()
+            # A page cancelled while it waited in the queue is not sent.
+            rows = tuple(row for row in queued.rows if row.id in self._pages)
+            if not rows:
+                continue
+            job = _Job(rows)
+            for row in rows:
+                self._pages[row.id].sending = True
             self._in_flight += 1
-            self._update_idle()
+            self._idle_now()
             try:
                 self._settle(job, await self._attempt(job))
             except Exception:  # one broken row must not stop a worker, nor its lane
                 log.exception("notification.dispatch_error", notification_id=job.head.id)
-                self._done_with(job.rows)
+                self._forget(job.rows)
             finally:
                 self._in_flight -= 1
-                self._update_idle()
+                self._idle_now()
 
     async def _attempt(self, job: _Job) -> Attempt:
         sender = self._senders.get(job.head.channel)
@@ -303,23 +388,7 @@ class Dispatcher:
         verdict = attempt.verdict
         if verdict is Verdict.RETRY and (attempts >= self._policy.max_attempts or too_old):
             verdict = Verdict.FAIL
-        status, event, next_at = {
-            Verdict.SENT: ("sent", "notification.sent", None),
-            Verdict.RETRY: ("pending", "notification.retrying", now + timedelta(seconds=retry_in)),
-            Verdict.FAIL: ("failed", "notification.failed", None),
-        }[verdict]
-        error = None if verdict is Verdict.SENT else attempt.detail
-        self._record(
-            job,
-            status=status,
-            attempts=attempts,
-            next_at=next_at,
-            error=error,
-            event=event,
-            now=now,
-            failed=verdict is Verdict.FAIL,
-        )
-        metrics.NOTIFICATIONS.labels(channel=head.channel, outcome=status).inc(len(job.rows))
+        moot = next((t.moot for r in job.rows if (t := self._pages.get(r.id)) and t.moot), None)
         fields = {
             "service_id": head.service_id,
             "incident_id": head.incident_id,
@@ -332,124 +401,114 @@ class Dispatcher:
         }
         match verdict:
             case Verdict.SENT:
+                self._record(job, "sent", "notification.sent", attempts=attempts, now=now)
                 for row in job.rows:
                     seconds = max(0.0, (now - row.created_at).total_seconds())
                     metrics.INTAKE_TO_PAGE_SECONDS.observe(seconds)
                 log.info("notification.sent", **fields)
-                self._done_with(job.rows)
+                self._forget(job.rows)
+            case Verdict.RETRY if moot is not None:
+                self._forget(job.rows)
+                tried = tuple(replace(r, attempts=attempts) for r in job.rows)
+                self._cancelled(tried, moot)
             case Verdict.RETRY:
+                next_at = now + timedelta(seconds=retry_in)
+                self._record(
+                    job,
+                    "pending",
+                    "notification.retrying",
+                    attempts=attempts,
+                    now=now,
+                    error=attempt.detail,
+                    next_at=next_at,
+                )
                 log.warning("notification.retrying", **fields, retry_in_s=round(retry_in, 3))
                 retried = tuple(
                     replace(r, attempts=attempts, next_attempt_at=next_at) for r in job.rows
                 )
+                for row in retried:
+                    self._pages[row.id].row = row
+                    self._pages[row.id].sending = False
                 self._retry_later(_Job(retried), retry_in)
             case Verdict.FAIL:
+                self._record(
+                    job,
+                    "failed",
+                    "notification.failed",
+                    attempts=attempts,
+                    now=now,
+                    error=attempt.detail,
+                )
                 for row in job.rows:
                     self._report_failure(replace(row, attempts=attempts), attempt.detail)
-                self._done_with(job.rows)
+                self._forget(job.rows)
             case _:
                 assert_never(verdict)
 
     def _record(
         self,
         job: _Job,
-        *,
         status: str,
-        attempts: int,
-        next_at: datetime | None,
-        error: str | None,
         event: str,
+        *,
+        attempts: int,
         now: datetime,
-        failed: bool,
+        error: str | None = None,
+        next_at: datetime | None = None,
     ) -> None:
-        timeline = tuple(
-            (
-                row.service_id,
-                RecordTimeline(
-                    row.incident_id,
-                    event,
-                    now,
-                    {
-                        "notification_id": row.id,
-                        "channel": row.channel,
-                        "level": row.level,
-                        "attempt": attempts,
-                        "error": error,
-                        "bundled_with": len(job.rows) - 1,
-                    },
-                ),
+        self._committer.add(
+            outcome(
+                job.rows,
+                status=status,
+                event=event,
+                now=now,
+                attempts=attempts,
+                next_at=next_at,
+                error=error,
             )
-            for row in job.rows
         )
-        updates = tuple(OutboxUpdate(row.id, status, attempts, next_at, error) for row in job.rows)
-        self._outcomes.append(_Outcome(updates, timeline, job.rows if failed else ()))
-        self._uncommitted += 1
-        self._update_idle()
-        self._outcome_ready.set()
+        metrics.NOTIFICATIONS.labels(channel=job.head.channel, outcome=status).inc(len(job.rows))
 
-    # --- the committer ---
-
-    async def _commit_outcomes(self) -> None:
-        """Commit outcomes as they come: whatever waits during one commit goes in the next."""
-        try:
-            while True:
-                if not self._outcomes:
-                    self._outcome_ready.clear()
-                    await self._outcome_ready.wait()
-                    continue
-                try:
-                    await self._flush()
-                except Exception:  # kept for another try: an outcome is never dropped
-                    log.exception("notification.commit_failed", outcomes=len(self._outcomes))
-                    await asyncio.sleep(COMMIT_RETRY_S)
-        except asyncio.CancelledError:
-            # Cut off at shutdown: what is waiting still goes to the store, which commits
-            # everything queued before it closes.
-            if self._outcomes:
-                try:
-                    await self._flush()
-                except Exception:  # the rows stay pending and are resent on start
-                    log.exception("notification.commit_failed", outcomes=len(self._outcomes))
-            raise
-
-    async def _flush(self) -> None:
-        """Commit every outcome waiting in one write; on failure they wait for the next."""
-        outcomes, self._outcomes = self._outcomes, []
-        batch = WriteBatch(
-            outbox_updates=tuple(u for o in outcomes for u in o.updates),
-            timeline=tuple(t for o in outcomes for t in o.timeline),
-        )
-        try:
-            await self._store.write(batch)
-        except Exception:
-            self._outcomes[:0] = outcomes  # before any newer outcome of the same rows
-            raise
-        self._uncommitted -= len(outcomes)
-        self._update_idle()
-        for service_id, record in batch.timeline:
-            self._publisher.publish_events(service_id, (record,))
-        for outcome in outcomes:
-            for row in outcome.failed:
-                self._chores.put_nowait(partial(self._check_level, row))
+    def _forget(self, rows: Iterable[OutboxRow]) -> None:
+        """These pages are done with: delivered, failed for good or cancelled."""
+        rows = tuple(rows)
+        for row in rows:
+            self._pages.pop(row.id, None)
+            ids = self._by_incident.get(row.incident_id)
+            if ids is not None:
+                ids.discard(row.id)
+                if not ids:
+                    del self._by_incident[row.incident_id]
+        self._out_of_lane(rows)
 
     def _retry_later(self, job: _Job, delay: float) -> None:
         if self._stopping:
             return  # shutting down: the row is pending in the database, retried on start
-        loop = asyncio.get_running_loop()
-        self._retries[job.head.id] = loop.call_later(delay, self._requeue, job)
+        handle = asyncio.get_running_loop().call_later(delay, self._requeue, job)
+        for row in job.rows:
+            tracked = self._pages.get(row.id)
+            if tracked is not None:
+                tracked.retry = handle
 
     def _requeue(self, job: _Job) -> None:
-        self._retries.pop(job.head.id, None)
+        for row in job.rows:
+            tracked = self._pages.get(row.id)
+            if tracked is not None:
+                tracked.retry = None
         self._enqueue(job)
 
     # --- failure ---
 
+    def _failed_for_good(self, row: OutboxRow) -> None:
+        """A failure is committed: check the page's level once the chore runs."""
+        self._chores.put_nowait(partial(self._check_level, row))
+
     async def _check_level(self, row: OutboxRow) -> None:
-        """When every page of a level has failed, escalate now rather than at the timeout."""
+        """When every page of a level failed, say so, for the runtime to escalate now."""
         siblings = [
             r for r in await self._store.notifications(row.incident_id) if r.step == row.step
         ]
-        if siblings and all(r.status == "failed" for r in siblings):
+        if siblings and all(r.status in _UNREACHED for r in siblings):
             log.error(
                 "notification.level_failed",
                 service_id=row.service_id,

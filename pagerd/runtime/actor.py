@@ -59,6 +59,8 @@ COMMIT_RETRY_DELAY = timedelta(seconds=1)
 # Counted once per message: the labelled children are looked up once, not each time.
 _DECIDED = {o: metrics.EVENTS_DECIDED.labels(outcome=o.value) for o in Outcome}
 QUIET_OUTCOMES = frozenset({Outcome.APPENDED, Outcome.DUPLICATE_ALERT, Outcome.STALE_TIMEOUT})
+# Decisions after which an incident's pages not yet sent are moot, and why (CONTRACT §5).
+_MOOTING = {Outcome.ACKNOWLEDGED: "acknowledged", Outcome.RESOLVED: "resolved"}
 
 
 @dataclass(slots=True)
@@ -191,6 +193,10 @@ class ServiceActor:
             runtime.publisher.publish_state(self.service_id, state, runtime.clock.now())
         for envelope, decided_by, notified in decided:
             self._finish(envelope, decided_by, notified)
+            if decided_by is not None and decided_by.outcome in _MOOTING:
+                incident = decided_by.state.incident
+                assert incident is not None  # an ack or a resolution names its incident
+                runtime.outbox.moot(incident.id, _MOOTING[decided_by.outcome])
 
     def _collect(
         self, before: ServiceState, decision: Decision, rows: _Batch, now: datetime

@@ -141,6 +141,38 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX services_policy ON services (policy_id);
     """,
+    # 2 -> 3: a notification may be held for a bundle, cancelled once its incident is
+    # acknowledged or resolved, or skipped (nobody on call). SQLite cannot change a
+    # CHECK in place: the table is made anew and its rows copied.
+    """
+    CREATE TABLE outbox_v3 (
+        id              TEXT PRIMARY KEY,
+        incident_id     TEXT NOT NULL,
+        service_id      TEXT NOT NULL,
+        channel         TEXT NOT NULL
+                        CHECK (channel = 'sms' OR channel = 'email' OR channel = 'webhook'),
+        recipient       TEXT NOT NULL,
+        developer_id    INTEGER,
+        level           INTEGER NOT NULL,
+        step            INTEGER NOT NULL,
+        message         TEXT NOT NULL,
+        created_at      TEXT NOT NULL,
+        status          TEXT NOT NULL
+                        CHECK (status = 'pending' OR status = 'held' OR status = 'sent'
+                               OR status = 'failed' OR status = 'cancelled'
+                               OR status = 'skipped'),
+        attempts        INTEGER NOT NULL,
+        next_attempt_at TEXT,
+        last_error      TEXT
+    );
+    INSERT INTO outbox_v3 SELECT id, incident_id, service_id, channel, recipient,
+        developer_id, level, step, message, created_at, status, attempts, next_attempt_at,
+        last_error FROM outbox;
+    DROP TABLE outbox;
+    ALTER TABLE outbox_v3 RENAME TO outbox;
+    CREATE INDEX outbox_status ON outbox (status, created_at);
+    CREATE INDEX outbox_incident ON outbox (incident_id);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -340,8 +340,11 @@ class Store:
         return [decode_outbox(row) for row in await self._fetch(sql, (incident_id,))]
 
     async def pending_outbox(self, limit: int) -> list[OutboxRow]:
-        """Up to ``limit`` pending notifications, oldest first."""
-        sql = SELECT_OUTBOX + " WHERE status = 'pending' ORDER BY created_at, rowid LIMIT ?"
+        """Up to ``limit`` notifications not yet delivered (pending or held), oldest first."""
+        sql = (
+            SELECT_OUTBOX
+            + " WHERE status = 'pending' OR status = 'held' ORDER BY created_at, rowid LIMIT ?"
+        )
         return [decode_outbox(row) for row in await self._fetch(sql, (max(limit, 0),))]
 
 
