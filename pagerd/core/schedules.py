@@ -16,7 +16,7 @@ by walking shifts, and the override by bisection. The rules are in docs/schedule
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from heapq import heappop, heappush
@@ -213,19 +213,16 @@ class Overrides:
         self._segments = _resolve(self.overrides)
         self._starts = tuple(segment.start for segment in self._segments)
 
-    def answer(self, at: datetime, rotations: OnCall) -> OnCall:
-        """The override winning at ``at`` if any, else the rotations' answer cut at overrides."""
+    def answer(self, at: datetime, rotations: Callable[[datetime], OnCall]) -> OnCall:
+        """The override winning at ``at`` if any, else ``rotations(at)`` cut at overrides."""
         index = bisect_right(self._starts, at) - 1
         if index >= 0 and at < self._segments[index].end:
             segment = self._segments[index]
             return OnCall(segment.override.developer_id, segment.start, segment.end)
         ended = self._segments[index].end if index >= 0 else None
         begins = self._starts[index + 1] if index + 1 < len(self._starts) else None
-        return OnCall(
-            rotations.developer_id,
-            _later(rotations.since, ended),
-            _earlier(rotations.until, begins),
-        )
+        named = rotations(at)
+        return OnCall(named.developer_id, _later(named.since, ended), _earlier(named.until, begins))
 
 
 NO_OVERRIDES = Overrides()
@@ -234,7 +231,7 @@ NO_OVERRIDES = Overrides()
 def on_call(schedule: Schedule, overrides: Overrides, at: datetime) -> OnCall:
     """Who is on call at ``at`` (aware; past or future), since when and until when."""
     moment = instant(at, "at")
-    return overrides.answer(moment, schedule.rotation_answer(moment))
+    return overrides.answer(moment, schedule.rotation_answer)
 
 
 def next_handovers(
