@@ -151,11 +151,12 @@ def test_a_handover_in_a_fall_back_fold_happens_at_its_first_occurrence() -> Non
     daily = rotation("Europe/Paris", "2026-10-23T02:30:00", DAY_S, (1, 2, 3))
 
     first_pass = on_call(daily, NO_OVERRIDES, utc("2026-10-25T00:30:00"))
-    second_pass = on_call(daily, NO_OVERRIDES, utc("2026-10-25T01:30:00"))
 
     # The shift that begins in the fold is 25 hours long: no second hand-over at 02:30 CET.
     assert first_pass == OnCall(3, utc("2026-10-25T00:30:00"), utc("2026-10-26T01:30:00"))
-    assert second_pass == first_pass
+    # 02:10 CET, in the second pass: the clocks showed 02:30 already, an hour ago.
+    assert on_call(daily, NO_OVERRIDES, utc("2026-10-25T01:10:00")) == first_pass
+    assert on_call(daily, NO_OVERRIDES, utc("2026-10-25T01:30:00")) == first_pass
 
 
 def test_new_york_handovers_at_a_missing_and_at_a_repeated_time() -> None:
@@ -189,10 +190,12 @@ def test_shifts_shorter_than_a_gap_that_fall_in_it_are_skipped() -> None:
 def test_a_shift_that_begins_in_a_fold_runs_to_the_next_handover_after_it() -> None:
     half_hours = rotation("Europe/Paris", "2026-10-25T02:00:00", 1800, (1, 2, 3))
 
-    # 02:00 CEST (00:00Z), 02:30 CEST (00:30Z), then 03:00 CET (02:00Z): 90 minutes.
-    assert on_call(half_hours, NO_OVERRIDES, utc("2026-10-25T01:45:00")) == OnCall(
-        2, utc("2026-10-25T00:30:00"), utc("2026-10-25T02:00:00")
-    )
+    # 02:00 CEST (00:00Z), 02:30 CEST (00:30Z), then 03:00 CET (02:00Z): 90 minutes,
+    # through the second pass of 02:00-03:00 (01:00Z-02:00Z).
+    for at in ("2026-10-25T00:30:00", "2026-10-25T01:10:00", "2026-10-25T01:59:59"):
+        assert on_call(half_hours, NO_OVERRIDES, utc(at)) == OnCall(
+            2, utc("2026-10-25T00:30:00"), utc("2026-10-25T02:00:00")
+        ), at
 
 
 # --- overrides and layers ----------------------------------------------------------------
