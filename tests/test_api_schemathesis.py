@@ -24,9 +24,9 @@ from pagerd.config import (
     LevelConfig,
     PolicyConfig,
     ServiceConfig,
-    SmsTargetConfig,
     TeamConfig,
 )
+from pagerd.core.policy import SmsTarget
 from pagerd.intake.api_schemas import OPERATIONS, openapi_document
 from tests.apisite import AUTH, threaded_site
 
@@ -36,11 +36,7 @@ CONFIG = Config(
     teams=(
         TeamConfig(name="ops", developers=(DeveloperConfig(name="op", phone_number="5550001"),)),
     ),
-    policies=(
-        PolicyConfig(
-            id="0", levels=(LevelConfig(targets=(SmsTargetConfig(phone_number="5550002"),)),)
-        ),
-    ),
+    policies=(PolicyConfig(id="0", levels=(LevelConfig(targets=(SmsTarget("5550002"),)),)),),
     services=(ServiceConfig(id="0", name="zero", policy="0"),),
 )
 SCHEMA = schemathesis.openapi.from_dict(openapi_document(OPERATIONS, __version__))

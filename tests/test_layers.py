@@ -22,9 +22,10 @@ ALLOWED: dict[str, set[str]] = {
     "runtime": {"core", "runtime", "telemetry"},
     "store": {"core", "store", "telemetry"},
     "notify": {"core", "notify", "telemetry"},
-    "config": {"core", "config"},
-    "web": {"core", "runtime", "web", "telemetry", "config"},
-    "intake": {"core", "runtime", "intake", "telemetry", "web", "config"},
+    "wire": {"core", "wire"},
+    "config": {"core", "config", "wire"},
+    "web": {"core", "runtime", "web", "telemetry", "config", "wire"},
+    "intake": {"core", "runtime", "intake", "telemetry", "web", "config", "wire"},
 }
 WIRING = {"app", "cli", "systemd", "__init__", "__main__", "tools"}
 

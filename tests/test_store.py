@@ -172,7 +172,7 @@ async def test_upserts_replace_and_deletes_remove(store: Store) -> None:
             meta=(("k", "v1"),),
         )
     )
-    edited = Policy("payments", (Level((SmsTarget("+1"),), 60),))
+    edited = Policy("payments", (Level((SmsTarget("+15550009999"),), 60),))
     await store.write(
         WriteBatch(
             services=(ServiceRow("a", "A renamed", "other", managed=True),),

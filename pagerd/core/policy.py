@@ -8,15 +8,38 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Annotated
 
-SERVICE_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
+import msgspec
+
+# Each kind of identifier is written once, here: the domain checks it, and the config
+# file, the API's schemas and the OpenAPI document use the same pattern (anchored).
+SERVICE_ID = r"[A-Za-z0-9._-]{1,128}"
+PHONE_NUMBER = r"\+?[0-9]{6,15}"
+EMAIL_ADDRESS = r"[^@\s]+@[^@\s]+"
+HTTP_URL = r"https?://\S+"
+SERVICE_ID_PATTERN = re.compile(SERVICE_ID)
+PHONE_NUMBER_PATTERN = re.compile(PHONE_NUMBER)
+EMAIL_PATTERN = re.compile(EMAIL_ADDRESS)
+HTTP_URL_PATTERN = re.compile(HTTP_URL)
+# What each pattern means, for people: a problem names this, not the regex.
+PATTERN_MEANINGS = {
+    SERVICE_ID: "must match [A-Za-z0-9._-]{1,128}",
+    PHONE_NUMBER: "must be a phone number: an optional + and 6 to 15 digits",
+    EMAIL_ADDRESS: "must be an email address",
+    HTTP_URL: "must be an http:// or https:// URL",
+}
+
 MAX_REPEAT = 9
 MAX_MESSAGE_CHARS = 1024
 MAX_ALERT_ID_CHARS = 255
 # Far above any sane ack timeout, and far below where a deadline overflows datetime.
 MAX_ACK_TIMEOUT_S = 30 * 24 * 3600
-EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+")
-PHONE_NUMBER_PATTERN = re.compile(r"\+?[0-9]{6,15}")
+
+
+def anchored(pattern: str) -> str:
+    """``pattern`` matching a whole string, for a schema's ``pattern`` (which searches)."""
+    return f"^{pattern}$"
 
 
 class DomainError(ValueError):
@@ -31,8 +54,25 @@ class DomainError(ValueError):
 def validate_service_id(service_id: str, field: str = "service_id") -> str:
     """Return ``service_id`` if it matches ``[A-Za-z0-9._-]{1,128}``, else raise DomainError."""
     if not isinstance(service_id, str) or not SERVICE_ID_PATTERN.fullmatch(service_id):
-        raise DomainError(field, f"must match [A-Za-z0-9._-]{{1,128}}, got {service_id!r}")
+        raise DomainError(field, f"{PATTERN_MEANINGS[SERVICE_ID]}, got {service_id!r}")
     return service_id
+
+
+def _require(pattern: re.Pattern[str], value: str, field: str) -> None:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise DomainError(field, f"{PATTERN_MEANINGS[pattern.pattern]}, got {value!r}")
+
+
+def require_phone_number(value: str, field: str = "phone_number") -> None:
+    """DomainError unless ``value`` is a phone number: an optional + and 6 to 15 digits."""
+    _require(PHONE_NUMBER_PATTERN, value, field)
+
+
+# For schemas, which check a pattern by searching (``$`` allows a final newline there):
+# each target's own check below is the one that holds.
+PhoneNumber = Annotated[str, msgspec.Meta(pattern=anchored(PHONE_NUMBER))]
+EmailAddress = Annotated[str, msgspec.Meta(pattern=anchored(EMAIL_ADDRESS))]
+HttpUrl = Annotated[str, msgspec.Meta(pattern=anchored(HTTP_URL), max_length=2048)]
 
 
 # --- escalation policy -------------------------------------------------------------------
@@ -43,30 +83,33 @@ def require_text(value: str, field: str) -> None:
         raise DomainError(field, "must be a non-empty string")
 
 
-@dataclass(frozen=True, slots=True)
-class SmsTarget:
+# Targets are the one model of a page's target: the config file, the API and the store
+# decode them straight into these (tagged by "type"), and each checks itself.
+
+
+class _Target(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type"):
+    """Base of the targets: tagged by ``type``, and an unknown field is an error."""
+
+
+class SmsTarget(_Target, frozen=True, tag="sms"):
     """Page a phone number by SMS."""
 
-    phone_number: str
+    phone_number: PhoneNumber
 
     def __post_init__(self) -> None:
-        require_text(self.phone_number, "phone_number")
+        require_phone_number(self.phone_number)
 
 
-@dataclass(frozen=True, slots=True)
-class EmailTarget:
+class EmailTarget(_Target, frozen=True, tag="email"):
     """Page an email address."""
 
-    address: str
+    address: EmailAddress
 
     def __post_init__(self) -> None:
-        require_text(self.address, "address")
-        if not EMAIL_PATTERN.fullmatch(self.address):
-            raise DomainError("address", f"is not an email address: {self.address!r}")
+        _require(EMAIL_PATTERN, self.address, "address")
 
 
-@dataclass(frozen=True, slots=True)
-class TeamTarget:
+class TeamTarget(_Target, frozen=True, tag="team"):
     """Page one developer of a team, chosen by the team's rotation (resolved by the runtime)."""
 
     team: str
@@ -75,19 +118,17 @@ class TeamTarget:
         require_text(self.team, "team")
 
 
-@dataclass(frozen=True, slots=True)
-class WebhookTarget:
+class WebhookTarget(_Target, frozen=True, tag="webhook"):
     """POST the incident to a URL."""
 
-    url: str
+    url: HttpUrl
 
     def __post_init__(self) -> None:
-        require_text(self.url, "url")
-        if not self.url.startswith(("http://", "https://")):
-            raise DomainError("url", f"must be an http:// or https:// URL, got {self.url!r}")
+        _require(HTTP_URL_PATTERN, self.url, "url")
 
 
 Target = SmsTarget | EmailTarget | TeamTarget | WebhookTarget
+TARGET_TYPES = ("sms", "email", "team", "webhook")
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,16 +9,28 @@ element (as pagerd.config does for the file) until each problem is named.
 from __future__ import annotations
 
 import re
-import types
 import typing
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta, Struct
 
-from pagerd.core.policy import MAX_ACK_TIMEOUT_S, MAX_ALERT_ID_CHARS, MAX_MESSAGE_CHARS, MAX_REPEAT
+from pagerd.core.policy import (
+    MAX_ACK_TIMEOUT_S,
+    MAX_ALERT_ID_CHARS,
+    MAX_MESSAGE_CHARS,
+    MAX_REPEAT,
+    SERVICE_ID,
+    EmailTarget,
+    PhoneNumber,
+    SmsTarget,
+    WebhookTarget,
+    anchored,
+    require_phone_number,
+)
+from pagerd.wire.explain import JSON, explain
 
 T = TypeVar("T")
 
@@ -28,26 +40,13 @@ MAX_PROBLEMS = 20
 MAX_INCIDENTS = 1000
 DEFAULT_TEAM_ALERT = "Too many 5xx!"
 
-PHONE_PATTERN = r"^\+?[0-9]{6,15}$"
-SERVICE_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
 _NOT_BLANK = r"\S"
-_EMAIL = r"^[^@\s]+@[^@\s]+$"
-_URL = r"^https?://\S+$"
-# msgspec names the regex that failed; people want to read what was meant.
-_PATTERN_HINTS = {
-    PHONE_PATTERN: "must be a phone number: an optional + and 6 to 15 digits",
-    SERVICE_ID_PATTERN: "must match [A-Za-z0-9._-]{1,128}",
-    _NOT_BLANK: "must not be blank",
-    _EMAIL: "must be an email address",
-    _URL: "must be an http:// or https:// URL",
-}
 
 Name = Annotated[str, Meta(min_length=1, max_length=100, pattern=_NOT_BLANK)]
-Phone = Annotated[str, Meta(pattern=PHONE_PATTERN, examples=["999999999", "+15550001111"])]
 Message = Annotated[str, Meta(min_length=1, max_length=MAX_MESSAGE_CHARS, pattern=_NOT_BLANK)]
 AlertId = Annotated[str, Meta(min_length=1, max_length=MAX_ALERT_ID_CHARS)]
 ShortText = Annotated[str, Meta(min_length=1, max_length=255)]
-ServiceId = Annotated[str, Meta(pattern=SERVICE_ID_PATTERN)]
+ServiceId = Annotated[str, Meta(pattern=anchored(SERVICE_ID))]
 Timeout = Annotated[float, Meta(gt=0, le=MAX_ACK_TIMEOUT_S)]
 Time = Annotated[str, Meta(description="RFC 3339 UTC with milliseconds")]
 Status = Literal["triggered", "acknowledged", "resolved"]
@@ -71,7 +70,10 @@ class NewDeveloper(_Body):
     """A developer to add to a team."""
 
     name: Name
-    phone_number: Phone
+    phone_number: PhoneNumber
+
+    def __post_init__(self) -> None:
+        require_phone_number(self.phone_number)
 
 
 class NewTeam(_Body):
@@ -130,33 +132,29 @@ class TeamAlertAccepted(Struct, kw_only=True):
 # --- policies --------------------------------------------------------------------------------
 
 
-class SmsTarget(_Body, tag="sms", tag_field="type"):
-    phone_number: Phone
+# The targets are the domain's (pagerd.core.policy); a team alone is named here by id too.
 
 
-class EmailTarget(_Body, tag="email", tag_field="type"):
-    address: Annotated[str, Meta(pattern=_EMAIL)]
-
-
-class TeamTarget(_Body, tag="team", tag_field="type"):
+class TeamTargetIn(_Body, tag="team", tag_field="type"):
     """One developer of the team, in rotation; name the team by ``team`` or ``team_id``."""
 
     team: Name | None = None
     team_id: int | None = None
 
 
-class WebhookTarget(_Body, tag="webhook", tag_field="type"):
-    url: Annotated[str, Meta(pattern=_URL, max_length=2048)]
+class TeamTargetOut(Struct, kw_only=True, tag="team", tag_field="type"):
+    team: str
+    team_id: int | None
 
 
-Target = SmsTarget | EmailTarget | TeamTarget | WebhookTarget
-_TARGET_TYPES = ("sms", "email", "team", "webhook")
+TargetIn = SmsTarget | EmailTarget | TeamTargetIn | WebhookTarget
+TargetOut = SmsTarget | EmailTarget | TeamTargetOut | WebhookTarget
 
 
 class PolicyLevel(_Body):
     """Targets paged together; ``ack_timeout_s`` defaults to [escalation].ack_timeout_s."""
 
-    targets: Annotated[list[Target], Meta(min_length=1, max_length=100)]
+    targets: Annotated[list[TargetIn], Meta(min_length=1, max_length=100)]
     ack_timeout_s: Timeout | None = None
 
 
@@ -169,7 +167,7 @@ class PolicyBody(_Body):
 
 class LevelOut(Struct, kw_only=True):
     ack_timeout_s: float
-    targets: list[Target]
+    targets: list[TargetOut]
 
 
 class PolicyOut(Struct, kw_only=True):
@@ -361,140 +359,8 @@ def decode_body(raw: bytes, tp: type[T], *, empty: T | None = None) -> T:
     try:
         return msgspec.convert(value, tp)
     except msgspec.ValidationError:
-        raise invalid(field_problems(value, tp, "")) from None
-
-
-def field_problems(value: object, tp: Any, path: str) -> list[FieldProblem]:
-    """Every problem of ``value`` as ``tp``, found by descending into objects and arrays."""
-    return list(_problems(value, tp, path))
-
-
-def _problems(value: object, tp: Any, path: str) -> Iterator[FieldProblem]:
-    try:
-        msgspec.convert(value, tp)
-    except msgspec.ValidationError as error:
-        found = error
-    else:
-        return
-    base, shallow = _unwrap(tp)
-    if shallow is not None:
-        # The constraint on this node itself (an array's length) first: 10,000 developers
-        # are one problem, not 10,000.
-        try:
-            msgspec.convert(value, shallow)
-        except msgspec.ValidationError as error:
-            yield _describe(error, value, path)
-            return
-    count = 0
-    for problem in _descend(value, base, path):
-        yield problem
-        count += 1
-        if count >= MAX_PROBLEMS + 1:
-            return
-    if count == 0:
-        yield _describe(found, value, path)
-
-
-def _unwrap(tp: Any) -> tuple[Any, Any]:
-    """The type under ``Annotated``, and the node's own constraints on a shallow type."""
-    if typing.get_origin(tp) is not Annotated:
-        return tp, None
-    base, *metas = typing.get_args(tp)
-    shallow_base = list[Any] if typing.get_origin(base) is list else base
-    if _is_struct(base):
-        return base, None
-    return base, Annotated[(shallow_base, *metas)]
-
-
-def _is_struct(tp: Any) -> bool:
-    return isinstance(tp, type) and issubclass(tp, Struct)
-
-
-def _descend(value: object, tp: Any, path: str) -> Iterator[FieldProblem]:
-    if _is_struct(tp) and isinstance(value, dict):
-        yield from _struct_problems(value, tp, path)
-    elif typing.get_origin(tp) is list and isinstance(value, list):
-        (item_type,) = typing.get_args(tp)
-        for index, item in enumerate(value):
-            yield from _problems(item, item_type, f"{path}[{index}]")
-    elif typing.get_origin(tp) in (typing.Union, types.UnionType):
-        members = [m for m in typing.get_args(tp) if m is not type(None)]
-        if value is None:
-            return
-        if len(members) == 1:
-            yield from _problems(value, members[0], path)
-        elif all(_is_struct(m) for m in members) and isinstance(value, dict):
-            yield from _tagged_problems(value, members, path)
-
-
-def _struct_problems(value: dict[Any, Any], tp: type[Struct], path: str) -> Iterator[FieldProblem]:
-    config = tp.__struct_config__
-    fields = {f.encode_name: f for f in msgspec.structs.fields(tp)}
-    if config.forbid_unknown_fields:
-        for key in value:
-            if key not in fields and key != config.tag_field:
-                yield FieldProblem(field=_join(path, key), problem="unknown field")
-    for key, info in fields.items():
-        if key in value:
-            yield from _problems(value[key], info.type, _join(path, key))
-        elif info.required:
-            yield FieldProblem(field=_join(path, key), problem="is required")
-
-
-def _tagged_problems(
-    value: dict[Any, Any], members: list[Any], path: str
-) -> Iterator[FieldProblem]:
-    by_tag = {m.__struct_config__.tag: m for m in members}
-    tag_field = members[0].__struct_config__.tag_field
-    tag = value.get(tag_field)
-    chosen = by_tag.get(tag) if isinstance(tag, str) else None
-    if chosen is None:
-        what = "is required" if tag is None else f"is not known: {tag!r}"
-        yield FieldProblem(
-            field=_join(path, tag_field), problem=f"{what}; one of {', '.join(by_tag)}"
-        )
-        return
-    yield from _problems(value, chosen, path)
-
-
-_JSON_NAMES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}
-
-
-def _describe(error: msgspec.ValidationError, value: object, path: str) -> FieldProblem:
-    """Say what msgspec's error means, in JSON terms, at the field path it names."""
-    found = re.fullmatch(r"(?s)(.*?)(?: - at `\$(.*)`)?", str(error))
-    assert found is not None  # the pattern matches any string
-    message, where = found.group(1), path + (found.group(2) or "")
-    problem = message
-    if m := re.fullmatch(r"Object (missing required|contains unknown) field `(.*)`", message):
-        where = _join(where, m.group(2))
-        problem = "is required" if m.group(1) == "missing required" else "unknown field"
-    elif m := re.fullmatch(r"Expected `(.*)`, got `(.*)`", message):
-        problem = f"expected {_json_type(m.group(1))}, got {_json_type(m.group(2))}"
-    elif m := re.fullmatch(r"Expected `str` of length (>=|<=) (\d+)", message):
-        short = m.group(1) == ">=" and m.group(2) == "1"
-        bound = "at least" if m.group(1) == ">=" else "at most"
-        problem = "must not be empty" if short else f"must be {bound} {m.group(2)} characters"
-    elif m := re.fullmatch(r"Expected `(?:array|object)` of length (>=|<=) (\d+)", message):
-        bound = "at least" if m.group(1) == ">=" else "at most"
-        problem = f"must have {bound} {m.group(2)} items"
-    elif m := re.fullmatch(r"Expected `str` matching regex (.*)", message):
-        hint = next((h for p, h in _PATTERN_HINTS.items() if repr(p) == m.group(1)), None)
-        problem = hint or f"must match {m.group(1)}"
-    elif m := re.fullmatch(r"Expected `\w+` (>=|>|<=|<) (\S+)", message):
-        problem = f"must be {m.group(1)} {m.group(2)}"
-    elif m := re.fullmatch(r"Invalid enum value (.*)", message):
-        problem = f"is not one of the allowed values: {m.group(1)}"
-    return FieldProblem(field=where or "body", problem=problem)
-
-
-def _json_type(msgspec_names: str) -> str:
-    names = (_JSON_NAMES.get(n, n) for n in msgspec_names.split(" | "))
-    return " or ".join(names)
-
-
-def _join(path: str, key: object) -> str:
-    return f"{path}.{key}" if path else str(key)
+        found = explain(value, tp, JSON, limit=MAX_PROBLEMS + 1)
+        raise invalid([FieldProblem(field=p.field, problem=p.problem) for p in found]) from None
 
 
 # --- the OpenAPI document --------------------------------------------------------------------
@@ -510,7 +376,7 @@ _PROBLEMS = {
     503: "not committed; try again",
 }
 _ROUTE_PARAM = re.compile(r"\{(\w+)(?::([^{}]*))?\}")
-SERVICE_ID = {"type": "string", "pattern": SERVICE_ID_PATTERN}
+SERVICE_ID_SCHEMA = {"type": "string", "pattern": anchored(SERVICE_ID)}
 INCIDENT_ID = {"type": "string", "minLength": 1}
 
 
@@ -526,7 +392,7 @@ class Operation:
     body: type[Struct] | None = None
     body_required: bool = True
     problems: tuple[int, ...] = ()
-    id_schema: Mapping[str, object] = field(default_factory=lambda: SERVICE_ID)
+    id_schema: Mapping[str, object] = field(default_factory=lambda: SERVICE_ID_SCHEMA)
     query: tuple[Mapping[str, object], ...] = ()
 
 

@@ -23,7 +23,12 @@ from aiohttp import web
 
 from pagerd.config import Config
 from pagerd.core.domain import Ack, AckTimeout, Alert, Event, Healthy, LevelFailed
-from pagerd.core.policy import MAX_ALERT_ID_CHARS, MAX_MESSAGE_CHARS, SERVICE_ID_PATTERN
+from pagerd.core.policy import (
+    MAX_ALERT_ID_CHARS,
+    MAX_MESSAGE_CHARS,
+    SERVICE_ID,
+    SERVICE_ID_PATTERN,
+)
 from pagerd.intake.sns import (
     NOTIFICATION,
     SUBSCRIPTION_CONFIRMATION,
@@ -146,7 +151,7 @@ def parse_pagerduty(body: bytes) -> PdCommand:
     if not event.routing_key:
         errors.append("'routing_key' is missing or blank")
     elif not SERVICE_ID_PATTERN.fullmatch(event.routing_key):
-        errors.append("Invalid routing key: it is a pagerd service id, [A-Za-z0-9._-]{1,128}")
+        errors.append(f"Invalid routing key: it is a pagerd service id, {SERVICE_ID}")
     action = _PD_ACTIONS.get(event.event_action)
     if not event.event_action:
         errors.append("'event_action' is missing or blank")

@@ -22,7 +22,12 @@ import msgspec
 import structlog
 
 from pagerd.core.domain import Ack, Alert, Event, Healthy, RecordTimeline, ServiceState
-from pagerd.core.policy import MAX_ALERT_ID_CHARS, MAX_MESSAGE_CHARS, SERVICE_ID_PATTERN
+from pagerd.core.policy import (
+    MAX_ALERT_ID_CHARS,
+    MAX_MESSAGE_CHARS,
+    SERVICE_ID,
+    SERVICE_ID_PATTERN,
+)
 from pagerd.core.times import rfc3339
 from pagerd.intake.mqtt_client import (
     Reading,
@@ -101,7 +106,7 @@ def parse_topic(topic: str, prefix: str) -> tuple[Kind, str]:
         raise Rejected(f"topic {topic!r} is not {prefix}/alert|ack|healthy/SERVICE", "topic")
     kind: Kind = parts[0]  # type: ignore[assignment]  # checked just above
     if not SERVICE_ID_PATTERN.fullmatch(parts[1]):
-        raise Rejected(f"service id {parts[1]!r} must match [A-Za-z0-9._-]{{1,128}}", "topic")
+        raise Rejected(f"service id {parts[1]!r} must match {SERVICE_ID}", "topic")
     return kind, parts[1]
 
 

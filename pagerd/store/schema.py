@@ -12,19 +12,15 @@ from __future__ import annotations
 import enum
 import functools
 from datetime import UTC, datetime
-from typing import Any, assert_never
+from typing import Any
 
 import msgspec
 
 from pagerd.core.domain import AlertIds, Incident, IncidentStatus, RecordAlert, RecordTimeline
 from pagerd.core.policy import (
-    EmailTarget,
     Level,
     Policy,
-    SmsTarget,
     Target,
-    TeamTarget,
-    WebhookTarget,
 )
 from pagerd.core.records import OutboxRow, WriteBatch
 
@@ -205,25 +201,9 @@ def _from_db_time_or_none(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
-class _SmsJson(msgspec.Struct, tag="sms", tag_field="type"):
-    phone_number: str
-
-
-class _EmailJson(msgspec.Struct, tag="email", tag_field="type"):
-    address: str
-
-
-class _TeamJson(msgspec.Struct, tag="team", tag_field="type"):
-    team: str
-
-
-class _WebhookJson(msgspec.Struct, tag="webhook", tag_field="type"):
-    url: str
-
-
 class _LevelJson(msgspec.Struct):
     ack_timeout_s: float
-    targets: list[_SmsJson | _EmailJson | _TeamJson | _WebhookJson]
+    targets: list[Target]
 
 
 class _PolicyJson(msgspec.Struct):
@@ -231,40 +211,9 @@ class _PolicyJson(msgspec.Struct):
     levels: list[_LevelJson]
 
 
-def _target_json(target: Target) -> _SmsJson | _EmailJson | _TeamJson | _WebhookJson:
-    match target:
-        case SmsTarget(phone_number=phone):
-            return _SmsJson(phone)
-        case EmailTarget(address=address):
-            return _EmailJson(address)
-        case TeamTarget(team=team):
-            return _TeamJson(team)
-        case WebhookTarget(url=url):
-            return _WebhookJson(url)
-        case _:
-            assert_never(target)
-
-
-def _target(stored: _SmsJson | _EmailJson | _TeamJson | _WebhookJson) -> Target:
-    match stored:
-        case _SmsJson(phone_number=phone):
-            return SmsTarget(phone)
-        case _EmailJson(address=address):
-            return EmailTarget(address)
-        case _TeamJson(team=team):
-            return TeamTarget(team)
-        case _WebhookJson(url=url):
-            return WebhookTarget(url)
-        case _:
-            assert_never(stored)
-
-
 def encode_policy(policy: Policy) -> str:
     """The policy as JSON: ``{"repeat", "levels": [{"ack_timeout_s", "targets"}]}``."""
-    levels = [
-        _LevelJson(level.ack_timeout_s, [_target_json(t) for t in level.targets])
-        for level in policy.levels
-    ]
+    levels = [_LevelJson(level.ack_timeout_s, list(level.targets)) for level in policy.levels]
     return msgspec.json.encode(_PolicyJson(policy.repeat, levels)).decode()
 
 
@@ -272,10 +221,7 @@ def decode_policy(policy_id: str, body: str) -> Policy:
     """The policy stored as ``body``; ValueError if it is not a valid policy."""
     try:
         stored = msgspec.json.decode(body, type=_PolicyJson)
-        levels = tuple(
-            Level(tuple(_target(t) for t in level.targets), level.ack_timeout_s)
-            for level in stored.levels
-        )
+        levels = tuple(Level(tuple(level.targets), level.ack_timeout_s) for level in stored.levels)
         return Policy(policy_id, levels, stored.repeat)
     except (msgspec.ValidationError, msgspec.DecodeError) as error:
         raise ValueError(str(error)) from error

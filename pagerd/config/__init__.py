@@ -1,0 +1,51 @@
+"""The configuration (CONTRACT §2): its shape (``model``) and reading it (``load``)."""
+
+from pagerd.config.load import (
+    SYSTEM_CONFIG_PATH,
+    ConfigError,
+    default_config_path,
+    load_config,
+)
+from pagerd.config.model import (
+    Config,
+    DatabaseConfig,
+    DeveloperConfig,
+    EmailConfig,
+    EscalationConfig,
+    HttpConfig,
+    IntegrationsConfig,
+    LevelConfig,
+    LogConfig,
+    MqttConfig,
+    NotifyConfig,
+    PolicyConfig,
+    RoutingConfig,
+    ServiceConfig,
+    SmsConfig,
+    TeamConfig,
+    WebhookConfig,
+)
+
+__all__ = [
+    "SYSTEM_CONFIG_PATH",
+    "Config",
+    "ConfigError",
+    "DatabaseConfig",
+    "DeveloperConfig",
+    "EmailConfig",
+    "EscalationConfig",
+    "HttpConfig",
+    "IntegrationsConfig",
+    "LevelConfig",
+    "LogConfig",
+    "MqttConfig",
+    "NotifyConfig",
+    "PolicyConfig",
+    "RoutingConfig",
+    "ServiceConfig",
+    "SmsConfig",
+    "TeamConfig",
+    "WebhookConfig",
+    "default_config_path",
+    "load_config",
+]

@@ -1,0 +1,319 @@
+"""Reading the configuration file: every problem found, one line ``FILE: key.path: what``.
+
+msgspec stops at the first error of a ``convert`` call, so a table that fails is
+explained field by field (``pagerd.wire.explain``) until each problem is named. The
+checks beyond types (policies, service ids, duplicates and references across the
+file) run on each table, team, policy and service whose types are right, so a file
+with both kinds of mistakes reports both.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from pagerd.config.model import (
+    Config,
+    DatabaseConfig,
+    EmailConfig,
+    EscalationConfig,
+    HttpConfig,
+    IntegrationsConfig,
+    LogConfig,
+    MqttConfig,
+    NotifyConfig,
+    PolicyConfig,
+    RoutingConfig,
+    Secrets,
+    ServiceConfig,
+    TeamConfig,
+)
+from pagerd.core.policy import DomainError, Level, Policy, TeamTarget, validate_service_id
+from pagerd.wire.explain import TOML, explain
+
+T = TypeVar("T")
+
+SYSTEM_CONFIG_PATH = Path("/etc/pagerd/pagerd.toml")
+LOCAL_DATABASE_PATH = "./var/pagerd.db"
+DATABASE_FILE_NAME = "pagerd.db"
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; ``problems`` holds one ``FILE: key.path: what`` line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def default_config_path(env: Mapping[str, str] | None = None) -> Path:
+    """``$PAGERD_CONFIG``, else /etc/pagerd/pagerd.toml."""
+    env = os.environ if env is None else env
+    return Path(env["PAGERD_CONFIG"]) if env.get("PAGERD_CONFIG") else SYSTEM_CONFIG_PATH
+
+
+def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read and check the file at ``path``; ConfigError lists every problem found."""
+    env = os.environ if env is None else env
+    source = str(path)
+    raw = _parse_toml(path)
+    problems: list[str] = []
+
+    known = {f.encode_name for f in msgspec.structs.fields(Config)} - {"source", "secrets"}
+    problems += [f"{key}: unknown key" for key in raw if key not in known]
+    database = _section(raw, "database", DatabaseConfig, problems)
+    mqtt = _section(raw, "mqtt", MqttConfig, problems)
+    http = _section(raw, "http", HttpConfig, problems)
+    escalation = _section(raw, "escalation", EscalationConfig, problems)
+    routing = _section(raw, "routing", RoutingConfig, problems)
+    notify = _section(raw, "notify", NotifyConfig, problems)
+    integrations = _section(raw, "integrations", IntegrationsConfig, problems)
+    log = _section(raw, "log", LogConfig, problems)
+    teams = _elements(raw, "teams", TeamConfig, problems)
+    policies = _elements(raw, "policies", PolicyConfig, problems)
+    services = _elements(raw, "services", ServiceConfig, problems)
+
+    try:
+        http.host_port()
+    except ValueError as exc:
+        problems.append(f"http.listen: {exc}")
+    problems += _check_integrations(integrations)
+    for key_path, cfg in policies:
+        problems += _policy_problems(cfg, escalation.ack_timeout_s, key_path)
+    for key_path, svc in services:
+        try:
+            validate_service_id(svc.id, "id")
+        except DomainError as exc:
+            problems.append(f"{key_path}.{exc.field}: {exc.problem}")
+    problems += _cross_check(raw, routing, teams, policies, services)
+    secrets = _read_secrets(mqtt, http, notify.email, problems)
+
+    if problems:
+        raise ConfigError([f"{source}: {problem}" for problem in problems])
+    return Config(
+        database=msgspec.structs.replace(database, path=_database_path(database, env)),
+        mqtt=mqtt,
+        # Links are built as f"{public_url}/ack/...": a trailing slash would double.
+        http=msgspec.structs.replace(http, public_url=http.public_url.rstrip("/")),
+        escalation=escalation,
+        routing=routing,
+        notify=notify,
+        integrations=integrations,
+        log=log,
+        teams=tuple(team for _, team in teams),
+        policies=tuple(policy for _, policy in policies),
+        services=tuple(service for _, service in services),
+        source=source,
+        secrets=secrets,
+    )
+
+
+# --- reading -----------------------------------------------------------------------------
+
+
+def _parse_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {_reason(exc)}"]) from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        at = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
+        if at is not None:
+            line, where = at.group(1), f" (column {at.group(2)})"
+        else:  # "(at end of document)"
+            line, where = str(text.count("\n") + 1), ""
+        message = re.sub(r"\s*\(at [^()]*\)$", "", message)
+        raise ConfigError([f"{path}:{line}: {message}{where}"]) from exc
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+
+
+def _database_path(database: DatabaseConfig, env: Mapping[str, str]) -> str:
+    if database.path:
+        return database.path
+    # systemd's StateDirectory= may list several directories, separated by ':'.
+    state_directory = env.get("STATE_DIRECTORY", "").split(":")[0]
+    if state_directory:
+        return str(Path(state_directory) / DATABASE_FILE_NAME)
+    return LOCAL_DATABASE_PATH
+
+
+def _read_secrets(
+    mqtt: MqttConfig, http: HttpConfig, email: EmailConfig, problems: list[str]
+) -> Secrets:
+    tokens: tuple[str, ...] = ()
+    if http.tokens_file:
+        text = _read_file(http.tokens_file, "http.tokens_file", problems)
+        lines = (line.strip() for line in (text or "").splitlines())
+        tokens = tuple(line for line in lines if line and not line.startswith("#"))
+    if mqtt.tls and mqtt.ca_file:
+        _read_file(mqtt.ca_file, "mqtt.ca_file", problems)
+    return Secrets(
+        http_tokens=tokens,
+        mqtt_password=_read_password(mqtt.password_file, "mqtt.password_file", problems),
+        email_password=_read_password(email.password_file, "notify.email.password_file", problems),
+    )
+
+
+def _read_password(path: str, key: str, problems: list[str]) -> str | None:
+    if not path:
+        return None
+    text = _read_file(path, key, problems)
+    if text is None:
+        return None
+    password = text.rstrip("\r\n")  # files written by editors and echo end in a newline
+    if not password:
+        problems.append(f"{key}: {path} is empty")
+    return password
+
+
+def _read_file(path: str, key: str, problems: list[str]) -> str | None:
+    # Relative paths are relative to the working directory, like database.path.
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"{key}: cannot read {path}: {_reason(exc)}")
+        return None
+
+
+# --- type checks (msgspec) ---------------------------------------------------------------
+
+
+def _section(raw: Mapping[str, Any], key: str, tp: type[T], problems: list[str]) -> T:
+    """Convert one table of the file; on failure record its problems and use the defaults."""
+    converted = _convert(raw.get(key, {}), tp, key, problems)
+    return tp() if converted is None else converted
+
+
+def _elements(
+    raw: Mapping[str, Any], key: str, tp: type[T], problems: list[str]
+) -> list[tuple[str, T]]:
+    """Convert each table of an array of tables, keyed by its path; drop the ones that fail."""
+    value = raw.get(key, [])
+    if not isinstance(value, list):
+        problems.append(f"{key}: expected array of tables, got {_toml_type(value)}")
+        return []
+    converted = (
+        (f"{key}[{i}]", _convert(item, tp, f"{key}[{i}]", problems)) for i, item in enumerate(value)
+    )
+    return [(path, item) for path, item in converted if item is not None]
+
+
+def _convert(value: object, tp: type[T], path: str, problems: list[str]) -> T | None:
+    try:
+        return msgspec.convert(value, tp)
+    except msgspec.ValidationError:
+        problems += [f"{p.field}: {p.problem}" for p in explain(value, tp, TOML, path=path)]
+        return None
+
+
+def _toml_type(value: object) -> str:
+    match value:
+        case dict():
+            return "table"
+        case list():
+            return "array"
+        case _:
+            name = type(value).__name__
+            return TOML.types.get(name, name)
+
+
+# --- domain and cross checks -------------------------------------------------------------
+
+
+def _check_integrations(integrations: IntegrationsConfig) -> list[str]:
+    try:
+        re.compile(integrations.sns_cert_url_pattern)
+    except re.error as exc:
+        return [f"integrations.sns_cert_url_pattern: not a valid regular expression: {exc}"]
+    return []
+
+
+def _policy_problems(cfg: PolicyConfig, default_timeout_s: float, path: str) -> list[str]:
+    """Every problem the domain finds with a policy: each level's, then id and repeat."""
+    problems: list[str] = []
+    levels: list[Level] = []
+    for index, level in enumerate(cfg.levels):
+        timeout = default_timeout_s if level.ack_timeout_s is None else level.ack_timeout_s
+        try:
+            levels.append(Level(level.targets, timeout))
+        except DomainError as exc:
+            problems.append(f"{path}.levels[{index}].{exc.field}: {exc.problem}")
+    # A level that failed is reported already; a stand-in keeps it from also counting as
+    # "no levels" while id and repeat are still checked.
+    checked = tuple(levels) if len(levels) == len(cfg.levels) else (_STAND_IN_LEVEL,)
+    try:
+        Policy(cfg.id, checked, cfg.repeat)
+    except DomainError as exc:
+        problems.append(f"{path}.{exc.field}: {exc.problem}")
+    return problems
+
+
+_STAND_IN_LEVEL = Level((TeamTarget("stand-in"),), 1.0)
+
+
+def _cross_check(
+    raw: Mapping[str, Any],
+    routing: RoutingConfig,
+    teams: list[tuple[str, TeamConfig]],
+    policies: list[tuple[str, PolicyConfig]],
+    services: list[tuple[str, ServiceConfig]],
+) -> list[str]:
+    """Duplicates and references between the file's teams, policies and services."""
+    problems = _duplicates("team name", [(f"{p}.name", t.name) for p, t in teams])
+    problems += _duplicates("policy id", [(f"{p}.id", c.id) for p, c in policies])
+    problems += _duplicates("service id", [(f"{p}.id", s.id) for p, s in services])
+
+    # Names are taken from the raw file too, so an entry with a type error elsewhere
+    # still counts as declared and does not add a second, misleading problem.
+    team_names = _declared(raw, "teams", "name") | {t.name for _, t in teams}
+    policy_ids = _declared(raw, "policies", "id") | {c.id for _, c in policies}
+    for path, service in services:
+        if service.policy not in policy_ids:
+            problems.append(
+                f"{path}.policy: policy {service.policy!r} is not declared in [[policies]]"
+            )
+    if routing.fallback_policy and routing.fallback_policy not in policy_ids:
+        problems.append(
+            f"routing.fallback_policy: policy {routing.fallback_policy!r} "
+            "is not declared in [[policies]]"
+        )
+    for path, policy in policies:
+        for level_index, level in enumerate(policy.levels):
+            for target_index, target in enumerate(level.targets):
+                if isinstance(target, TeamTarget) and target.team not in team_names:
+                    problems.append(
+                        f"{path}.levels[{level_index}].targets[{target_index}].team: "
+                        f"team {target.team!r} is not declared in [[teams]]"
+                    )
+    return problems
+
+
+def _duplicates(what: str, entries: list[tuple[str, str]]) -> list[str]:
+    first: dict[str, str] = {}
+    problems: list[str] = []
+    for path, name in entries:
+        if name in first:
+            problems.append(f"{path}: duplicate {what} {name!r} (first at {first[name]})")
+        else:
+            first[name] = path
+    return problems
+
+
+def _declared(raw: Mapping[str, Any], key: str, name_key: str) -> set[str]:
+    items = raw.get(key)
+    if not isinstance(items, list):
+        return set()
+    names = (item.get(name_key) for item in items if isinstance(item, dict))
+    return {name for name in names if isinstance(name, str)}
