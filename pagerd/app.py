@@ -49,10 +49,9 @@ SENDERS_GRACE_S = 3.0
 # ARM_LATER_S if the broker is not there: well before any of them is due.
 ARM_AT_ONCE = timedelta(seconds=60)
 ARM_LATER_S = 5.0
-# The interpreter scans its youngest objects every 700 allocations; a message in flight
-# makes dozens (envelope, futures, rows, closures), and at 1,000 new incidents a second
-# those scans held the event loop a fifth of its time. Less often is as safe: pagerd
-# makes few reference cycles, and memory is plentiful next to that time.
+# The interpreter scans its youngest objects every 700 allocations, and a message in
+# flight makes dozens (envelope, futures, rows, closures): scanning less often spares the
+# event loop. It is as safe: pagerd makes few reference cycles, and memory is plentiful.
 GC_THRESHOLDS = (20_000, 20, 100)
 
 
@@ -297,8 +296,8 @@ def _collection_paused() -> Iterator[None]:
     """No cyclic garbage collection while start-up builds its long-lived objects.
 
     Recovery makes a few objects per open incident, all of them kept: each collection
-    along the way would scan them all again, and took half of recovery's time. They
-    are frozen afterwards, out of the way of later collections too.
+    along the way would scan them all again. They are frozen afterwards, out of the way
+    of later collections too.
     """
     enabled = gc.isenabled()
     gc.disable()
@@ -325,7 +324,7 @@ async def _announce_ready(
 
 
 async def _arm_timers(runtime: Runtime, link: MqttLink) -> None:
-    # Not on the way to READY: 100,000 timers take the event loop half a second.
+    # Not on the way to READY: every open incident's timer, armed a chunk at a time.
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(ARM_LATER_S):
             await link.subscribed.wait()

@@ -51,8 +51,8 @@ class IncidentStatus(enum.StrEnum):
 class AlertIds(Set[str]):
     """The alert ids an incident has seen: an immutable set that grows in O(log n).
 
-    A frozenset copied with each new id made an alert storm on one service quadratic
-    (20,000 alerts took 6 s of the event loop). This keeps disjoint frozensets whose
+    A frozenset copied with each new id would make an alert storm on one service
+    quadratic. This keeps disjoint frozensets whose
     sizes halve along the tuple, like the digits of a binary counter: adding an id
     merges the small ones at the end, so each id is copied O(log n) times in all, and
     a lookup asks O(log n) sets.

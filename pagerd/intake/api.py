@@ -219,9 +219,9 @@ class _Api:
     async def list_services(self, request: web.Request) -> web.StreamResponse:
         """``ServiceList``, written a chunk at a time as the store reads it.
 
-        Services can number a million; their listing is ~100 MiB of JSON, which the
-        console asks for every 2 s. Built here whole, it held the event loop (and every
-        page and escalation behind it) for 13 s. A first read that fails is a 503;
+        Services can number a million, ~100 MiB of JSON: built here whole, it would hold
+        the event loop, and every page and escalation behind it. A first read that
+        fails is a 503;
         a later one can only cut the answer off, which the client sees as incomplete.
         """
         ctx = request.app[CONTEXT]

@@ -224,8 +224,8 @@ class MqttPublisher:
         The first connection of this process publishes every live service's state (a
         crash may have come between a commit and its publication); later ones only
         the states that changed while disconnected, including those of actors retired
-        meanwhile. In chunks that yield to the loop, after READY: at start-up, 100,000
-        open incidents would hold the loop for seconds in one go. A live actor's state
+        meanwhile. In chunks that yield to the loop, after READY, however many open
+        incidents there are. A live actor's state
         is read as it is published, and one published directly meanwhile is not
         published again, so a newer state is never overwritten by an older one.
         """

@@ -23,8 +23,8 @@ import msgspec
 from pagerd.telemetry.logs import get_logger
 
 if TYPE_CHECKING:
-    # cryptography is imported where a signature is checked, not here: its import took
-    # ~90 ms of every start-up, for an integration most installations never use.
+    # cryptography is imported where a signature is checked, not here: start-up should
+    # not pay its import for an integration most installations never use.
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import rsa
 

@@ -35,10 +35,10 @@ class SystemClock:
 class TimerWheel:
     """A Clock whose timers share one timer of the clock underneath: the earliest.
 
-    Arming a loop timer costs microseconds of Python (a handle, pushed on a heap of
-    handles compared in Python): re-arming 100,000 open incidents at start-up took a
-    second. Here a timer is an entry of one heap compared in C, and only the earliest
-    deadline holds a timer of the underlying clock. Deadlines are compared with the
+    A loop timer is a handle pushed on a heap of handles compared in Python, and
+    start-up re-arms one per open incident. Here a timer is an entry of one heap
+    compared in C, and only the earliest deadline holds a timer of the underlying
+    clock. Deadlines are compared with the
     underlying clock's ``now()``: one that is past fires on the next loop iteration.
     """
 

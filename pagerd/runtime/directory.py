@@ -37,7 +37,7 @@ READ_CACHE_LIMIT = 100_000
 class ServiceTable:
     """The registered services, read from the store by id on first use.
 
-    Start-up reads no service at all (a million rows took seconds). Rows put here (the
+    Start-up reads no service at all: there may be millions. Rows put here (the
     API after its commit, the router's fallback before its commit) are kept; rows read
     are kept up to ``READ_CACHE_LIMIT``.
     """

@@ -164,8 +164,8 @@ class Runtime:
         and re-arm their timers; overdue ones fire at once.
 
         With ``arm_before``, only the timers due before it are armed here, and
-        ``arm_timers`` arms the others: start-up does so once serving, as arming
-        100,000 timers takes the event loop half a second.
+        ``arm_timers`` arms the others once serving, a chunk at a time, so arming every
+        open incident's timer is not on the way to READY.
         """
         count = 0
         for state in open_states:

@@ -26,8 +26,8 @@ from pagerd.core.records import OutboxRow, WriteBatch
 
 Row = tuple[Any, ...]
 
-# CHECKs spell out ORs: SQLite builds a small table for each evaluation of a
-# three-value IN list, which made inserting an outbox row cost twice as much.
+# CHECKs spell out ORs: SQLite builds a small table for each evaluation of an IN list,
+# on every insert.
 MIGRATIONS: tuple[str, ...] = (
     # 0 -> 1: the first schema.
     """

@@ -265,8 +265,8 @@ class Store:
         by service id, for start-up.
 
         SQLite writes a chunk as one JSON document, on the reader's thread, and msgspec
-        builds the domain objects from it in C: several times faster than decoding rows
-        field by field in Python. The next chunk is read while ``handle`` runs.
+        builds the domain objects from it in C rather than Python decoding rows field by
+        field. The next chunk is read while ``handle`` runs.
         """
         chunk = chunk or OPEN_STATES_CHUNK
         # A small first chunk: there is nothing to do meanwhile.
@@ -297,8 +297,8 @@ class Store:
         """Every service by id as the API lists it: JSON objects joined by commas, a
         chunk at a time.
 
-        SQLite writes each chunk on the reader's thread. Built on the event loop, the
-        list of a million services held the loop for 13 s.
+        SQLite writes each chunk on the reader's thread, so a list of a million services
+        never holds the event loop.
         """
         chunk = chunk or SERVICES_LISTING_CHUNK
         after = ""  # sorts before every service id, none of which is empty

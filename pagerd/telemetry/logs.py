@@ -141,10 +141,9 @@ def configure_logging(fmt: str = "json", level: str = "info", stream: TextIO | N
         structlog.processors.StackInfoRenderer(),
     ]
     finish: list[Processor] = [mask_personal_data, *_renderer(fmt, out)]
-    # pagerd's own events go straight from structlog to the stream: through the standard
-    # library each line cost two LogRecords and a walk up the stack for the caller, which
-    # nobody reads (about 200 µs a line, the daemon's largest cost per incident). A
-    # filtering logger's methods below the level do nothing at all.
+    # pagerd's own events go straight from structlog to the stream: the standard library
+    # would make two LogRecords per line and walk up the stack for a caller nobody reads,
+    # on every page. A filtering logger's methods below the level do nothing at all.
     structlog.configure(
         processors=[*shared, *finish],
         logger_factory=structlog.WriteLoggerFactory(out),
