@@ -15,6 +15,7 @@ from typing import Any, cast
 import pytest
 
 from pagerd.core.domain import (
+    MAX_REMEMBERED_ALERT_IDS,
     Ack,
     AckTimeout,
     AdvanceRotation,
@@ -1414,3 +1415,27 @@ def test_a_failed_level_changes_nothing_once_acknowledged() -> None:
     decision = walk.send(LevelFailed("inc-1", 0))
 
     assert (decision.outcome, decision.effects) == (Outcome.STALE_TIMEOUT, ())
+
+
+# --- memory per incident -----------------------------------------------------------------
+
+
+def test_an_incident_remembers_only_its_most_recent_alert_ids() -> None:
+    """Given 5,000 distinct alert ids on one incident, then it remembers at most
+    MAX_REMEMBERED_ALERT_IDS + 1 of them and at least the most recent half; a remembered
+    repeat changes nothing, and a forgotten one is recorded again (the store's unique
+    index keeps it once) rather than refused."""
+    walk = Walk(ONE_LEVEL)
+    for n in range(5_000):
+        walk.send(alert(1, alert_id=f"a-{n}"), after=timedelta(0))
+    incident = walk.state.open_incident
+    assert incident is not None
+    remembered = set(incident.alert_ids)
+    assert len(remembered) <= MAX_REMEMBERED_ALERT_IDS + 1
+    assert {f"a-{n}" for n in range(5_000 - MAX_REMEMBERED_ALERT_IDS // 2, 5_000)} <= remembered
+
+    repeat = walk.send(alert(1, alert_id="a-4999"))
+    assert (repeat.outcome, repeat.effects) == (Outcome.DUPLICATE_ALERT, ())
+    forgotten = walk.send(alert(1, alert_id="a-0"))
+    assert forgotten.outcome is Outcome.APPENDED
+    assert [r.alert_id for r in records(forgotten)] == ["a-0"]

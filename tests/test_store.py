@@ -17,7 +17,14 @@ from typing import Any
 
 import pytest
 
-from pagerd.core.domain import Incident, IncidentStatus, RecordAlert, RecordTimeline, ServiceState
+from pagerd.core.domain import (
+    MAX_REMEMBERED_ALERT_IDS,
+    Incident,
+    IncidentStatus,
+    RecordAlert,
+    RecordTimeline,
+    ServiceState,
+)
 from pagerd.core.policy import EmailTarget, Level, Policy, SmsTarget, TeamTarget, WebhookTarget
 from pagerd.core.records import (
     DeveloperRow,
@@ -589,6 +596,21 @@ async def test_read_open_states_gives_the_open_incidents_in_chunks(store: Store)
     assert first is not None
     assert set(first.alert_ids) == {"x", odd}
     assert await load_open_states(store) == states
+
+
+async def test_start_up_reads_only_the_alert_ids_an_incident_remembers(store: Store) -> None:
+    """Given an open incident with more alert ids than it remembers, when start-up reads
+    it, then it gets the most recent ones only; the store still knows every one."""
+    total = MAX_REMEMBERED_ALERT_IDS + 200
+    alerts = tuple((SERVICE, alert("inc-1", f"a-{n}")) for n in range(total))
+    await store.write(WriteBatch(incidents=((SERVICE, incident()),), alerts=alerts))
+
+    (state,) = await load_open_states(store)
+    assert state.incident is not None
+    remembered = set(state.incident.alert_ids)
+    assert remembered == {f"a-{n}" for n in range(200, total)}
+    assert await store.has_alert("inc-1", "a-0")
+    assert not await store.has_alert("inc-1", "a-never")
 
 
 async def test_read_open_states_of_none_calls_nobody(store: Store) -> None:

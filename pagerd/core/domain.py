@@ -48,14 +48,20 @@ class IncidentStatus(enum.StrEnum):
     RESOLVED = "resolved"
 
 
-class AlertIds(Set[str]):
-    """The alert ids an incident has seen: an immutable set that grows in O(log n).
+# An open incident remembers at most this many of its alert ids: a repeat among them
+# changes nothing without a write; one older than that is recorded once all the same,
+# by the store's unique index on (incident, alert id).
+MAX_REMEMBERED_ALERT_IDS = 1000
 
-    A frozenset copied with each new id would make an alert storm on one service
-    quadratic. This keeps disjoint frozensets whose
-    sizes halve along the tuple, like the digits of a binary counter: adding an id
-    merges the small ones at the end, so each id is copied O(log n) times in all, and
-    a lookup asks O(log n) sets.
+
+class AlertIds(Set[str]):
+    """The alert ids an incident remembers: its most recent ones, at least half of
+    ``MAX_REMEMBERED_ALERT_IDS`` and at most one more than it, in an immutable set.
+
+    Disjoint frozensets whose sizes halve along the tuple, like the digits of a binary
+    counter: adding an id merges the small ones at the end, so each id is copied
+    O(log n) times in all (an alert storm on one service stays linear), a lookup asks
+    O(log n) sets, and forgetting the oldest drops the first.
     """
 
     __slots__ = ("_parts",)
@@ -64,16 +70,20 @@ class AlertIds(Set[str]):
         part = frozenset(ids)
         self._parts: tuple[frozenset[str], ...] = (part,) if part else ()
 
-    def with_id(self, alert_id: str) -> AlertIds:
-        """This set and ``alert_id``."""
+    def with_id(self, alert_id: str, *, keep: int = MAX_REMEMBERED_ALERT_IDS) -> AlertIds:
+        """This set and ``alert_id``, the oldest forgotten past ``keep``."""
         if alert_id in self:
             return self
         merged = frozenset((alert_id,))
         parts = list(self._parts)
         while parts and len(parts[-1]) <= len(merged):
             merged = parts.pop() | merged
+        parts.append(merged)
+        total = sum(len(part) for part in parts)
+        while len(parts) > 1 and total > keep:
+            total -= len(parts.pop(0))
         grown = AlertIds()
-        grown._parts = (*parts, merged)
+        grown._parts = tuple(parts)
         return grown
 
     def __contains__(self, alert_id: object) -> bool:

@@ -22,7 +22,7 @@ import msgspec
 from aiohttp import web
 
 from pagerd.config import Config
-from pagerd.core.domain import Ack, AckTimeout, Alert, Event, Healthy, LevelFailed
+from pagerd.core.domain import Ack, AckTimeout, Alert, Event, Healthy, Incident, LevelFailed
 from pagerd.core.policy import (
     MAX_ALERT_ID_CHARS,
     MAX_MESSAGE_CHARS,
@@ -385,7 +385,7 @@ async def _pagerduty(request: web.Request) -> web.Response:
             # As PagerDuty: an acknowledge or resolve acts only on an open alert with this
             # dedup_key, so one sender's resolve cannot end an incident it did not raise.
             incident = runtime.open_incident(service_id)
-            if incident is None or command.dedup_key not in incident.alert_ids:
+            if incident is None or not await _raised(request, incident, command.dedup_key):
                 log.info(
                     "pagerduty.no_open_alert",
                     service_id=service_id,
@@ -406,6 +406,13 @@ async def _pagerduty(request: web.Request) -> web.Response:
     except NotCommittedError as error:
         return _not_committed("pagerduty", service_id, str(error))
     return _pd_accepted(command.dedup_key)
+
+
+async def _raised(request: web.Request, incident: Incident, alert_id: str) -> bool:
+    """Whether ``incident`` has an alert ``alert_id``: remembered, or else recorded."""
+    if alert_id in incident.alert_ids:
+        return True
+    return await request.app[CONTEXT].store.has_alert(incident.id, alert_id)
 
 
 async def _alert_group(request: web.Request, source: str) -> web.Response:

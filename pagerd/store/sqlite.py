@@ -20,7 +20,7 @@ from typing import Any
 import aiosqlite
 import msgspec
 
-from pagerd.core.domain import AlertIds, Incident, ServiceState
+from pagerd.core.domain import MAX_REMEMBERED_ALERT_IDS, AlertIds, Incident, ServiceState
 from pagerd.core.records import (
     DeveloperRow,
     OutboxRow,
@@ -290,7 +290,7 @@ class Store:
                     await reading  # cancelled here, or failed with nobody left to tell
 
     def _open_states_task(self, after: tuple[str, int], chunk: int) -> asyncio.Task[list[Any]]:
-        fetch = self._fetch(SELECT_OPEN_STATES, (*after, chunk))
+        fetch = self._fetch(SELECT_OPEN_STATES, (MAX_REMEMBERED_ALERT_IDS, *after, chunk))
         return asyncio.create_task(fetch, name="pagerd[store-open-states]")
 
     async def services_listing(self, *, chunk: int | None = None) -> AsyncGenerator[bytes, None]:
@@ -314,6 +314,11 @@ class Store:
         """(service_id, incident), or None if there is no such incident."""
         rows = await self._fetch(SELECT_INCIDENTS + " WHERE i.id = ?", (incident_id,))
         return decode_incident(rows[0]) if rows else None
+
+    async def has_alert(self, incident_id: str, alert_id: str) -> bool:
+        """Whether the incident has an alert with this id (by the unique index)."""
+        sql = "SELECT 1 FROM alerts WHERE incident_id = ? AND alert_id = ?"
+        return bool(await self._fetch(sql, (incident_id, alert_id)))
 
     async def list_incidents(
         self, *, service_id: str | None = None, status: str | None = None, limit: int = 100
@@ -364,7 +369,8 @@ _KEY_SEPARATOR = "\x01"  # sorts before every character of a service id
 # One chunk of open incidents after the key (service_id, rowid), as a JSON array of
 # ``ServiceState`` documents, with the chunk's last key and its size. It walks the
 # partial index of open incidents only. ``json()`` keeps the alert ids an array rather
-# than a string holding one; the key is text that sorts as (service_id, rowid) does.
+# than a string holding one, of the most recent an incident remembers (the first ``?``);
+# the key is text that sorts as (service_id, rowid) does.
 SELECT_OPEN_STATES = """
 SELECT '[' || group_concat(doc, ',') || ']', max(key), count(*) FROM (
     SELECT json_object(
@@ -375,8 +381,10 @@ SELECT '[' || group_concat(doc, ',') || ']', max(key), count(*) FROM (
             'ack_deadline', i.ack_deadline, 'acknowledged_at', i.acknowledged_at,
             'acknowledged_by', i.acknowledged_by, 'resolved_at', i.resolved_at,
             'alert_count', i.alert_count,
-            'alert_ids', json((SELECT json_group_array(a.alert_id) FROM alerts AS a
-                               WHERE a.incident_id = i.id AND a.alert_id IS NOT NULL))
+            'alert_ids', json((SELECT json_group_array(alert_id) FROM (
+                SELECT a.alert_id FROM alerts AS a
+                WHERE a.incident_id = i.id AND a.alert_id IS NOT NULL
+                ORDER BY a.seq DESC LIMIT ?)))
         )
     ) AS doc,
     i.service_id || char(1) || printf('%020d', i.rowid) AS key
