@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import msgspec
 import structlog
+from aiohttp import web
 
 from pagerd.config import Config
 from pagerd.core.domain import IncidentStatus, ServiceState
@@ -24,6 +25,7 @@ from pagerd.core.records import (
     StoreError,
 )
 from pagerd.intake.api import add_api_routes
+from pagerd.intake.dead_letters import DeadLetters
 from pagerd.intake.integrations import add_integration_routes
 from pagerd.intake.mqtt import MqttLink, MqttPublisher, MqttSettings
 from pagerd.notify import texts as messages
@@ -215,7 +217,8 @@ async def _run(
             spawner=group,
             fallback_policy=config.routing.fallback_policy,
         )
-        link = MqttLink(settings, runtime, publisher)
+        dead_letters = DeadLetters(store, clock)
+        link = MqttLink(settings, runtime, publisher, dead_letters)
         recovered = 0
         arm_before = clock.now() + ARM_AT_ONCE
 
@@ -226,7 +229,6 @@ async def _run(
         with _collection_paused():
             await store.read_open_states(recover)
         # Only after recovery: an ack arriving earlier would meet an actor with no incident.
-        host, port = config.http.host_port()
         web_app = build_app(
             runtime=runtime,
             catalogue=catalogue,
@@ -237,15 +239,13 @@ async def _run(
             max_body_bytes=config.http.max_body_bytes,
             tokens=config.http_tokens(),
         )
-        add_api_routes(web_app)
-        add_console_routes(web_app, config=config)
-        add_integration_routes(web_app, config=config)
-        http = await start_http(web_app, host, port)
+        http = await _serve_http(web_app, config)
         _resume_outbox(dispatcher, runtime, await store.pending_outbox(limit=1_000_000))
         log.info("pagerd.recovered", open_incidents=recovered)
 
         dispatch_task = group.create_task(dispatcher.run(), name="pagerd[outbox]")
         follow_task = group.create_task(runtime.run(), name="pagerd[failed-levels]")
+        dead_task = group.create_task(dead_letters.run(), name="pagerd[dead-letters]")
         intake_task = group.create_task(link.run(), name="pagerd[mqtt]")
         arming_task = group.create_task(_arm_timers(runtime, link), name="pagerd[arm-timers]")
         watchdog_task = group.create_task(notifier.watchdog_loop(), name="pagerd[watchdog]")
@@ -257,7 +257,7 @@ async def _run(
         log.info("pagerd.stopping", pending=runtime.pending())
         notifier.stopping()
         # 1. stop intake: what is not yet acknowledged is redelivered by the broker.
-        await _cancel(intake_task, ready_task, arming_task)
+        await _cancel(intake_task, ready_task, arming_task, dead_task)
         await http.cleanup()
         # 2. drain mailboxes: every accepted message committed.
         try:
@@ -275,6 +275,15 @@ async def _run(
             async with asyncio.timeout(SENDERS_GRACE_S):
                 await dispatcher.idle()
         await _cancel(dispatch_task, follow_task, watchdog_task)
+
+
+async def _serve_http(app: web.Application, config: Config) -> web.AppRunner:
+    """The API, the console and the integrations beside the health routes, served."""
+    add_api_routes(app)
+    add_console_routes(app, config=config)
+    add_integration_routes(app, config=config)
+    host, port = config.http.host_port()
+    return await start_http(app, host, port)
 
 
 def _resume_outbox(dispatcher: Dispatcher, runtime: Runtime, rows: list[OutboxRow]) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pagerd.core.domain import Ack, Alert, Healthy, Incident, ServiceState
+from pagerd.intake.dead_letters import DeadLetters
 from pagerd.intake.mqtt import (
     MAX_PAYLOAD_BYTES,
     Intake,
@@ -22,6 +23,7 @@ from pagerd.intake.mqtt import (
     parse_topic,
 )
 from pagerd.runtime.answers import Answer, Reply, Retryable
+from tests.doubles import DrivenClock, Recorder
 
 PREFIX = "pagerd"
 ALERT = "pagerd/alert/api"
@@ -273,7 +275,9 @@ def test_a_message_not_committed_is_left_for_redelivery() -> None:
     broker redelivers it."""
     answer = Retryable("api", "the service could not be read: disk I/O error")
     settings = MqttSettings("127.0.0.1", 1883, "pagerd-test", "pagerd")
-    link = MqttLink(settings, _Answering(answer), MqttPublisher("pagerd"))  # type: ignore[arg-type]
+    runtime = _Answering(answer)
+    dead_letters = DeadLetters(Recorder(), DrivenClock())  # type: ignore[arg-type]
+    link = MqttLink(settings, runtime, MqttPublisher("pagerd"), dead_letters)  # type: ignore[arg-type]
 
     link._receive(None, 0, "pagerd/alert/api", b"down", 7)  # type: ignore[arg-type]
 

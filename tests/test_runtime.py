@@ -271,3 +271,31 @@ def test_an_incident_id_is_its_ms_then_30_random_bits_and_sorts_by_time(a: int, 
     assert int(second.translate(_FROM_CROCKFORD), 32) >> 30 == b
     if a < b:
         assert first < second
+
+
+async def test_a_message_failing_inside_pagerd_holds_up_nothing_of_its_batch(
+    world: World,
+) -> None:
+    """Given a message whose commit raises an unexpected error (an injected fault) in one
+    batch with another, then the other is committed and answered as usual, and only the
+    failing one is answered retryable, as an internal error."""
+    original = world.store.write
+
+    async def poisoned(batch: WriteBatch) -> None:
+        if any(alert.message == "poison" for _, alert in batch.alerts):
+            raise RuntimeError("injected fault")
+        await original(batch)
+
+    world.store.write = poisoned  # type: ignore[method-assign]
+    world.send("api", alert("poison"))
+    world.send("api", alert("down"))  # queued behind it: the two are one batch
+    await world.settle()
+
+    poison, down = world.results
+    assert isinstance(poison, Retryable)
+    assert (poison.code, poison.reason) == (
+        "internal_error",
+        "internal error: RuntimeError('injected fault')",
+    )
+    assert isinstance(down, Committed)
+    assert down.outcome is Outcome.OPENED

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from pagerd.core.domain import Incident, RecordTimeline, ServiceState
 from pagerd.core.records import (
+    DeadLetter,
     DeveloperRow,
     OutboxRow,
     PolicyRow,
@@ -120,6 +121,8 @@ class Store(DirectoryStore, OutboxStore, MetaStore, Protocol):
     async def timeline(self, incident_id: str) -> list[tuple[datetime, str, dict[str, object]]]: ...
 
     async def pending_outbox(self, limit: int) -> list[OutboxRow]: ...
+
+    async def dead_letters(self, limit: int) -> list[DeadLetter]: ...
 
 
 # --- what the runtime hands on -----------------------------------------------------------

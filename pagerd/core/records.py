@@ -78,6 +78,17 @@ class OutboxUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An event pagerd could not take, kept for an operator to see (CONTRACT §9)."""
+
+    at: datetime
+    source: str  # the way in: "mqtt"
+    topic: str
+    payload: str  # as received, decoded as UTF-8 with replacements
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class WriteBatch:
     """One unit of work, committed whole or not at all."""
 
@@ -95,3 +106,4 @@ class WriteBatch:
     outbox: tuple[OutboxRow, ...] = ()  # an id already present is ignored
     outbox_updates: tuple[OutboxUpdate, ...] = ()
     meta: tuple[tuple[str, str], ...] = ()  # (key, value) upsert
+    dead_letters: tuple[DeadLetter, ...] = ()

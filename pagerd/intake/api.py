@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar, assert_never
 
 import msgspec
@@ -307,17 +307,7 @@ class _Api:
             problems.append(
                 wire.FieldProblem(field="status", problem=f"must be one of {', '.join(statuses)}")
             )
-        limit = 100
-        if "limit" in query:
-            text = query["limit"]
-            if text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_INCIDENTS:
-                limit = int(text)
-            else:
-                problems.append(
-                    wire.FieldProblem(
-                        field="limit", problem=f"must be an integer 1..{MAX_INCIDENTS}"
-                    )
-                )
+        limit = _limit(query, problems)
         if problems:
             raise wire.invalid(problems)
         rows = await ctx.store.list_incidents(
@@ -344,6 +334,14 @@ class _Api:
             **msgspec.structs.asdict(brief), timeline=timeline, notifications=notifications
         )
         return _json(detail)
+
+    async def list_dead_letters(self, request: web.Request) -> web.Response:
+        problems: list[wire.FieldProblem] = []
+        limit = _limit(request.query, problems)
+        if problems:
+            raise wire.invalid(problems)
+        letters = await request.app[CONTEXT].store.dead_letters(limit)
+        return _json(wire.DeadLetterList(dead_letters=[views.dead_letter_out(d) for d in letters]))
 
     async def openapi(self, _: web.Request) -> web.Response:
         return web.Response(body=self.document, content_type="application/json")
@@ -372,6 +370,19 @@ async def _ask(ctx: WebContext, service_id: str, event: Event) -> Committed:
 def _incident_of(answer: Committed) -> Incident:
     assert answer.incident is not None  # alerts and acks that succeed name their incident
     return answer.incident
+
+
+def _limit(query: Mapping[str, str], problems: list[wire.FieldProblem]) -> int:
+    """``?limit=`` of a listing (default 100), or a problem recorded."""
+    text = query.get("limit")
+    if text is None:
+        return 100
+    if text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_INCIDENTS:
+        return int(text)
+    problems.append(
+        wire.FieldProblem(field="limit", problem=f"must be an integer 1..{MAX_INCIDENTS}")
+    )
+    return 100
 
 
 def _new_id(request: web.Request) -> str:

@@ -282,6 +282,20 @@ class IncidentDetail(IncidentOut, kw_only=True):
     notifications: list[NotificationOut]
 
 
+class DeadLetterOut(Struct, kw_only=True):
+    at: Time
+    source: str
+    topic: str
+    payload: str
+    reason: str
+
+
+class DeadLetterList(Struct, kw_only=True):
+    """Events pagerd could not take, newest first."""
+
+    dead_letters: list[DeadLetterOut]
+
+
 class Problem(Struct, kw_only=True):
     """RFC 9457 problem details; ``errors`` names each invalid field of a 422."""
 
@@ -506,5 +520,10 @@ OPERATIONS = (
                                                   "maximum": MAX_INCIDENTS}})),
     Operation("GET", "/incidents/{id}", "get_incident", "One incident, timeline, notifications",
               {200: (IncidentDetail, "the incident")}, problems=(404,), id_schema=INCIDENT_ID),
+    Operation("GET", "/dead-letters", "list_dead_letters",
+              "Events pagerd could not take, kept for an operator, newest first",
+              {200: (DeadLetterList, "the dead letters")}, problems=(422,),
+              query=({"name": "limit", "schema": {"type": "integer", "minimum": 1,
+                                                  "maximum": MAX_INCIDENTS}},)),
     Operation("GET", "/openapi.json", "openapi", "This document", {200: (None, "OpenAPI 3.1")}),
 )  # fmt: skip

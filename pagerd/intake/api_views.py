@@ -9,7 +9,7 @@ from typing import cast
 from pagerd.core import policy as escalation
 from pagerd.core.domain import Incident
 from pagerd.core.policy import Policy
-from pagerd.core.records import DeveloperRow, OutboxRow, ServiceRow, TeamRow
+from pagerd.core.records import DeadLetter, DeveloperRow, OutboxRow, ServiceRow, TeamRow
 from pagerd.core.times import rfc3339
 from pagerd.intake import api_schemas as wire
 from pagerd.runtime.catalogue import Catalogue
@@ -101,3 +101,13 @@ def notification_out(row: OutboxRow) -> wire.NotificationOut:
 
 def time_or_none(at: datetime | None) -> str | None:
     return None if at is None else rfc3339(at)
+
+
+def dead_letter_out(letter: DeadLetter) -> wire.DeadLetterOut:
+    return wire.DeadLetterOut(
+        at=rfc3339(letter.at),
+        source=letter.source,
+        topic=letter.topic,
+        payload=letter.payload,
+        reason=letter.reason,
+    )

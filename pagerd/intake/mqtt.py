@@ -29,6 +29,7 @@ from pagerd.core.policy import (
     SERVICE_ID_PATTERN,
 )
 from pagerd.core.times import rfc3339
+from pagerd.intake.dead_letters import FAILURES_BEFORE_DEAD, DeadLetters
 from pagerd.intake.mqtt_client import (
     Reading,
     disconnected,
@@ -251,11 +252,18 @@ class MqttPublisher:
 class MqttLink:
     """Holds the broker connection: reconnects, subscribes, feeds the runtime."""
 
-    def __init__(self, settings: MqttSettings, runtime: Runtime, publisher: MqttPublisher) -> None:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        runtime: Runtime,
+        publisher: MqttPublisher,
+        dead_letters: DeadLetters,
+    ) -> None:
         self._settings = settings
         self._prefix = settings.topic_prefix
         self._runtime = runtime
         self._publisher = publisher
+        self._dead_letters = dead_letters
         self._reading = Reading()  # the current connection's; paused while mailboxes are full
         self._generation = 0
         self._rng = random.Random()
@@ -310,6 +318,9 @@ class MqttLink:
         client = self._make_client()
         self._generation += 1
         generation = self._generation
+        # Cleared before connecting: a message of the session's backlog, delivered before
+        # the SUBACK, may already ask for the next redelivery.
+        self._redeliver.clear()
         # Before connecting: the broker sends a persistent session's backlog at once.
         self._reading = take_messages(
             client,
@@ -325,7 +336,6 @@ class MqttLink:
             metrics.MQTT_CONNECTED.set(1)
             self.subscribed.set()
             log.info("mqtt.subscribed", host=self._settings.host, port=self._settings.port)
-            self._redeliver.clear()
             # All three are awaited below before this session ends, whatever ends it.
             lost = asyncio.create_task(disconnected(client), name="pagerd[mqtt-connection]")
             redeliver = asyncio.create_task(self._redeliver.wait(), name="pagerd[mqtt-redeliver]")
@@ -370,18 +380,34 @@ class MqttLink:
             payload if len(payload) <= REJECTED_PAYLOAD_BYTES else payload[:REJECTED_PAYLOAD_BYTES]
         )
 
+        def redeliver() -> None:
+            # Not committed: no PUBACK, so the broker redelivers it after a reconnect.
+            if generation == self._generation:
+                self._redeliver.set()
+
+        def dead(reason: str, code: str) -> None:
+            def kept() -> None:
+                self._reject(client, topic, quoted, f"dead-lettered: {reason}", code)
+                self._ack(client, generation, mid)
+
+            self._dead_letters.keep("mqtt", topic, quoted, reason, kept=kept, not_kept=redeliver)
+
         def reply(answer: Answer) -> None:
             match answer:
                 case Committed():
                     self._ack(client, generation, mid)
+                case Refused(reason=reason, code="no_policy"):
+                    dead(reason, "no_policy")  # pagerd's own reason: kept for the operator
                 case Refused(reason=reason, code=code):
                     self._reject(client, topic, quoted, reason, code)
                     self._ack(client, generation, mid)
+                case Retryable(reason=reason, code="internal_error") if self._dead_letters.failed(
+                    topic, quoted
+                ):
+                    dead(f"failed {FAILURES_BEFORE_DEAD} times: {reason}", "internal_error")
                 case Retryable(reason=reason):
-                    # Not committed: no PUBACK, so the broker redelivers it after a reconnect.
                     log.error("mqtt.not_acknowledged", topic=topic, error=reason)
-                    if generation == self._generation:
-                        self._redeliver.set()
+                    redeliver()
                 case _:
                     assert_never(answer)
 

@@ -134,16 +134,27 @@ class ServiceActor:
                 count = min(len(self.mailbox), MAX_MESSAGES_PER_WRITE)
                 batch = [self.mailbox.popleft() for _ in range(count)]
                 try:
-                    await self._handle(batch)
-                except Exception as error:  # one bad batch must not stop the actor
-                    log.exception("actor.failed", service_id=self.service_id)
-                    metrics.ACTOR_FAILURES.inc()
-                    _reply_all(batch, Retryable(self.service_id, f"internal error: {error!r}"))
+                    await self._handle_isolating(batch)
                 finally:
                     self._runtime.queued(-len(batch))
         finally:
             self._task = None
             self._runtime.retire_if_idle(self)
+
+    async def _handle_isolating(self, batch: list[Envelope]) -> None:
+        """Handle a batch; if it fails inside pagerd, each message again alone, so only the
+        one that fails is answered so: nothing else is held up by it."""
+        try:
+            await self._handle(batch)
+        except Exception as error:  # one bad message must not stop the actor
+            if len(batch) > 1:
+                for envelope in batch:
+                    await self._handle_isolating([envelope])
+                return
+            log.exception("actor.failed", service_id=self.service_id)
+            metrics.ACTOR_FAILURES.inc()
+            why = f"internal error: {error!r}"
+            _reply_all(batch, Retryable(self.service_id, why, "internal_error"))
 
     async def _handle(self, batch: list[Envelope]) -> None:
         runtime = self._runtime

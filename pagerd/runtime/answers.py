@@ -31,6 +31,7 @@ class Retryable:
 
     service_id: str
     reason: str
+    code: str = "not_committed"  # not_committed | internal_error | unreadable | timeout
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,7 +79,8 @@ class Runtime:
                 )
                 metrics.READ_FAILURES.inc()
                 if reply is not None:
-                    reply(Retryable(service_id, f"the service could not be read: {error}"))
+                    why = f"the service could not be read: {error}"
+                    reply(Retryable(service_id, why, "unreadable"))
                 return
             if actor is None:
                 if reply is not None:
@@ -104,7 +105,7 @@ class Runtime:
                 return await future
         except TimeoutError:
             log.warning("runtime.answer_timeout", service_id=service_id, wait_s=wait_s)
-            return Retryable(service_id, f"not committed within {wait_s:g} s")
+            return Retryable(service_id, f"not committed within {wait_s:g} s", "timeout")
 
     def accepts(self, service_id: str, event: Event) -> bool:
         """Whether an event for ``service_id`` would be routed (an alert may register it)."""

@@ -169,6 +169,17 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX outbox_status ON outbox (status, created_at);
     CREATE INDEX outbox_incident ON outbox (incident_id);
     """,
+    # 3 -> 4: events pagerd could not take, kept for an operator (CONTRACT §9).
+    """
+    CREATE TABLE dead_letters (
+        seq     INTEGER PRIMARY KEY,
+        at      TEXT NOT NULL,
+        source  TEXT NOT NULL,
+        topic   TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        reason  TEXT NOT NULL
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -245,6 +256,7 @@ class Op(enum.IntEnum):
     TIMELINE = enum.auto()
     OUTBOX = enum.auto()
     OUTBOX_UPDATES = enum.auto()
+    DEAD_LETTERS = enum.auto()
 
 
 SQL: dict[Op, str] = {
@@ -284,6 +296,8 @@ SQL: dict[Op, str] = {
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
     Op.OUTBOX_UPDATES: "UPDATE outbox SET status = ?, attempts = ?, next_attempt_at = ?,"
     " last_error = ? WHERE id = ?",
+    Op.DEAD_LETTERS: "INSERT INTO dead_letters (at, source, topic, payload, reason)"
+    " VALUES (?, ?, ?, ?, ?)",
 }
 
 
@@ -378,6 +392,9 @@ def encode_batch(batch: WriteBatch) -> tuple[tuple[Op, list[Row]], ...]:
             for u in b.outbox_updates
         ]
         parts.append((Op.OUTBOX_UPDATES, rows))
+    if b.dead_letters:
+        rows = [(to_db_time(d.at), d.source, d.topic, d.payload, d.reason) for d in b.dead_letters]
+        parts.append((Op.DEAD_LETTERS, rows))
     return tuple(parts)
 
 

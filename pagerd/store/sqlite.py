@@ -22,6 +22,7 @@ import msgspec
 
 from pagerd.core.domain import MAX_REMEMBERED_ALERT_IDS, AlertIds, Incident, ServiceState
 from pagerd.core.records import (
+    DeadLetter,
     DeveloperRow,
     OutboxRow,
     PolicyRow,
@@ -343,6 +344,14 @@ class Store:
         """The incident's outbox rows, oldest first."""
         sql = SELECT_OUTBOX + " WHERE incident_id = ? ORDER BY created_at, rowid"
         return [decode_outbox(row) for row in await self._fetch(sql, (incident_id,))]
+
+    async def dead_letters(self, limit: int) -> list[DeadLetter]:
+        """Up to ``limit`` dead letters, newest first."""
+        sql = (
+            "SELECT at, source, topic, payload, reason FROM dead_letters ORDER BY seq DESC LIMIT ?"
+        )
+        rows = await self._fetch(sql, (max(limit, 0),))
+        return [DeadLetter(from_db_time(at), *rest) for at, *rest in rows]
 
     async def pending_outbox(self, limit: int) -> list[OutboxRow]:
         """Up to ``limit`` notifications not yet delivered (pending or held), oldest first."""

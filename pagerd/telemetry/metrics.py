@@ -83,3 +83,9 @@ HTTP_STORE_FAILURES = Counter(
     "API requests the store failed: answered 503, or a list cut off after it began.",
     registry=REGISTRY,
 )
+DEAD_LETTERS = Counter(
+    "pagerd_dead_letters",
+    "Events kept as dead letters: failed inside pagerd, or refused for pagerd's own reason.",
+    ["source"],
+    registry=REGISTRY,
+)
