@@ -67,6 +67,16 @@ class OutboxRow:
     next_attempt_at: datetime | None = None  # None = now
     last_error: str | None = None
 
+    def log_fields(self) -> dict[str, str]:
+        """What names this page in a log line."""
+        return {
+            "service_id": self.service_id,
+            "incident_id": self.incident_id,
+            "notification_id": self.id,
+            "channel": self.channel,
+            "recipient": self.recipient,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxUpdate:

@@ -275,15 +275,7 @@ class Dispatcher:
             outcome((row,), status="held", event="notification.held", now=now, detail=detail)
         )
         metrics.NOTIFICATIONS.labels(channel=row.channel, outcome="held").inc()
-        log.info(
-            "notification.held",
-            service_id=row.service_id,
-            incident_id=row.incident_id,
-            notification_id=row.id,
-            channel=row.channel,
-            recipient=row.recipient,
-            until=detail["until"],
-        )
+        log.info("notification.held", **row.log_fields(), until=detail["until"])
         self._out_of_lane((row,))  # a later level never waits on a held page
 
     def _cancelled(self, rows: tuple[OutboxRow, ...], why: str) -> None:
@@ -296,14 +288,7 @@ class Dispatcher:
             )
         )
         metrics.NOTIFICATIONS.labels(channel=row.channel, outcome="cancelled").inc(len(rows))
-        log.info(
-            "notification.cancelled",
-            service_id=row.service_id,
-            incident_id=row.incident_id,
-            notification_id=row.id,
-            channel=row.channel,
-            reason=why,
-        )
+        log.info("notification.cancelled", **row.log_fields(), reason=why)
 
     def _enqueue(self, job: _Job) -> None:
         if self._stopping:
@@ -390,11 +375,7 @@ class Dispatcher:
             verdict = Verdict.FAIL
         moot = next((t.moot for r in job.rows if (t := self._pages.get(r.id)) and t.moot), None)
         fields = {
-            "service_id": head.service_id,
-            "incident_id": head.incident_id,
-            "notification_id": head.id,
-            "channel": head.channel,
-            "recipient": head.recipient,
+            **head.log_fields(),
             "attempt": attempts,
             "bundled": len(job.rows),
             "detail": attempt.detail,
@@ -519,16 +500,7 @@ class Dispatcher:
             self._failed_levels.put_nowait(FailedLevel(row.service_id, row.incident_id, row.step))
 
     def _report_failure(self, row: OutboxRow, reason: str) -> None:
-        log.error(
-            "notification.failed",
-            service_id=row.service_id,
-            incident_id=row.incident_id,
-            notification_id=row.id,
-            channel=row.channel,
-            recipient=row.recipient,
-            attempts=row.attempts,
-            reason=reason,
-        )
+        log.error("notification.failed", **row.log_fields(), attempts=row.attempts, reason=reason)
 
     def _gauge(self) -> None:
         metrics.OUTBOX_DEPTH.set(sum(q.qsize() for q in self._queues.values()))

@@ -318,16 +318,7 @@ def _outbox_row(notify: Notify, now: datetime) -> OutboxRow:
 
 def _report_failed_at_once(row: OutboxRow) -> None:
     """A page that named nobody (a team without developers): loud, though never sent."""
-    log.error(
-        "notification.failed",
-        service_id=row.service_id,
-        incident_id=row.incident_id,
-        notification_id=row.id,
-        channel=row.channel,
-        recipient=row.recipient,
-        attempts=0,
-        reason=row.last_error,
-    )
+    log.error("notification.failed", **row.log_fields(), attempts=0, reason=row.last_error)
     metrics.NOTIFICATIONS.labels(channel=row.channel, outcome="failed").inc()
 
 
