@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.harness import Monitor, Mosquitto, Pagerd, Policy, SmsStandIn
+from tests.postgres import Databases, PostgresCluster, StoreLocation, postgres_bin
 
 
 @pytest.fixture
@@ -57,3 +58,38 @@ async def make_pagerd(
         if daemon.process is not None:
             with contextlib.suppress(Exception):
                 await daemon.stop()
+
+
+# --- PostgreSQL: one private cluster per session, a fresh database per test ---------------
+
+
+@pytest.fixture(scope="session")
+def postgres_databases() -> Iterator[Databases]:
+    try:
+        postgres_bin()
+    except RuntimeError as missing:
+        pytest.fail(str(missing), pytrace=False)
+    # The tests never crash the machine, so flushing to disk would only make them slow;
+    # the store's sessions still run with synchronous_commit on (test_store_postgres).
+    cluster = PostgresCluster(settings={"fsync": "off", "full_page_writes": "off"})
+    cluster.start()
+    try:
+        yield Databases(cluster)
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_databases: Databases) -> Iterator[str]:
+    """The URL of a new, empty database, dropped after the test."""
+    url = postgres_databases.create()
+    yield url
+    postgres_databases.drop(url)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> StoreLocation:
+    """Where a test's store lives: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return StoreLocation(path=str(tmp_path / "state" / "pagerd.db"))
+    return StoreLocation(url=request.getfixturevalue("postgres_url"))

@@ -1,8 +1,10 @@
-"""The durable store (pagerd.store) against a real SQLite file in tmp_path.
+"""The durable stores (pagerd.store): each test that is not about one store's own
+settings runs against a real SQLite file in tmp_path and a real PostgreSQL database.
 
 Round trips of every row type, durability settings, migrations, and group
 commit: many writers share one transaction, a bad unit fails alone, a broken
-database fails its round and the writer goes on.
+database fails its round and the writer goes on. PostgreSQL's own settings,
+migrations and failures are in test_store_postgres.py.
 """
 
 from __future__ import annotations
@@ -36,8 +38,13 @@ from pagerd.core.records import (
     TeamRow,
     WriteBatch,
 )
+from pagerd.store.postgres import PostgresStore
 from pagerd.store.schema import MIGRATIONS, SCHEMA_VERSION
-from pagerd.store.sqlite import Store, migrate
+from pagerd.store.sqlite import Store as SqliteStore
+from pagerd.store.sqlite import migrate
+from tests.postgres import StoreLocation
+
+Store = SqliteStore | PostgresStore
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 SERVICE = "payments-api"
@@ -53,15 +60,32 @@ POLICY = Policy(
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "state" / "pagerd.db")
+async def store(store_location: StoreLocation) -> AsyncIterator[Store]:
+    opened = await store_location.open()
+    assert isinstance(opened, SqliteStore | PostgresStore)
     yield opened
     await opened.close()
 
 
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    opened = await SqliteStore.open(tmp_path / "state" / "pagerd.db")
+    yield opened
+    await opened.close()
+
+
+async def fetch(store: Store, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` (``?`` placeholders) on the store's reader."""
+    if isinstance(store, SqliteStore):
+        return [tuple(row) for row in await store._fetch(sql, params)]
+    numbered = sql.split("?")
+    sql = numbered[0] + "".join(f"${n}{part}" for n, part in enumerate(numbered[1:], 1))
+    return [tuple(row) for row in await store._fetch(sql, *params)]
+
+
 async def all_services(store: Store) -> list[ServiceRow]:
     """Every stored service, by id, read as the directory's reader reads each."""
-    ids = [row[0] for row in await store._fetch("SELECT id FROM services ORDER BY id")]
+    ids = [row[0] for row in await fetch(store, "SELECT id FROM services ORDER BY id")]
     reader = await store.service_reader()
     try:
         return [row for row in map(reader.get, ids) if row is not None]
@@ -85,10 +109,12 @@ async def count_alerts(
     store: Store, *, service_id: str | None = None, incident_id: str | None = None
 ) -> int:
     """How many alerts are stored, optionally of one service and/or one incident."""
-    rows = await store._fetch(
+    rows = await fetch(
+        store,
         "SELECT count(*) FROM alerts WHERE coalesce(?, service_id) = service_id"
         " AND coalesce(?, incident_id) = incident_id",
-        (service_id, incident_id),
+        service_id,
+        incident_id,
     )
     return int(rows[0][0])
 
@@ -224,7 +250,8 @@ async def test_incident_round_trips_in_each_status(store: Store, stored: Inciden
     assert await store.get_incident("no-such-incident") is None
 
 
-async def test_times_are_fixed_width_utc_text(store: Store, tmp_path: Path) -> None:
+async def test_times_are_fixed_width_utc_text(sqlite_store: SqliteStore, tmp_path: Path) -> None:
+    store = sqlite_store
     paris = timezone(timedelta(hours=1))
     at = datetime(2026, 11, 22, 11, 0, tzinfo=paris)  # 10:00 UTC, no microseconds
     await store.write(WriteBatch(incidents=(("svc", incident(opened_at=at)),)))
@@ -248,7 +275,10 @@ async def test_a_naive_datetime_is_refused_before_it_is_queued(store: Store) -> 
 # --- durability settings, persistence, migrations ----------------------------------------
 
 
-async def test_wal_synchronous_full_and_foreign_keys_are_set(store: Store, tmp_path: Path) -> None:
+async def test_wal_synchronous_full_and_foreign_keys_are_set(
+    sqlite_store: SqliteStore, tmp_path: Path
+) -> None:
+    store = sqlite_store
     with sqlite3.connect(tmp_path / "state" / "pagerd.db") as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     # synchronous and foreign_keys belong to a connection: ask the store's writer.
@@ -259,14 +289,14 @@ async def test_wal_synchronous_full_and_foreign_keys_are_set(store: Store, tmp_p
         assert await cursor.fetchone() == (1,)
 
 
-async def test_everything_survives_close_and_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "pagerd.db"
-    first = await Store.open(path)
+async def test_everything_survives_close_and_reopen(store_location: StoreLocation) -> None:
+    first = await store_location.open()
     await first.write(opened("inc-1"))
     await first.write(WriteBatch(outbox=(outbox("inc-1-0-0"),), meta=(("secret", "x"),)))
     await first.close()
 
-    second = await Store.open(path)
+    second = await store_location.open()
+    assert isinstance(second, SqliteStore | PostgresStore)
     try:
         assert [i.id for _, i in await open_incidents(second)] == ["inc-1"]
         assert [row.id for row in await second.pending_outbox(10)] == ["inc-1-0-0"]
@@ -278,11 +308,11 @@ async def test_everything_survives_close_and_reopen(tmp_path: Path) -> None:
 
 async def test_migrations_run_once_and_only_new_ones(tmp_path: Path) -> None:
     path = tmp_path / "pagerd.db"
-    await (await Store.open(path)).close()
+    await (await SqliteStore.open(path)).close()
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 
-    store = await Store.open(path)  # opening an up-to-date database runs nothing
+    store = await SqliteStore.open(path)  # opening an up-to-date database runs nothing
     try:
         assert await migrate(store._db) == 0
         added = (*MIGRATIONS, "CREATE TABLE extra (x INTEGER);")
@@ -295,7 +325,8 @@ async def test_migrations_run_once_and_only_new_ones(tmp_path: Path) -> None:
         assert raw.execute("SELECT count(*) FROM extra").fetchone() == (0,)
 
 
-async def test_a_failed_migration_leaves_the_previous_version(store: Store) -> None:
+async def test_a_failed_migration_leaves_the_previous_version(sqlite_store: SqliteStore) -> None:
+    store = sqlite_store
     broken = (*MIGRATIONS, "CREATE TABLE half (x INTEGER); CREATE TABLE half (y INTEGER);")
     with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}"):
         await migrate(store._db, broken)
@@ -310,7 +341,7 @@ async def test_a_database_newer_than_the_code_is_refused(tmp_path: Path) -> None
     with sqlite3.connect(path) as raw:
         raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(StoreError, match="newer than this pagerd"):
-        await Store.open(path)
+        await SqliteStore.open(path)
 
 
 # --- group commit ------------------------------------------------------------------------
@@ -343,15 +374,18 @@ async def test_a_bad_unit_fails_alone_and_the_rest_of_its_round_commits(store: S
     assert set(errors) == {10, 21}, results
     assert isinstance(errors[10], StoreError)
     assert "developers" in str(errors[10])
-    assert "FOREIGN KEY" in str(errors[10])
+    assert "foreign key" in str(errors[10]).lower()
     assert isinstance(errors[21], StoreError)
-    assert "UNIQUE" in str(errors[21])
+    assert "unique" in str(errors[21]).lower()
     assert await count_alerts(store) == 20
     assert await store.load_developers() == []
     assert [t.name for t in await store.load_teams()] == ["claims"]
 
 
-async def test_a_database_failure_fails_its_round_and_the_writer_goes_on(store: Store) -> None:
+async def test_a_database_failure_fails_its_round_and_the_writer_goes_on(
+    sqlite_store: SqliteStore,
+) -> None:
+    store = sqlite_store
     # A page limit at the current size is a real SQLITE_FULL ("database or disk is full").
     async with store._db.execute("PRAGMA page_count") as cursor:
         row = await cursor.fetchone()
@@ -404,9 +438,8 @@ async def test_a_later_upsert_of_a_key_deleted_earlier_in_the_round_wins(store: 
     assert [(r.status, r.attempts) for r in await store.notifications("inc-1")] == [("sent", 1)]
 
 
-async def test_close_commits_what_is_queued(tmp_path: Path) -> None:
-    path = tmp_path / "pagerd.db"
-    store = await Store.open(path)
+async def test_close_commits_what_is_queued(store_location: StoreLocation) -> None:
+    store = await store_location.open()
     writers = [asyncio.create_task(store.write(opened(f"inc-{n}"))) for n in range(50)]
     await asyncio.sleep(0)  # one step each: every writer has queued its unit
     async with asyncio.timeout(10):
@@ -415,7 +448,8 @@ async def test_close_commits_what_is_queued(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="closed"):
         await store.write(opened("inc-late"))
 
-    reopened = await Store.open(path)
+    reopened = await store_location.open()
+    assert isinstance(reopened, SqliteStore | PostgresStore)
     try:
         assert await count_alerts(reopened) == 50
     finally:
@@ -620,8 +654,11 @@ async def test_read_open_states_of_none_calls_nobody(store: Store) -> None:
     assert chunks == []
 
 
-async def test_read_open_states_refuses_an_unreadable_row(store: Store, tmp_path: Path) -> None:
+async def test_read_open_states_refuses_an_unreadable_row(
+    sqlite_store: SqliteStore, tmp_path: Path
+) -> None:
     """Given an open incident stored under a service id the domain refuses, then StoreError."""
+    store = sqlite_store
     await store.write(WriteBatch(incidents=(("good", incident()),)))
     with contextlib.closing(sqlite3.connect(tmp_path / "state" / "pagerd.db")) as conn, conn:
         conn.execute("UPDATE incidents SET service_id = 'not an id!'")
@@ -629,11 +666,9 @@ async def test_read_open_states_refuses_an_unreadable_row(store: Store, tmp_path
         await load_open_states(store)
 
 
-async def test_service_reader_sees_later_commits_and_keeps_no_snapshot(
-    store: Store, tmp_path: Path
-) -> None:
+async def test_service_reader_sees_later_commits(store: Store) -> None:
     """Given a reader made before a service exists, when the service is committed, then the
-    reader finds it; and its reads leave nothing that stops a WAL checkpoint."""
+    reader finds it; once closed, it reads nothing."""
     reader = await store.service_reader()
     assert reader.get("a") is None
     await store.write(
@@ -649,18 +684,28 @@ async def test_service_reader_sees_later_commits_and_keeps_no_snapshot(
     assert await store.count_services() == 3
     assert reader.ids_using("payments", 10) == ["a", "b"]
     assert reader.ids_using("payments", 1) == ["a"]
-
-    with contextlib.closing(sqlite3.connect(tmp_path / "state" / "pagerd.db")) as conn:
-        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-    assert busy == 0
+    await store.write(WriteBatch(services=(ServiceRow("b", "B", "other", managed=False),)))
+    assert reader.ids_using("payments", 10) == ["a"]
+    assert reader.ids_using("other", 10) == ["b", "c"]
     reader.close()
     with pytest.raises(StoreError, match="read failed"):
         reader.get("a")
 
 
-async def test_services_using_a_policy_are_found_by_index(store: Store) -> None:
+async def test_service_reader_keeps_no_snapshot(sqlite_store: SqliteStore, tmp_path: Path) -> None:
+    """The SQLite reader's reads leave nothing that stops a WAL checkpoint."""
+    reader = await sqlite_store.service_reader()
+    await sqlite_store.write(WriteBatch(services=(ServiceRow("a", "A", "p", managed=False),)))
+    assert reader.get("a") is not None
+    with contextlib.closing(sqlite3.connect(tmp_path / "state" / "pagerd.db")) as conn:
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    assert busy == 0
+    reader.close()
+
+
+async def test_services_using_a_policy_are_found_by_index(sqlite_store: SqliteStore) -> None:
     """Deleting a policy asks which services use it: an index answers, not a scan."""
-    reader = await store.service_reader()
+    reader = await sqlite_store.service_reader()
     try:
         plan = reader._read(
             "EXPLAIN QUERY PLAN SELECT id FROM services WHERE policy_id = ? ORDER BY id", ("p",)

@@ -1,0 +1,477 @@
+"""The durable store on PostgreSQL, through asyncpg: the same port as the SQLite store.
+
+Writes go through group commit (``group_commit``): each round of waiting units is one
+transaction on the writer's own connection, one ``executemany`` per statement, so
+one WAL flush (``synchronous_commit = on``) commits the lot. Reads use a pool of other
+connections, so they see committed data only and never wait behind a commit. A
+connection that breaks (the server restarted, a failover) fails its round or read,
+and the next one connects again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, Callable, Sequence
+from datetime import datetime
+
+import asyncpg
+import msgspec
+
+from pagerd.core.domain import AlertIds, Incident, ServiceState
+from pagerd.core.records import (
+    DeveloperRow,
+    OutboxRow,
+    PolicyRow,
+    StoreError,
+    TeamRow,
+    WriteBatch,
+)
+from pagerd.store.group_commit import GroupCommit, TransactionError
+from pagerd.store.postgres_schema import (
+    MIGRATION_LOCK,
+    MIGRATIONS,
+    SELECT_INCIDENTS,
+    SELECT_OUTBOX,
+    SQL,
+    Row,
+    decode_incident,
+    decode_outbox,
+    encode_batch,
+)
+from pagerd.store.postgres_services import ServiceIndex, ServiceReader
+from pagerd.store.schema import Op, decode_policy
+from pagerd.telemetry.logs import get_logger
+
+log = get_logger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
+# A round that takes longer is abandoned (its connection closed): a database that hangs
+# must fail writes, so that readiness says so, rather than hold them all forever.
+TRANSACTION_TIMEOUT_S = 15.0
+READ_TIMEOUT_S = 30.0
+READ_POOL_SIZE = 4
+# Every session pagerd opens: times written as JSON by the server are UTC, and a commit
+# returns only once it is durable, whatever the database's defaults say.
+SESSION_SETTINGS = {
+    "application_name": "pagerd",
+    "timezone": "UTC",
+    "synchronous_commit": "on",
+}
+
+# Data a unit brought (class 22 data exceptions, class 23 constraint violations, a value
+# the driver cannot encode) fails that unit only; anything else is the database's failure.
+_UNIT_AT_FAULT: tuple[type[Exception], ...] = (
+    asyncpg.DataError,  # class 22; the driver's own refusals of a value are ValueErrors
+    asyncpg.IntegrityConstraintViolationError,
+    OverflowError,
+    ValueError,
+    TypeError,
+)
+_FAILURES: tuple[type[Exception], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+# A session that is gone: the server ended it (class 57, operator intervention), the
+# connection broke (class 08), or the driver found it closed or in a state it cannot use.
+_CONNECTION_LOST: tuple[type[Exception], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+)
+_READ_FAILURES: tuple[type[Exception], ...] = (*_FAILURES, ValueError)
+_TRANSACTION_FAILURES: tuple[type[Exception], ...] = (*_FAILURES, *_UNIT_AT_FAULT)
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{location}"
+
+
+async def connect(url: str) -> asyncpg.Connection:
+    """One session to ``url`` with pagerd's settings; StoreError if it cannot be had."""
+    try:
+        return await asyncpg.connect(
+            url, timeout=CONNECT_TIMEOUT_S, server_settings=SESSION_SETTINGS
+        )
+    except _FAILURES as error:
+        raise StoreError(f"cannot connect to {redact(url)}: {error}") from error
+
+
+async def migrate(conn: asyncpg.Connection, migrations: Sequence[str] = MIGRATIONS) -> int:
+    """Bring the schema to version ``len(migrations)``; return how many migrations ran here.
+
+    Each step is a transaction that first takes a transaction-scoped advisory lock, so
+    nodes starting together on an empty database apply each migration once: the others
+    wait, then find it applied.
+    """
+    ran = 0
+    for target in range(1, len(migrations) + 1):
+        try:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    " version integer PRIMARY KEY,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                version = await conn.fetchval(
+                    "SELECT coalesce(max(version), 0) FROM schema_migrations"
+                )
+                if version > len(migrations):
+                    raise StoreError(
+                        f"the database is at schema version {version}, newer than this pagerd"
+                        f" knows ({len(migrations)}): run a newer pagerd, or restore a backup"
+                    )
+                if version >= target:
+                    continue
+                await conn.execute(migrations[target - 1])
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", target)
+        except _FAILURES as error:
+            raise StoreError(f"migration to schema version {target} failed: {error}") from error
+        ran += 1
+        log.info("store.migrated", version=target)
+    return ran
+
+
+class PostgresStore:
+    """The durable store; make one with ``await PostgresStore.open(url)`` and ``close()`` it."""
+
+    def __init__(self, url: str, writer: asyncpg.Connection, readers: asyncpg.Pool) -> None:
+        self._url = url
+        self._writer: asyncpg.Connection | None = writer
+        self._readers = readers
+        self._services: ServiceIndex | None = None
+        self._loading_services: asyncio.Lock = asyncio.Lock()
+        self._commits = GroupCommit(self._transaction, order=int)
+        self._closed = False
+
+    @classmethod
+    async def open(cls, url: str) -> PostgresStore:
+        """Connect to ``url`` and migrate its schema."""
+        writer = await connect(url)
+        try:
+            await migrate(writer)
+            readers = await asyncpg.create_pool(
+                url,
+                min_size=1,
+                max_size=READ_POOL_SIZE,
+                timeout=CONNECT_TIMEOUT_S,
+                server_settings=SESSION_SETTINGS,
+                reset=_keep_session,
+            )
+        except BaseException as error:
+            await writer.close()
+            if isinstance(error, _FAILURES):
+                raise StoreError(f"cannot open {redact(url)}: {error}") from error
+            raise
+        return cls(url, writer, readers)
+
+    async def close(self) -> None:
+        """Commit what is queued, stop the writer and close every connection."""
+        if self._closed:
+            return
+        try:
+            await self._commits.close()
+        finally:
+            self._closed = True
+            if self._services is not None:
+                self._services.close()
+            await self._readers.close()
+            if self._writer is not None:
+                await self._writer.close()
+
+    @property
+    def write_error(self) -> str | None:
+        """Why the last write failed, until one commits again (readiness reports it)."""
+        return self._commits.write_error
+
+    def on_commit(self, callback: Callable[[int, float], None]) -> None:
+        """Call ``callback(units, seconds)`` after each commit."""
+        self._commits.on_commit(callback)
+
+    async def write(self, batch: WriteBatch) -> None:
+        """Commit ``batch`` together with whatever else is waiting; return once committed."""
+        try:
+            parts = encode_batch(batch)
+        except (ValueError, TypeError, AttributeError, msgspec.EncodeError) as error:
+            raise StoreError(f"cannot store this write: {error}") from error
+        await self._commits.write(batch, parts)
+
+    async def _writer_connection(self) -> asyncpg.Connection:
+        writer = self._writer
+        if writer is not None and not writer.is_closed() and not writer.is_in_transaction():
+            return writer
+        if writer is not None:
+            writer.terminate()  # broken, or left in a transaction by a failed round
+        self._writer = None
+        try:
+            self._writer = await connect(self._url)
+        except StoreError as error:
+            raise TransactionError("connect", error, unit_at_fault=False) from error
+        return self._writer
+
+    async def _transaction(self, parts: list[tuple[Op, list[Row]]]) -> None:
+        for attempt in (1, 2):
+            conn = await self._writer_connection()
+            where = "begin"
+            try:
+                async with asyncio.timeout(TRANSACTION_TIMEOUT_S), conn.transaction():
+                    for op, rows in parts:
+                        where = op.name.lower()
+                        await conn.executemany(SQL[op], rows)
+                    where = "commit"
+            except _TRANSACTION_FAILURES as error:
+                if isinstance(error, TimeoutError) or conn.is_in_transaction():
+                    conn.terminate()  # its state is unknown: the next round connects anew
+                if attempt == 1 and where == "begin" and isinstance(error, _CONNECTION_LOST):
+                    # Found broken (a server restart, a failover) before anything was sent:
+                    # once more on a new connection, rather than fail the round.
+                    log.warning("store.reconnecting", error=str(error))
+                    conn.terminate()
+                    continue
+                raise TransactionError(
+                    where, error, unit_at_fault=isinstance(error, _UNIT_AT_FAULT)
+                ) from error
+            break
+        if self._services is not None:
+            for op, rows in parts:
+                if op is Op.SERVICES:
+                    self._services.committed(rows)
+
+    # -- reads: on the reader pool, so committed data only --
+
+    async def _fetch(self, sql: str, *params: object) -> list[asyncpg.Record]:
+        try:
+            rows: list[asyncpg.Record] = await self._readers.fetch(
+                sql, *params, timeout=READ_TIMEOUT_S
+            )
+        except _READ_FAILURES as error:
+            raise StoreError(f"read failed: {error}") from error
+        return rows
+
+    async def get_meta(self, key: str) -> str | None:
+        """The value stored under ``key``, or None."""
+        rows = await self._fetch("SELECT value FROM meta WHERE key = $1", key)
+        return str(rows[0][0]) if rows else None
+
+    async def load_policies(self) -> list[PolicyRow]:
+        """Every policy, by id."""
+        rows = await self._fetch("SELECT id, body, managed FROM policies ORDER BY id")
+        policies = []
+        for policy_id, body, managed in rows:
+            try:
+                policies.append(PolicyRow(decode_policy(policy_id, body), managed))
+            except ValueError as error:
+                raise StoreError(f"stored policy {policy_id!r} is unreadable: {error}") from error
+        return policies
+
+    async def load_teams(self) -> list[TeamRow]:
+        """Every team, by id."""
+        rows = await self._fetch("SELECT id, name, managed, cursor FROM teams ORDER BY id")
+        return [TeamRow(*row) for row in rows]
+
+    async def load_developers(self) -> list[DeveloperRow]:
+        """Every developer, by id."""
+        rows = await self._fetch(
+            "SELECT id, team_id, name, phone_number FROM developers ORDER BY id"
+        )
+        return [DeveloperRow(*row) for row in rows]
+
+    async def count_services(self) -> int:
+        """How many services are registered."""
+        rows = await self._fetch("SELECT count(*) FROM services")
+        return int(rows[0][0])
+
+    async def service_reader(self) -> ServiceReader:
+        """A synchronous reader of services by id (see ``ServiceIndex``)."""
+        async with self._loading_services:
+            if self._services is None:
+                index = ServiceIndex()
+                # Registered before it is filled, so that no commit made meanwhile is missed.
+                self._services = index
+                try:
+                    await index.fill(self._fetch)
+                except BaseException:
+                    self._services = None
+                    raise
+        return ServiceReader(self._services)
+
+    async def read_open_states(
+        self, handle: Callable[[list[ServiceState]], object], *, chunk: int | None = None
+    ) -> None:
+        """Hand the state of every service with an open incident to ``handle``, in chunks
+        by service id, for start-up.
+
+        The server writes each chunk as one JSON document and msgspec builds the domain
+        objects from it in C. The next chunk is read while ``handle`` runs.
+        """
+        chunk = chunk or OPEN_STATES_CHUNK
+        size = min(chunk, OPEN_STATES_FIRST_CHUNK)  # a small first chunk: nothing to overlap
+        reading: asyncio.Task[list[asyncpg.Record]] | None = self._open_states_task(("", 0), size)
+        try:
+            while reading is not None:
+                [(text, last_service, last_seq, count)] = await reading
+                reading = None
+                if count == size:
+                    size = chunk
+                    reading = self._open_states_task((last_service, last_seq), size)
+                if count:
+                    handle(_decode_open_states(text))
+        finally:
+            if reading is not None:
+                reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StoreError):
+                    await reading  # cancelled here, or failed with nobody left to tell
+
+    def _open_states_task(
+        self, after: tuple[str, int], chunk: int
+    ) -> asyncio.Task[list[asyncpg.Record]]:
+        fetch = self._fetch(SELECT_OPEN_STATES, *after, chunk)
+        return asyncio.create_task(fetch, name="pagerd[store-open-states]")
+
+    async def services_listing(self, *, chunk: int | None = None) -> AsyncGenerator[bytes, None]:
+        """Every service by id as the API lists it: JSON objects joined by commas, a
+        chunk at a time, written by the server."""
+        chunk = chunk or SERVICES_LISTING_CHUNK
+        after = ""  # sorts before every service id, none of which is empty
+        while True:
+            [(text, last, count)] = await self._fetch(SELECT_SERVICES_LISTING, after, chunk)
+            if count:
+                yield str(text).encode()
+            if count < chunk:
+                return
+            after = str(last)
+
+    async def get_incident(self, incident_id: str) -> tuple[str, Incident] | None:
+        """(service_id, incident), or None if there is no such incident."""
+        rows = await self._fetch(SELECT_INCIDENTS + " WHERE i.id = $1", incident_id)
+        return decode_incident(tuple(rows[0])) if rows else None
+
+    async def list_incidents(
+        self, *, service_id: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[tuple[str, Incident]]:
+        """Incidents newest first, optionally of one service and/or in one status."""
+        sql = (
+            SELECT_INCIDENTS
+            + " WHERE ($1::text IS NULL OR i.service_id = $1)"
+            + " AND ($2::text IS NULL OR i.status = $2)"
+            + " ORDER BY i.opened_at DESC, i.seq DESC LIMIT $3"
+        )
+        rows = await self._fetch(sql, service_id, status, max(limit, 0))
+        return [decode_incident(tuple(row)) for row in rows]
+
+    async def timeline(self, incident_id: str) -> list[tuple[datetime, str, dict[str, object]]]:
+        """The incident's timeline as (at, type, detail), in the order it was written."""
+        rows = await self._fetch(
+            "SELECT at, type, detail FROM timeline WHERE incident_id = $1 ORDER BY seq",
+            incident_id,
+        )
+        return [
+            (at, kind, msgspec.json.decode(detail, type=dict[str, object]))
+            for at, kind, detail in rows
+        ]
+
+    async def notifications(self, incident_id: str) -> list[OutboxRow]:
+        """The incident's outbox rows, oldest first."""
+        sql = SELECT_OUTBOX + " WHERE incident_id = $1 ORDER BY created_at, seq"
+        return [decode_outbox(tuple(row)) for row in await self._fetch(sql, incident_id)]
+
+    async def pending_outbox(self, limit: int) -> list[OutboxRow]:
+        """Up to ``limit`` notifications not yet delivered (pending or held), oldest first."""
+        sql = (
+            SELECT_OUTBOX + " WHERE status IN ('pending', 'held') ORDER BY created_at, seq LIMIT $1"
+        )
+        return [decode_outbox(tuple(row)) for row in await self._fetch(sql, max(limit, 0))]
+
+
+async def _keep_session(_connection: asyncpg.Connection) -> None:
+    """Readers change no session state: nothing to reset on release (a round trip saved)."""
+
+
+# --- start-up and listing reads --------------------------------------------------------------
+
+OPEN_STATES_CHUNK = 5_000
+OPEN_STATES_FIRST_CHUNK = 500
+# One chunk of open incidents after the key (service_id, seq), as a JSON array of
+# ``ServiceState`` documents, with the chunk's last key and its size. Times are written
+# in the session's time zone, UTC.
+SELECT_OPEN_STATES = """
+WITH chunk AS (
+    SELECT i.* FROM incidents AS i
+    WHERE i.status <> 'resolved' AND (i.service_id, i.seq) > ($1, $2)
+    ORDER BY i.service_id, i.seq LIMIT $3
+), last AS (
+    SELECT service_id, seq FROM chunk ORDER BY service_id DESC, seq DESC LIMIT 1
+)
+SELECT (
+    SELECT json_agg(json_build_object(
+        'service_id', c.service_id,
+        'incident', json_build_object(
+            'id', c.id, 'message', c.message, 'opened_at', c.opened_at, 'status', c.status,
+            'level_index', c.level_index, 'round', c.round, 'step', c.step,
+            'ack_deadline', c.ack_deadline, 'acknowledged_at', c.acknowledged_at,
+            'acknowledged_by', c.acknowledged_by, 'resolved_at', c.resolved_at,
+            'alert_count', c.alert_count,
+            'alert_ids', ARRAY(SELECT a.alert_id FROM alerts AS a
+                               WHERE a.incident_id = c.id AND a.alert_id IS NOT NULL
+                               ORDER BY a.seq)
+        )
+    ) ORDER BY c.service_id, c.seq)::text FROM chunk AS c
+), (SELECT service_id FROM last), (SELECT seq FROM last), (SELECT count(*) FROM chunk)
+"""
+
+
+def _decode_alert_ids(type_: type, value: object) -> object:
+    # msgspec builds every other field itself; AlertIds is the domain's own set type.
+    if type_ is AlertIds and isinstance(value, list):
+        return AlertIds(value)  # of a text column: strings
+    raise TypeError(f"cannot make {type_.__name__} of {value!r}")
+
+
+_OPEN_STATES = msgspec.json.Decoder(list[ServiceState], dec_hook=_decode_alert_ids)
+
+
+def _decode_open_states(text: str) -> list[ServiceState]:
+    try:
+        return _OPEN_STATES.decode(text)
+    except msgspec.DecodeError as error:  # ValidationError included
+        raise StoreError(f"a stored open incident is unreadable: {error}") from error
+
+
+SERVICES_LISTING_CHUNK = 5_000
+# One chunk of services after the id ``$1``, each as the API lists it (``ServiceOut``:
+# its open incident, if any, times cut to milliseconds), joined by commas, with the
+# chunk's last id and its size.
+SELECT_SERVICES_LISTING = """
+WITH chunk AS (
+    SELECT s.id, s.name, s.policy_id FROM services AS s WHERE s.id > $1 ORDER BY s.id LIMIT $2
+), docs AS (
+    SELECT c.id, json_build_object(
+        'id', c.id, 'name', c.name, 'policy_id', c.policy_id,
+        'health', CASE WHEN b.id IS NULL THEN 'healthy' ELSE 'unhealthy' END,
+        'incident', CASE WHEN b.id IS NULL THEN NULL ELSE json_build_object(
+            'id', b.id, 'message', b.message, 'status', b.status, 'level', b.level_index + 1,
+            'opened_at', to_char(b.opened_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+            'acknowledged_at',
+            to_char(b.acknowledged_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+        ) END
+    )::text AS doc
+    FROM chunk AS c LEFT JOIN LATERAL (
+        SELECT i.id, i.message, i.status, i.level_index, i.opened_at, i.acknowledged_at
+        FROM incidents AS i WHERE i.service_id = c.id AND i.status <> 'resolved'
+        ORDER BY i.seq DESC LIMIT 1
+    ) AS b ON true
+)
+SELECT string_agg(doc, ',' ORDER BY id), max(id), count(*) FROM docs
+"""

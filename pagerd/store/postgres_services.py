@@ -1,0 +1,106 @@
+"""Services read synchronously on PostgreSQL: every service in memory, kept in step.
+
+The directory asks "is this service registered, and with which policy?" inside
+synchronous code on the event loop (the router, an actor's step). SQLite answers that
+with an indexed read of some microseconds; a PostgreSQL read is a network round trip,
+which must not block the loop. So the store reads every service once, in chunks, before
+the directory is built, and applies each services row it commits afterwards. That is
+sound while this node is the only one writing, which the lease of CONTRACT §7 makes
+so: a node becoming active builds its directory, and so this index, anew.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from pagerd.core.records import ServiceRow, StoreError
+
+FILL_CHUNK = 50_000
+
+Fetch = Callable[..., Awaitable[list[Any]]]
+
+
+class ServiceIndex:
+    """Every stored service by id, and the ids of each policy's services."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, ServiceRow] = {}
+        self._by_policy: dict[str, set[str]] = {}
+        # Ids committed while the index was being filled: a chunk read before such a
+        # commit must not put back the row as it was.
+        self._committed_while_filling: set[str] | None = None
+        self.closed = False
+
+    async def fill(self, fetch: Fetch, chunk: int = FILL_CHUNK) -> None:
+        """Read every service, a chunk of ids at a time."""
+        self._committed_while_filling = set()
+        try:
+            after = ""
+            while True:
+                rows = await fetch(
+                    "SELECT id, name, policy_id, managed FROM services"
+                    " WHERE id > $1 ORDER BY id LIMIT $2",
+                    after,
+                    chunk,
+                )
+                newer = self._committed_while_filling
+                for service_id, name, policy_id, managed in rows:
+                    if service_id not in newer:
+                        self._put(ServiceRow(service_id, name, policy_id, managed))
+                if len(rows) < chunk:
+                    return
+                after = rows[-1][0]
+        finally:
+            self._committed_while_filling = None
+
+    def committed(self, rows: Iterable[tuple[str, str, str, bool]]) -> None:
+        """Apply services rows (id, name, policy_id, managed) just committed."""
+        for service_id, name, policy_id, managed in rows:
+            if self._committed_while_filling is not None:
+                self._committed_while_filling.add(service_id)
+            self._put(ServiceRow(service_id, name, policy_id, managed))
+
+    def _put(self, row: ServiceRow) -> None:
+        before = self._rows.get(row.id)
+        if before is not None and before.policy_id != row.policy_id:
+            self._by_policy[before.policy_id].discard(row.id)
+        self._rows[row.id] = row
+        self._by_policy.setdefault(row.policy_id, set()).add(row.id)
+
+    def get(self, service_id: str) -> ServiceRow | None:
+        return self._rows.get(service_id)
+
+    def ids_using(self, policy_id: str, limit: int) -> list[str]:
+        return heapq.nsmallest(limit, self._by_policy.get(policy_id, ()))
+
+    def close(self) -> None:
+        self.closed = True
+        self._rows.clear()
+        self._by_policy.clear()
+
+
+class ServiceReader:
+    """The ``ServiceLookup`` of the PostgreSQL store: reads of its ``ServiceIndex``."""
+
+    def __init__(self, index: ServiceIndex) -> None:
+        self._index: ServiceIndex | None = index
+
+    def close(self) -> None:
+        """Stop reading; later reads raise StoreError."""
+        self._index = None
+
+    def _open(self) -> ServiceIndex:
+        index = self._index
+        if index is None or index.closed:
+            raise StoreError("read failed: the service reader is closed")
+        return index
+
+    def get(self, service_id: str) -> ServiceRow | None:
+        """The service, or None if it is not registered."""
+        return self._open().get(service_id)
+
+    def ids_using(self, policy_id: str, limit: int) -> list[str]:
+        """The first ``limit`` ids, sorted, of the services escalating through ``policy_id``."""
+        return self._open().ids_using(policy_id, limit)
