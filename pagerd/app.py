@@ -9,7 +9,6 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import aiohttp
 import msgspec
@@ -18,7 +17,7 @@ from aiohttp import web
 
 from pagerd.config import Config
 from pagerd.core.domain import IncidentStatus, ServiceState
-from pagerd.core.ports import Clock, Page, Sender
+from pagerd.core.ports import Clock, Page, Sender, Store
 from pagerd.core.records import (
     OutboxRow,
     ServiceRow,
@@ -35,7 +34,7 @@ from pagerd.runtime.catalogue import Catalogue, Declared, DeclaredTeam, apply_de
 from pagerd.runtime.clock import SystemClock, TimerWheel
 from pagerd.runtime.directory import Directory
 from pagerd.runtime.router import Runtime
-from pagerd.store.sqlite import Store
+from pagerd.store import open_store
 from pagerd.systemd import SystemdNotifier
 from pagerd.telemetry import metrics
 from pagerd.web.acklinks import AckLinks, load_or_create_secret
@@ -142,7 +141,7 @@ async def serve(
     clock = clock or SystemClock()
     notifier = notifier or SystemdNotifier.from_env()
     started = time.monotonic()
-    store = await Store.open(Path(config.database.path))
+    store = await open_store(path=config.database.path, url=config.database.url)
     store.on_commit(_observe_commit)
     try:
         await apply_declared(store, declared(config))

@@ -218,6 +218,26 @@ def test_database_path_in_file_beats_state_directory(tmp_path: Path) -> None:
     assert config.database.path == "/srv/pager.db"
 
 
+def test_database_url_names_postgresql_and_no_file(tmp_path: Path) -> None:
+    url = "postgresql://pagerd@db1,db2/pagerd?target_session_attrs=read-write"
+    path = write(tmp_path, f'[database]\nurl = "{url}"\n')
+
+    config = load_config(path, env={"STATE_DIRECTORY": "/var/lib/pagerd"})
+
+    assert config.database.url == url
+    assert config.database.path == ""
+
+
+def test_database_path_and_url_together_are_refused(tmp_path: Path) -> None:
+    both = '[database]\npath = "/srv/pager.db"\nurl = "postgresql://pagerd@db/pagerd"\n'
+    assert problems_of(tmp_path, both) == [
+        "database: set path (SQLite) or url (PostgreSQL), not both"
+    ]
+    assert problems_of(tmp_path, '[database]\nurl = "mysql://db/pagerd"\n') == [
+        "database.url: must be a postgresql:// URL"
+    ]
+
+
 def test_default_config_path() -> None:
     assert default_config_path({}) == Path("/etc/pagerd/pagerd.toml")
     assert default_config_path({"PAGERD_CONFIG": ""}) == Path("/etc/pagerd/pagerd.toml")

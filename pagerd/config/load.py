@@ -84,6 +84,7 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
     except ValueError as exc:
         problems.append(f"http.listen: {exc}")
     problems += _check_integrations(integrations)
+    problems += _check_database(database)
     for key_path, cfg in policies:
         problems += _policy_problems(cfg, escalation.ack_timeout_s, key_path)
     for key_path, svc in services:
@@ -139,8 +140,16 @@ def _reason(exc: BaseException) -> str:
     return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
 
 
+def _check_database(database: DatabaseConfig) -> list[str]:
+    if database.path and database.url:
+        return ["database: set path (SQLite) or url (PostgreSQL), not both"]
+    if database.url and not database.url.startswith(("postgresql://", "postgres://")):
+        return ["database.url: must be a postgresql:// URL"]
+    return []
+
+
 def _database_path(database: DatabaseConfig, env: Mapping[str, str]) -> str:
-    if database.path:
+    if database.path or database.url:
         return database.path
     # systemd's StateDirectory= may list several directories, separated by ':'.
     state_directory = env.get("STATE_DIRECTORY", "").split(":")[0]

@@ -40,6 +40,7 @@ class _Section(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
 
 class DatabaseConfig(_Section, frozen=True, kw_only=True):
     path: str = ""  # empty in the file: resolved by load_config (see _database_path)
+    url: str = ""  # instead of path: the PostgreSQL store (CONTRACT §7)
 
 
 class MqttConfig(_Section, frozen=True, kw_only=True):
