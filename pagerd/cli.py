@@ -1,4 +1,5 @@
-"""Command line: ``pagerd run | check-config | alert | ack | healthy | status | version``.
+"""Command line: ``pagerd run | check-config | alert | ack | healthy | status | migrate |
+version``.
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config (CONTRACT §1).
 """
@@ -46,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     healthy = with_config("healthy", "report a service healthy over MQTT")
     healthy.add_argument("service")
     with_config("status", "services, health, open incidents, pending notifications")
+    migrate = commands.add_parser(
+        "migrate", help="copy a single node's SQLite database into an empty PostgreSQL one"
+    )
+    migrate.add_argument("--from", dest="source", type=Path, required=True, metavar="PATH")
+    migrate.add_argument("--to", dest="target", required=True, metavar="URL")
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -59,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "version":
         print(f"pagerd {__version__}")
         return EXIT_OK
+    if args.command == "migrate":
+        return _migrate(args.source, args.target)
     path: Path = args.config or default_config_path()
     try:
         config = load_config(path)
@@ -145,4 +153,25 @@ def _status(config: Config) -> int:
         print(f"pagerd status: {error}", file=sys.stderr)
         return EXIT_RUNTIME_FAILURE
     print(render_status(rows, pending))
+    return EXIT_OK
+
+
+def _migrate(source: Path, url: str) -> int:
+    from pagerd.core.records import StoreError
+    from pagerd.store.postgres import redact
+    from pagerd.store.postgres_copy import CopyRefusedError, copy_sqlite_to_postgres
+
+    if not url.startswith(("postgresql://", "postgres://")):
+        print("pagerd migrate: --to must be a postgresql:// URL", file=sys.stderr)
+        return EXIT_BAD_USAGE
+    try:
+        copied = asyncio.run(copy_sqlite_to_postgres(source, url))
+    except CopyRefusedError as refusal:
+        print(f"pagerd migrate: {refusal}", file=sys.stderr)
+        return EXIT_BAD_USAGE
+    except StoreError as error:
+        print(f"pagerd migrate: {error}", file=sys.stderr)
+        return EXIT_RUNTIME_FAILURE
+    counts = ", ".join(f"{rows} {table}" for table, rows in copied.items())
+    print(f"copied {source} into {redact(url)}: {counts}")
     return EXIT_OK
