@@ -11,12 +11,11 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from pagerd.core.ports import Clock, Outbox, Publisher, Writer
+from pagerd.core.ports import Clock, Outbox, Publisher, Store, Writer
 from pagerd.runtime.catalogue import Catalogue
 from pagerd.runtime.clock import SystemClock
 from pagerd.runtime.directory import Directory
 from pagerd.runtime.router import Runtime
-from pagerd.store.sqlite import Store
 from pagerd.web.acklinks import AckLinks
 from pagerd.web.server import build_app, start_http
 from tests.doubles import Recorder

@@ -1,4 +1,5 @@
-"""The actor runtime in process: a driven clock, the real SQLite store, recorded pages."""
+"""The actor runtime in process: a driven clock, each real store (SQLite, PostgreSQL),
+recorded pages."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -14,14 +14,15 @@ from hypothesis import strategies as st
 
 from pagerd.core.domain import Ack, Alert, Healthy, Outcome
 from pagerd.core.policy import Level, Policy, SmsTarget, TeamTarget
+from pagerd.core.ports import Store
 from pagerd.core.records import DeveloperRow, PolicyRow, ServiceRow, StoreError, TeamRow, WriteBatch
 from pagerd.runtime.actor import MAX_MESSAGES_PER_WRITE
 from pagerd.runtime.answers import Answer, Committed, Refused, Retryable
 from pagerd.runtime.ids import new_incident_id
 from pagerd.runtime.router import FULL_AT, ROOM_AT, Runtime
-from pagerd.store.sqlite import Store
 from tests.assembly import assembled
 from tests.doubles import T0, DrivenClock, Recorder
+from tests.postgres import StoreLocation
 
 ONE, TWO = SmsTarget("+15550000001"), SmsTarget("+15550000002")
 POLICY = Policy("p", (Level((ONE,), 60.0), Level((TWO,), 60.0)))
@@ -68,8 +69,8 @@ def alert(message: str = "down") -> Alert:
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    store = await Store.open(tmp_path / "pagerd.db")
+async def world(store_location: StoreLocation) -> AsyncIterator[World]:
+    store = await store_location.open()
     await store.write(
         WriteBatch(
             policies=(PolicyRow(POLICY, managed=True),),

@@ -1,5 +1,6 @@
 """Start-up at scale, in process: services read by id, open incidents recovered in chunks,
-timers on one wheel. A real SQLite store in tmp_path, a driven clock, recorded pages."""
+timers on one wheel. Each real store (SQLite in tmp_path, PostgreSQL), a driven clock,
+recorded pages."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import gc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from pagerd.app import _collection_paused
 from pagerd.core.domain import Ack, Alert, Incident, IncidentStatus, Outcome, ServiceState
 from pagerd.core.policy import Level, Policy, SmsTarget
+from pagerd.core.ports import Store
 from pagerd.core.records import PolicyRow, ServiceRow, WriteBatch
 from pagerd.runtime import directory as registry
 from pagerd.runtime.answers import Answer, Committed, Refused
@@ -23,9 +24,9 @@ from pagerd.runtime.clock import TimerWheel
 from pagerd.runtime.directory import Directory
 from pagerd.runtime.ids import new_incident_id
 from pagerd.runtime.router import Runtime
-from pagerd.store.sqlite import Store
 from tests.doubles import T0, DrivenClock, Recorder
 from tests.harness import eventually
+from tests.postgres import StoreLocation
 
 ONE, TWO = SmsTarget("+15550000001"), SmsTarget("+15550000002")
 POLICY = Policy("p", (Level((ONE,), 60.0), Level((TWO,), 60.0)))
@@ -55,8 +56,8 @@ class World:
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    store = await Store.open(tmp_path / "pagerd.db")
+async def world(store_location: StoreLocation) -> AsyncIterator[World]:
+    store = await store_location.open()
     await store.write(
         WriteBatch(
             policies=(PolicyRow(POLICY, managed=True), PolicyRow(OTHER, managed=False)),
