@@ -145,11 +145,17 @@ def _publish(config: Config, kind: str, service: str, payload: str) -> int:
 
 
 def _status(config: Config) -> int:
+    from pagerd.core.records import StoreError
     from pagerd.store.status import read_status, render_status
 
     try:
-        rows, pending = read_status(Path(config.database.path))
-    except OSError as error:
+        if config.database.url:
+            from pagerd.store import postgres_status
+
+            rows, pending = asyncio.run(postgres_status.read_status(config.database.url))
+        else:
+            rows, pending = read_status(Path(config.database.path))
+    except (OSError, StoreError) as error:
         print(f"pagerd status: {error}", file=sys.stderr)
         return EXIT_RUNTIME_FAILURE
     print(render_status(rows, pending))

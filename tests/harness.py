@@ -213,6 +213,7 @@ class Pagerd:
     sms_url: str | None = None  # default: the stand-in's
     http_port: int = field(default_factory=free_port)
     teams: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # name -> (dev, phone)
+    database_url: str = ""  # a PostgreSQL database instead of the SQLite file ``db``
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -231,7 +232,11 @@ class Pagerd:
     def write_config(self) -> Path:
         path = self.directory / "pagerd.toml"
         parts = [
-            f'[database]\npath = "{self.db}"',
+            (
+                f'[database]\nurl = "{self.database_url}"'
+                if self.database_url
+                else f'[database]\npath = "{self.db}"'
+            ),
             (
                 f'[mqtt]\nhost = "127.0.0.1"\nport = {self.broker.port}\n'
                 f'client_id = "pagerd-test"\ntopic_prefix = "{self.prefix}"'

@@ -1,0 +1,26 @@
+"""``pagerd status`` on PostgreSQL: the same read-only table as on SQLite."""
+
+from __future__ import annotations
+
+from pagerd.store.postgres import connect
+from pagerd.store.status import ServiceStatus
+
+_SERVICES = """
+    SELECT s.id, s.name, s.policy_id, i.id, i.status, i.level_index + 1,
+           to_char(i.opened_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+    FROM services AS s
+    LEFT JOIN incidents AS i ON i.service_id = s.id AND i.status <> 'resolved'
+    ORDER BY (i.id IS NULL), s.id
+"""
+
+
+async def read_status(url: str) -> tuple[list[ServiceStatus], int]:
+    """Services with their open incident, and the number of pending notifications."""
+    conn = await connect(url)  # StoreError if it cannot
+    try:
+        async with conn.transaction(readonly=True):
+            rows = [ServiceStatus(*row) for row in await conn.fetch(_SERVICES)]
+            pending = await conn.fetchval("SELECT count(*) FROM outbox WHERE status = 'pending'")
+    finally:
+        await conn.close()
+    return rows, int(pending)
