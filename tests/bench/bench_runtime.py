@@ -2,10 +2,14 @@
 
 The intake benchmark's load (round-robin over the services, each service opening
 one incident and appending the rest) is posted straight to the runtime, in chunks
-of about what one 64 KiB read of the broker's stream holds, with the real SQLite
-store and pagerd's JSON logging (at info, or ``--log-level``) into /dev/null.
-Pages are recorded, not sent. What this cannot reach, intake through MQTT cannot
-either.
+of about what one 64 KiB read of the broker's stream holds, with a real store
+and pagerd's JSON logging (at info, or ``--log-level``) into /dev/null. Pages are
+recorded, not sent. What this cannot reach, intake through MQTT cannot either.
+
+``--store`` picks the store: SQLite (the default), PostgreSQL (a private cluster of
+Debian's server started for the run, ``fsync`` and ``synchronous_commit`` on, a fresh
+database per run), or both, their runs alternating, with each PostgreSQL run's ratio
+to the SQLite run before it.
 
 Run from the repository root: ``.venv/bin/python -m tests.bench.bench_runtime``.
 """
@@ -14,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from pagerd.app import GC_THRESHOLDS
@@ -26,19 +32,21 @@ from pagerd.core.policy import Level, Policy, SmsTarget
 from pagerd.core.records import PolicyRow, ServiceRow, WriteBatch
 from pagerd.runtime.answers import Answer, Committed
 from pagerd.runtime.ids import new_incident_id
-from pagerd.store.sqlite import Store
 from pagerd.telemetry.logs import configure_logging
 from tests.assembly import assembled
 from tests.bench.common import py_spy, rate, report
 from tests.doubles import DrivenClock
+from tests.postgres import Databases, PostgresCluster, StoreLocation
 
 POLICY = Policy("p", (Level((SmsTarget("+15550000001"),), 60.0),))
 MESSAGES_PER_READ = 600  # alerts of the intake benchmark's size in one 64 KiB read
 
 
-async def measure(root: Path, services: int, per_service: int) -> tuple[int, float, int]:
+async def measure(
+    location: StoreLocation, services: int, per_service: int
+) -> tuple[int, float, int]:
     """Return (alerts, seconds until all were committed and answered, incidents opened)."""
-    store = await Store.open(root / "pagerd.db")
+    store = await location.open()
     service_ids = [f"svc-{i:05d}" for i in range(services)]
     await store.write(
         WriteBatch(
@@ -68,11 +76,38 @@ async def measure(root: Path, services: int, per_service: int) -> tuple[int, flo
     return len(load), elapsed, opened
 
 
+@contextlib.contextmanager
+def locations(kinds: list[str]) -> Iterator[Iterator[StoreLocation]]:
+    """A fresh store of each kind in ``kinds``, in turn, for as long as the caller asks."""
+    cluster = PostgresCluster() if "postgres" in kinds else None  # the server's defaults
+    if cluster is not None:
+        cluster.start()
+    databases = None if cluster is None else Databases(cluster)
+    made: list[str] = []
+
+    def each() -> Iterator[StoreLocation]:
+        while True:
+            for kind in kinds:
+                if kind == "sqlite" or databases is None:
+                    with tempfile.TemporaryDirectory() as tmp:
+                        yield StoreLocation(path=str(Path(tmp) / "pagerd.db"))
+                else:
+                    made.append(databases.create())
+                    yield StoreLocation(url=made[-1])
+
+    try:
+        yield each()
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--services", type=int, default=5_000)
     parser.add_argument("--per-service", type=int, default=10)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3, help="runs of each store")
+    parser.add_argument("--store", choices=["sqlite", "postgres", "both"], default="sqlite")
     parser.add_argument(
         "--log-level", default="info", help="pagerd's log level (info, as in production)"
     )
@@ -81,30 +116,38 @@ def main() -> None:
     )
     args = parser.parse_args()
     gc.set_threshold(*GC_THRESHOLDS)  # as pagerd runs
-    with open(os.devnull, "w") as devnull:
+    kinds = ["sqlite", "postgres"] if args.store == "both" else [args.store]
+    with open(os.devnull, "w") as devnull, locations(kinds) as stores:
         configure_logging("json", args.log_level, devnull)
         rows = []
-        for run in range(1, args.runs + 1):
-            with tempfile.TemporaryDirectory() as tmp:
-                output = args.profile and args.profile / f"runtime-{run}.txt"
-                with py_spy(os.getpid(), output):
-                    alerts, seconds, opened = asyncio.run(
-                        measure(Path(tmp), args.services, args.per_service)
-                    )
+        last_sqlite: float | None = None
+        for run, location in zip(range(1, args.runs * len(kinds) + 1), stores, strict=False):
+            output = args.profile and args.profile / f"runtime-{location.kind}-{run}.txt"
+            with py_spy(os.getpid(), output):
+                alerts, seconds, opened = asyncio.run(
+                    measure(location, args.services, args.per_service)
+                )
+            ratio = "-"
+            if location.kind == "sqlite":
+                last_sqlite = seconds
+            elif last_sqlite is not None:
+                ratio = f"{last_sqlite / seconds:.2f}"  # throughput, PostgreSQL / SQLite
             rows.append(
                 (
                     str(run),
+                    location.kind,
                     f"{alerts:,}",
                     f"{opened:,}",
                     f"{seconds:.2f}",
                     rate(alerts, seconds),
                     f"{seconds / alerts * 1e6:.0f}",
+                    ratio,
                 )
             )
     report(
         f"Runtime alone: {args.services * args.per_service:,} alerts over {args.services:,}"
-        " services, posted in reads of 600, committed to SQLite, pages recorded",
-        ["run", "alerts", "incidents", "seconds", "alerts/s", "µs per alert"],
+        f" services, posted in reads of 600, committed to {' and '.join(kinds)}, pages recorded",
+        ["run", "store", "alerts", "incidents", "seconds", "alerts/s", "µs per alert", "PG/SQLite"],
         rows,
     )
 
