@@ -18,7 +18,7 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
-from pagerd.core.domain import AlertIds, Incident, ServiceState
+from pagerd.core.domain import MAX_REMEMBERED_ALERT_IDS, AlertIds, Incident, ServiceState
 from pagerd.core.records import (
     DeveloperRow,
     OutboxRow,
@@ -337,7 +337,7 @@ class PostgresStore:
     def _open_states_task(
         self, after: tuple[str, int], chunk: int
     ) -> asyncio.Task[list[asyncpg.Record]]:
-        fetch = self._fetch(SELECT_OPEN_STATES, *after, chunk)
+        fetch = self._fetch(SELECT_OPEN_STATES, *after, chunk, MAX_REMEMBERED_ALERT_IDS)
         return asyncio.create_task(fetch, name="pagerd[store-open-states]")
 
     async def services_listing(self, *, chunk: int | None = None) -> AsyncGenerator[bytes, None]:
@@ -357,6 +357,11 @@ class PostgresStore:
         """(service_id, incident), or None if there is no such incident."""
         rows = await self._fetch(SELECT_INCIDENTS + " WHERE i.id = $1", incident_id)
         return decode_incident(tuple(rows[0])) if rows else None
+
+    async def has_alert(self, incident_id: str, alert_id: str) -> bool:
+        """Whether the incident has an alert with this id (by the unique index)."""
+        sql = "SELECT 1 FROM alerts WHERE incident_id = $1 AND alert_id = $2"
+        return bool(await self._fetch(sql, incident_id, alert_id))
 
     async def list_incidents(
         self, *, service_id: str | None = None, status: str | None = None, limit: int = 100
@@ -405,7 +410,8 @@ OPEN_STATES_CHUNK = 5_000
 OPEN_STATES_FIRST_CHUNK = 500
 # One chunk of open incidents after the key (service_id, seq), as a JSON array of
 # ``ServiceState`` documents, with the chunk's last key and its size. Times are written
-# in the session's time zone, UTC.
+# in the session's time zone, UTC. An incident brings the most recent of its alert ids
+# only, as many as it remembers ($4).
 SELECT_OPEN_STATES = """
 WITH chunk AS (
     SELECT i.* FROM incidents AS i
@@ -425,7 +431,7 @@ SELECT (
             'alert_count', c.alert_count,
             'alert_ids', ARRAY(SELECT a.alert_id FROM alerts AS a
                                WHERE a.incident_id = c.id AND a.alert_id IS NOT NULL
-                               ORDER BY a.seq)
+                               ORDER BY a.seq DESC LIMIT $4)
         )
     ) ORDER BY c.service_id, c.seq)::text FROM chunk AS c
 ), (SELECT service_id FROM last), (SELECT seq FROM last), (SELECT count(*) FROM chunk)
