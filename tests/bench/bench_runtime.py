@@ -24,6 +24,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from pagerd.app import GC_THRESHOLDS
@@ -42,11 +43,21 @@ POLICY = Policy("p", (Level((SmsTarget("+15550000001"),), 60.0),))
 MESSAGES_PER_READ = 600  # alerts of the intake benchmark's size in one 64 KiB read
 
 
-async def measure(
-    location: StoreLocation, services: int, per_service: int
-) -> tuple[int, float, int]:
-    """Return (alerts, seconds until all were committed and answered, incidents opened)."""
+@dataclass(frozen=True)
+class Measured:
+    alerts: int
+    seconds: float  # until all were committed and answered
+    opened: int  # incidents
+    loop_cpu: float  # seconds of the event loop thread's CPU
+    commits: int
+    in_commits: float  # seconds from each round's start to its commit, summed
+
+
+async def measure(location: StoreLocation, services: int, per_service: int) -> Measured:
+    """Post the load and wait until every alert is committed and answered."""
     store = await location.open()
+    rounds: list[float] = []
+    store.on_commit(lambda units, seconds: rounds.append(seconds))
     service_ids = [f"svc-{i:05d}" for i in range(services)]
     await store.write(
         WriteBatch(
@@ -59,21 +70,22 @@ async def measure(
     try:
         async with assembled(store, clock=DrivenClock()) as assembly:
             runtime = assembly.runtime
-            started = time.perf_counter()
+            rounds.clear()
+            started, cpu = time.perf_counter(), time.thread_time()
             for start in range(0, len(load), MESSAGES_PER_READ):
                 for service_id, alert_id in load[start : start + MESSAGES_PER_READ]:
                     alert = Alert("Too many 5xx!", new_incident_id(), alert_id, "bench")
                     runtime.submit(service_id, alert, answered.append)
                 await asyncio.sleep(0)  # the next read comes in a later turn of the loop
             await runtime.drained()
-            elapsed = time.perf_counter() - started
+            elapsed, cpu = time.perf_counter() - started, time.thread_time() - cpu
     finally:
         await store.close()
     assert len(answered) == len(load), f"{len(answered)} of {len(load)} answered"
     committed = [r for r in answered if isinstance(r, Committed)]
     assert len(committed) == len(answered), "every alert committed"
     opened = sum(1 for r in committed if r.outcome is Outcome.OPENED)
-    return len(load), elapsed, opened
+    return Measured(len(load), elapsed, opened, cpu, len(rounds), sum(rounds))
 
 
 @contextlib.contextmanager
@@ -124,30 +136,43 @@ def main() -> None:
         for run, location in zip(range(1, args.runs * len(kinds) + 1), stores, strict=False):
             output = args.profile and args.profile / f"runtime-{location.kind}-{run}.txt"
             with py_spy(os.getpid(), output):
-                alerts, seconds, opened = asyncio.run(
-                    measure(location, args.services, args.per_service)
-                )
+                m = asyncio.run(measure(location, args.services, args.per_service))
             ratio = "-"
             if location.kind == "sqlite":
-                last_sqlite = seconds
+                last_sqlite = m.seconds
             elif last_sqlite is not None:
-                ratio = f"{last_sqlite / seconds:.2f}"  # throughput, PostgreSQL / SQLite
+                ratio = f"{last_sqlite / m.seconds:.2f}"  # throughput, PostgreSQL / SQLite
             rows.append(
                 (
                     str(run),
                     location.kind,
-                    f"{alerts:,}",
-                    f"{opened:,}",
-                    f"{seconds:.2f}",
-                    rate(alerts, seconds),
-                    f"{seconds / alerts * 1e6:.0f}",
+                    f"{m.alerts:,}",
+                    f"{m.opened:,}",
+                    f"{m.seconds:.2f}",
+                    rate(m.alerts, m.seconds),
+                    f"{m.seconds / m.alerts * 1e6:.0f}",
+                    f"{m.loop_cpu:.2f}",
+                    f"{m.commits:,}",
+                    f"{m.in_commits:.2f}",
                     ratio,
                 )
             )
     report(
         f"Runtime alone: {args.services * args.per_service:,} alerts over {args.services:,}"
         f" services, posted in reads of 600, committed to {' and '.join(kinds)}, pages recorded",
-        ["run", "store", "alerts", "incidents", "seconds", "alerts/s", "µs per alert", "PG/SQLite"],
+        [
+            "run",
+            "store",
+            "alerts",
+            "incidents",
+            "seconds",
+            "alerts/s",
+            "µs per alert",
+            "loop CPU s",
+            "commits",
+            "in commits s",
+            "PG/SQLite",
+        ],
         rows,
     )
 
