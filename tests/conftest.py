@@ -80,11 +80,11 @@ def postgres_databases() -> Iterator[Databases]:
 
 
 @pytest.fixture
-def postgres_url(postgres_databases: Databases) -> Iterator[str]:
+async def postgres_url(postgres_databases: Databases) -> AsyncIterator[str]:
     """The URL of a new, empty database, dropped after the test."""
-    url = postgres_databases.create()
+    url = await postgres_databases.create_async()
     yield url
-    postgres_databases.drop(url)
+    await postgres_databases.drop_async(url)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

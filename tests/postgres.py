@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
+
 from pagerd.core.ports import Store
 from pagerd.store import open_store
 from tests.harness import free_port
@@ -151,10 +153,13 @@ class Databases:
         self.cluster = cluster
         self._made = 0
 
+    def _name(self) -> str:
+        self._made += 1
+        return f"test_{os.getpid()}_{self._made}"
+
     def create(self) -> str:
         """A new empty database; its URL."""
-        self._made += 1
-        name = f"test_{os.getpid()}_{self._made}"
+        name = self._name()
         self.cluster.psql(f"CREATE DATABASE {name} TEMPLATE template0")
         return self.cluster.url(name)
 
@@ -162,6 +167,25 @@ class Databases:
         name = url.rsplit("/", 1)[1]
         with contextlib.suppress(RuntimeError):  # the cluster may be gone already
             self.cluster.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    async def create_async(self) -> str:
+        """``create``, without a psql process."""
+        name = self._name()
+        conn = await asyncpg.connect(self.cluster.url())
+        try:
+            await conn.execute(f"CREATE DATABASE {name} TEMPLATE template0")
+        finally:
+            await conn.close()
+        return self.cluster.url(name)
+
+    async def drop_async(self, url: str) -> None:
+        """``drop``, without a psql process."""
+        name = url.rsplit("/", 1)[1]
+        conn = await asyncpg.connect(self.cluster.url())
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await conn.close()
 
 
 @dataclass(frozen=True)
