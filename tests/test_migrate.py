@@ -16,6 +16,7 @@ import pytest
 from pagerd.core.domain import Incident, IncidentStatus, RecordAlert, RecordTimeline, ServiceState
 from pagerd.core.policy import Level, Policy, SmsTarget, TeamTarget
 from pagerd.core.records import (
+    DeadLetter,
     DeveloperRow,
     OutboxRow,
     OutboxUpdate,
@@ -98,6 +99,7 @@ async def source(tmp_path: Path) -> Source:
                 page("iopen-0-1", "iopen", "s0", status="held", next_attempt_at=later),
                 page("iacked-0-0", "iacked", "s1", developer_id=12),
             ),
+            dead_letters=(DeadLetter(T0, "mqtt", "pagerd/alert/s9", "x", "internal error"),),
         )
     )
     await store.write(
@@ -130,6 +132,7 @@ async def everything(store: SqliteStore | PostgresStore) -> dict[str, object]:
         "timelines": [await store.timeline(i.id) for _, i in incidents],
         "notifications": [await store.notifications(i.id) for _, i in incidents],
         "pending": await store.pending_outbox(100),
+        "dead letters": await store.dead_letters(100),
         "count": await store.count_services(),
     }
 

@@ -29,6 +29,7 @@ from pagerd.core.domain import (
 )
 from pagerd.core.policy import EmailTarget, Level, Policy, SmsTarget, TeamTarget, WebhookTarget
 from pagerd.core.records import (
+    DeadLetter,
     DeveloperRow,
     OutboxRow,
     OutboxUpdate,
@@ -182,8 +183,11 @@ async def test_every_row_type_round_trips(store: Store) -> None:
             timeline=((SERVICE, RecordTimeline("inc-1", "incident.triggered", T0, {"level": 1})),),
             outbox=(row,),
             meta=(("ack_secret", "s3cret"),),
+            dead_letters=(DeadLetter(T0, "mqtt", "pagerd/alert/x", "{", "internal error"),),
         )
     )
+    later = DeadLetter(T0 + timedelta(seconds=1), "mqtt", "pagerd/ack/x", "", "no policy")
+    await store.write(WriteBatch(dead_letters=(later,)))
 
     assert await all_services(store) == [service, api_service]
     assert await store.load_policies() == [PolicyRow(POLICY, managed=True)]
@@ -193,6 +197,8 @@ async def test_every_row_type_round_trips(store: Store) -> None:
     assert await store.timeline("inc-1") == [(T0, "incident.triggered", {"level": 1})]
     assert await store.get_meta("ack_secret") == "s3cret"
     assert await store.get_meta("missing") is None
+    assert [d.reason for d in await store.dead_letters(10)] == ["no policy", "internal error"]
+    assert await store.dead_letters(1) == [later]
     assert await count_alerts(store, service_id=SERVICE) == 1
 
 

@@ -20,6 +20,7 @@ import msgspec
 
 from pagerd.core.domain import MAX_REMEMBERED_ALERT_IDS, AlertIds, Incident, ServiceState
 from pagerd.core.records import (
+    DeadLetter,
     DeveloperRow,
     OutboxRow,
     PolicyRow,
@@ -391,6 +392,13 @@ class PostgresStore:
         """The incident's outbox rows, oldest first."""
         sql = SELECT_OUTBOX + " WHERE incident_id = $1 ORDER BY created_at, seq"
         return [decode_outbox(tuple(row)) for row in await self._fetch(sql, incident_id)]
+
+    async def dead_letters(self, limit: int) -> list[DeadLetter]:
+        """Up to ``limit`` dead letters, newest first."""
+        sql = (
+            "SELECT at, source, topic, payload, reason FROM dead_letters ORDER BY seq DESC LIMIT $1"
+        )
+        return [DeadLetter(*row) for row in await self._fetch(sql, max(limit, 0))]
 
     async def pending_outbox(self, limit: int) -> list[OutboxRow]:
         """Up to ``limit`` notifications not yet delivered (pending or held), oldest first."""

@@ -138,6 +138,13 @@ _TABLES = (
         {10: _time, 13: _time},
         sequence="seq",
     ),
+    _Table(
+        "dead_letters",
+        ("seq", "at", "source", "topic", "payload", "reason"),
+        "SELECT seq, at, source, topic, payload, reason FROM dead_letters ORDER BY seq",
+        {1: _time},
+        sequence="seq",
+    ),
 )
 assert tuple(t.name for t in _TABLES) == TABLES
 
