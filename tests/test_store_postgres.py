@@ -211,6 +211,21 @@ async def test_the_writer_connects_again_when_the_server_ended_its_session(
     assert await store.get_incident("inc-2") is not None
 
 
+async def test_reads_go_on_when_the_server_ended_the_pooled_sessions(
+    store: PostgresStore, admin: asyncpg.Connection
+) -> None:
+    await store.write(opened("inc-1"))
+    assert await store.get_incident("inc-1") is not None
+    ended = await admin.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    assert ended >= 2  # the writer's and at least one reader's
+    assert await store.get_incident("inc-1") is not None
+    await store.write(opened("inc-2"))
+    assert await store.get_incident("inc-2") is not None
+
+
 async def test_an_unreachable_database_fails_the_round_and_the_writer_goes_on(
     store: PostgresStore, postgres_databases: Databases, postgres_url: str
 ) -> None:

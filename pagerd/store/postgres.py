@@ -254,12 +254,14 @@ class PostgresStore:
 
     async def _fetch(self, sql: str, *params: object) -> list[asyncpg.Record]:
         try:
-            rows: list[asyncpg.Record] = await self._readers.fetch(
-                sql, *params, timeout=READ_TIMEOUT_S
-            )
+            try:
+                return await self._readers.fetch(sql, *params, timeout=READ_TIMEOUT_S)
+            except _CONNECTION_LOST:
+                # A pooled session the server ended (a restart, a failover): the pool
+                # has dropped it, and a read may be asked again on another.
+                return await self._readers.fetch(sql, *params, timeout=READ_TIMEOUT_S)
         except _READ_FAILURES as error:
             raise StoreError(f"read failed: {error}") from error
-        return rows
 
     async def get_meta(self, key: str) -> str | None:
         """The value stored under ``key``, or None."""
