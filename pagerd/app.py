@@ -17,7 +17,7 @@ from aiohttp import web
 
 from pagerd.config import Config
 from pagerd.core.domain import IncidentStatus, ServiceState
-from pagerd.core.ports import Clock, Page, Sender, Store
+from pagerd.core.ports import Page, Sender, Store
 from pagerd.core.records import (
     OutboxRow,
     ServiceRow,
@@ -31,7 +31,7 @@ from pagerd.notify import texts as messages
 from pagerd.notify.outbox import DeliveryPolicy, Dispatcher
 from pagerd.notify.senders import EmailSender, SmsSender, WebhookSender
 from pagerd.runtime.catalogue import Catalogue, Declared, DeclaredTeam, apply_declared
-from pagerd.runtime.clock import SystemClock, TimerWheel
+from pagerd.runtime.clock import SteadyClock, SystemClock, TimerWheel
 from pagerd.runtime.directory import Directory
 from pagerd.runtime.router import Runtime
 from pagerd.store import open_store
@@ -135,7 +135,7 @@ async def serve(
     *,
     stop: asyncio.Event,
     notifier: SystemdNotifier | None = None,
-    clock: Clock | None = None,
+    clock: SteadyClock | None = None,
 ) -> int:
     """Run pagerd until ``stop`` is set; return the process exit code."""
     clock = clock or SystemClock()
@@ -175,7 +175,7 @@ async def _run(
     store: Store,
     directory: Directory,
     session: aiohttp.ClientSession,
-    clock: Clock,
+    clock: SteadyClock,
     notifier: SystemdNotifier,
     stop: asyncio.Event,
     started: float,
