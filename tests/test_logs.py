@@ -11,8 +11,11 @@ from typing import Any
 
 import pytest
 import structlog
+from hypothesis import given
+from hypothesis import strategies as st
 
-from pagerd.telemetry.logs import REDACTED, choose_format, configure_logging, get_logger, mask_value
+from pagerd.telemetry.logs import REDACTED, choose_format, configure_logging, get_logger
+from pagerd.telemetry.masking import mask_text, mask_value
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
@@ -187,3 +190,93 @@ def test_choose_format() -> None:
 def test_rejects_unknown_format_or_level(fmt: str, level: str) -> None:
     with pytest.raises(ValueError, match="must be one of"):
         configure_logging(fmt, level, io.StringIO())
+
+
+# --- masking by value ------------------------------------------------------------------------
+
+SMTP_REPLY = "550 5.1.1 <someone@example.com>: Recipient address rejected: User unknown"
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        (SMTP_REPLY, "550 5.1.1 <s*****@example.com>: Recipient address rejected: User unknown"),
+        ("the 'To' number +15550001111 is not valid", "the 'To' number +155*****111 is not valid"),
+        ("call +1 555-000-1111.", "call +1 5*****111."),
+        ("developer 999999999 paged", "developer 9999*****999 paged"),
+        ("to a@b.example, b@c.example", "to a*****@b.example, b*****@c.example"),
+        # pagerd's own ids, times, addresses and sizes are left as they are.
+        ("2026-11-22T10:00:00.123Z", "2026-11-22T10:00:00.123Z"),
+        ("notification 01HZXINCIDENT00-0-0 HTTP 503", "notification 01HZXINCIDENT00-0-0 HTTP 503"),
+        ("127.0.0.1:8080 after 65536 bytes", "127.0.0.1:8080 after 65536 bytes"),
+        ("Python 3.11.7, 1732269600.25 s", "Python 3.11.7, 1732269600.25 s"),
+        ("/var/lib/pagerd/12345678/db", "/var/lib/pagerd/12345678/db"),
+        ("", ""),
+    ],
+)
+def test_mask_text_masks_numbers_and_addresses_inside_text(text: str, masked: str) -> None:
+    assert mask_text(text) == masked
+
+
+_LOCAL = st.from_regex(r"[a-z0-9][a-z0-9._+-]{0,20}", fullmatch=True)
+_DOMAIN = st.from_regex(r"[a-z0-9]{1,10}(\.[a-z]{2,6}){1,2}", fullmatch=True)
+_PHONE = st.from_regex(r"\+?[1-9][0-9]{6,14}", fullmatch=True)
+_WORDS = st.text(alphabet=st.characters(codec="utf-8"), max_size=40)
+
+
+@given(
+    before=_WORDS,
+    after=_WORDS,
+    address=st.one_of(st.builds("{}@{}".format, _LOCAL, _DOMAIN), _PHONE),
+)
+def test_mask_text_never_lets_an_address_or_number_through(
+    before: str, after: str, address: str
+) -> None:
+    """Given a phone number or address anywhere in text, set off by spaces, then it is
+    never in the masked text."""
+    assert address not in mask_text(f"{before} {address} {after}")
+
+
+def _refuse(address: str) -> None:
+    raise ValueError(f"no mailbox {address}")
+
+
+def test_log_lines_mask_numbers_and_addresses_by_value() -> None:
+    """Given a provider's reply in any field, a library's message and an exception naming
+    someone, then no address or number reaches the log; ids stay readable."""
+    out = io.StringIO()
+    configure_logging("json", "info", out)
+    log = get_logger("pagerd.test")
+    log.warning(
+        "notification.retrying",
+        service_id="12345678",
+        incident_id="01HZXINCIDENT00",
+        detail=SMTP_REPLY,
+        errors=[{"problem": "number +15550001111 unknown"}],
+    )
+    logging.getLogger("aiosmtplib").warning("refused: %s", "someone@example.com")
+    try:
+        _refuse("someone@example.com")
+    except ValueError:
+        log.exception("notification.dispatch_error")
+
+    raw = out.getvalue()
+    for leaked in ("someone@", "15550001111"):
+        assert leaked not in raw
+    first, second, third = _lines(out)
+    assert first["service_id"] == "12345678"
+    assert first["detail"] == mask_text(SMTP_REPLY)
+    assert first["errors"] == [{"problem": "number +155*****111 unknown"}]
+    assert second["event"] == "refused: s*****@example.com"
+    assert third["exception"][0]["exc_value"] == "no mailbox s*****@example.com"
+
+
+def test_console_lines_mask_exceptions_too() -> None:
+    out = io.StringIO()
+    configure_logging("console", "info", out)
+    try:
+        _refuse("someone@example.com")
+    except ValueError:
+        get_logger("pagerd.test").exception("notification.dispatch_error")
+    assert "someone@" not in out.getvalue()
+    assert "s*****@example.com" in out.getvalue()

@@ -228,8 +228,14 @@ async def test_the_same_page_sent_twice_carries_the_same_message_id(
         ("451 try later", "250 OK", Verdict.RETRY, "SMTP 451 try later"),
         ("250 OK", "554 rejected as spam", Verdict.FAIL, "SMTP 554 rejected as spam"),
         ("250 OK", "452 mailbox full", Verdict.RETRY, "SMTP 452 mailbox full"),
+        (
+            "550 5.1.1 <someone@example.com>: Recipient address rejected",
+            "250 OK",
+            Verdict.FAIL,
+            "SMTP 550 5.1.1 <s*****@example.com>: Recipient address rejected",
+        ),
     ],
-    ids=["rcpt 550", "rcpt 451", "data 554", "data 452"],
+    ids=["rcpt 550", "rcpt 451", "data 554", "data 452", "rcpt 550 naming the address"],
 )
 async def test_smtp_replies_are_classified(
     smtp_server: SmtpFactory, rcpt_reply: str, data_reply: str, verdict: Verdict, detail: str

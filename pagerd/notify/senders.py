@@ -12,6 +12,7 @@ import aiohttp
 import aiosmtplib
 
 from pagerd.core.ports import Attempt, Page, Verdict
+from pagerd.telemetry.masking import mask_text
 
 
 def classify_http(status: int, retry_after: str | None) -> Attempt:
@@ -99,7 +100,7 @@ class EmailSender:
         try:
             message = email_message(page, settings.sender)
         except ValueError as error:  # a header that cannot be written: resending will not help
-            return Attempt(Verdict.FAIL, f"cannot write the message: {error}")
+            return Attempt(Verdict.FAIL, f"cannot write the message: {mask_text(str(error))}")
         login = bool(settings.username)
         try:
             # aiosmtplib's timeout is per command; this one bounds the whole conversation.
@@ -126,9 +127,9 @@ class EmailSender:
         except OSError as error:  # refused, reset, disconnected (aiosmtplib's are OSErrors too)
             return Attempt(Verdict.RETRY, f"SMTP {type(error).__name__}: {error}")
         except aiosmtplib.SMTPException as error:  # e.g. STARTTLS or AUTH configured, not offered
-            return Attempt(Verdict.FAIL, f"SMTP {error.message}")
+            return Attempt(Verdict.FAIL, f"SMTP {mask_text(error.message)}")
         except ValueError as error:  # an address aiosmtplib will not put on the wire
-            return Attempt(Verdict.FAIL, f"SMTP {error}")
+            return Attempt(Verdict.FAIL, f"SMTP {mask_text(str(error))}")
         return Attempt(Verdict.SENT, "SMTP 250")
 
 
@@ -153,9 +154,12 @@ def email_message(page: Page, sender: str) -> EmailMessage:
 
 
 def _smtp_reply(code: int, text: str) -> Attempt:
-    """A 5xx reply is permanent; 4xx, and anything unexpected, is worth another try."""
+    """A 5xx reply is permanent; 4xx, and anything unexpected, is worth another try.
+
+    The server's words are kept (they say why), with the addresses in them masked.
+    """
     verdict = Verdict.FAIL if 500 <= code < 600 else Verdict.RETRY
-    return Attempt(verdict, f"SMTP {code} {text}".rstrip())
+    return Attempt(verdict, f"SMTP {code} {mask_text(text)}".rstrip())
 
 
 async def post_json(

@@ -16,6 +16,8 @@ import msgspec
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
+from pagerd.telemetry.masking import mask_text, mask_value
+
 FORMATS = ("json", "console")
 LEVELS: Mapping[str, int] = {
     "debug": logging.DEBUG,
@@ -29,20 +31,12 @@ ROOT_LOGGER_NAME = "pagerd"
 MASKED_FIELDS = frozenset({"phone_number", "to", "recipient", "address", "email"})
 REDACTED_FIELDS = frozenset({"token", "password", "authorization", "secret"})
 REDACTED = "[redacted]"
-# A fixed-width mask: the number of hidden characters would itself leak information.
-_MASK = "*****"
+# pagerd's own identifiers and stamps: never personal data, so not searched for any.
+_PLAIN_FIELDS = frozenset(
+    {"timestamp", "level", "logger", "service_id", "incident_id", "notification_id"}
+)
 _LEADING_KEYS = ("timestamp", "level", "event")
-
-
-def mask_value(value: str) -> str:
-    """Partly mask a phone number or email address so logs identify without disclosing."""
-    local, at, domain = value.rpartition("@")
-    if at and local:
-        return f"{local[0]}{_MASK}@{domain}"
-    if len(value) > 7:
-        return f"{value[:4]}{_MASK}{value[-3:]}"
-    # Too short to show both ends without showing nearly all of it.
-    return _MASK
+_MAX_NESTING = 8  # a structured traceback is a list of dicts of lists; nothing nests deeper
 
 
 def _masked(value: object) -> object:
@@ -57,13 +51,31 @@ def _masked(value: object) -> object:
             return value
 
 
+def _masked_within(value: object, depth: int = 0) -> object:
+    """``value`` with the numbers and addresses found inside its text masked."""
+    if depth > _MAX_NESTING:
+        return value
+    match value:
+        case str():
+            return mask_text(value)
+        case list() | tuple():
+            return [_masked_within(item, depth + 1) for item in value]
+        case dict():
+            return {key: _masked_within(item, depth + 1) for key, item in value.items()}
+        case _:
+            return value
+
+
 def mask_personal_data(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """Processor: mask phone numbers and addresses, redact credentials."""
-    for key in event_dict.keys() & (MASKED_FIELDS | REDACTED_FIELDS):
+    """Processor: redact credentials, mask the fields that hold a phone number or address,
+    and mask those found by value in any other text (a provider's reply, an error)."""
+    for key, value in event_dict.items():
         if key in REDACTED_FIELDS:
             event_dict[key] = REDACTED
-        else:
-            event_dict[key] = _masked(event_dict[key])
+        elif key in MASKED_FIELDS:
+            event_dict[key] = _masked(value)
+        elif key not in _PLAIN_FIELDS:
+            event_dict[key] = _masked_within(value)
     return event_dict
 
 
@@ -98,17 +110,23 @@ def choose_format(configured: str, stream: TextIO) -> str:
 
 
 def _renderer(fmt: str, stream: TextIO) -> list[Processor]:
+    """Render the line; tracebacks are turned into text or data first, so that the
+    masking, which comes right after, reaches the exception's message too."""
     if fmt == "console":
-        # plain_traceback: rich/better-exceptions would print frame locals (phone numbers, tokens).
+        # Plain text without locals: rich/better-exceptions would print frame locals
+        # (phone numbers, tokens).
         return [
+            structlog.processors.format_exc_info,
+            mask_personal_data,
             structlog.dev.ConsoleRenderer(
                 colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
-            )
+            ),
         ]
     # Structured tracebacks without locals, for the same reason.
     exception_dict = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
     return [
         structlog.processors.ExceptionRenderer(exception_dict),
+        mask_personal_data,
         _fields_first,
         structlog.processors.JSONRenderer(serializer=_json_line),
     ]
@@ -140,7 +158,7 @@ def configure_logging(fmt: str = "json", level: str = "info", stream: TextIO | N
         add_timestamp,
         structlog.processors.StackInfoRenderer(),
     ]
-    finish: list[Processor] = [mask_personal_data, *_renderer(fmt, out)]
+    finish = _renderer(fmt, out)
     # pagerd's own events go straight from structlog to the stream: the standard library
     # would make two LogRecords per line and walk up the stack for a caller nobody reads,
     # on every page. A filtering logger's methods below the level do nothing at all.
