@@ -32,6 +32,7 @@ from pagerd.core.records import (
     WriteBatch,
 )
 from pagerd.store.aiosqlite_internals import on_db_thread
+from pagerd.store.files import private_files
 from pagerd.store.group_commit import GroupCommit, TransactionError
 from pagerd.store.schema import (
     MIGRATIONS,
@@ -163,7 +164,7 @@ class Store:
     @classmethod
     async def open(cls, path: Path) -> Store:
         """Open (creating it and its directory if need be) and migrate the database at ``path``."""
-        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(private_files, path)
         db = await _connect(path, read_only=False)
         try:
             await migrate(db)
