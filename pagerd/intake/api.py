@@ -43,6 +43,7 @@ log = get_logger(__name__)
 B = TypeVar("B")
 BASE = "/api/v1"
 MAX_INCIDENTS = wire.MAX_INCIDENTS
+MAX_ID_DIGITS = 19  # a team's or developer's id is a 64-bit integer
 _TITLES = {
     400: "Bad Request",
     404: "Not Found",
@@ -402,7 +403,11 @@ def _service_id(request: web.Request) -> str:
 
 
 def _team_id(request: web.Request) -> int:
-    return int(request.match_info["id"])
+    text = request.match_info["id"]  # digits: the route says so
+    # Ids are SQLite integers, at most 19 digits; int() of thousands of digits raised.
+    if len(text) > MAX_ID_DIGITS:
+        raise RefusedError(404, f"no team with that id: ids have at most {MAX_ID_DIGITS} digits")
+    return int(text)
 
 
 def _policy(catalogue: Catalogue, policy_id: str, body: wire.PolicyBody) -> Policy:

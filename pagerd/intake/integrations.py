@@ -29,6 +29,7 @@ from pagerd.core.policy import (
     SERVICE_ID,
     SERVICE_ID_PATTERN,
 )
+from pagerd.intake.api_schemas import BodyError, parse_json
 from pagerd.intake.sns import (
     NOTIFICATION,
     SUBSCRIPTION_CONFIRMATION,
@@ -77,11 +78,13 @@ class UnknownServiceError(LookupError):
 
 def decode(body: bytes, schema: type[T], what: str) -> T:
     """``body`` as ``schema``: Invalid 400 if it is not JSON, 422 if it does not fit."""
-    # Two steps, because msgspec reports a type error before it reaches broken JSON.
+    # Two steps, because msgspec reports a type error before it reaches broken JSON; the
+    # first also refuses nesting past the API's depth limit (a 400, which senders do not
+    # retry, where the recursion it took was a 500).
     try:
-        raw = msgspec.json.decode(body)
-    except msgspec.DecodeError as error:
-        raise Invalid(400, f"malformed JSON: {error}", "malformed") from None
+        raw = parse_json(body)
+    except BodyError as error:
+        raise Invalid(400, error.detail, "malformed") from None
     try:
         return msgspec.convert(raw, schema)
     except msgspec.ValidationError as error:
@@ -246,8 +249,10 @@ class CloudWatchAlarm(msgspec.Struct, frozen=True, rename="pascal"):
 def cloudwatch_event(message: str) -> Alert | Healthy | None:
     """ALARM alerts, OK is healthy, INSUFFICIENT_DATA is None (nothing to do)."""
     try:
-        alarm = msgspec.json.decode(message, type=CloudWatchAlarm)
-    except msgspec.DecodeError as error:  # ValidationError included
+        alarm = msgspec.convert(parse_json(message.encode()), CloudWatchAlarm)
+    except BodyError as error:
+        raise Invalid(422, f"Message is not a CloudWatch alarm: {error.detail}", "schema") from None
+    except msgspec.ValidationError as error:
         raise Invalid(422, f"Message is not a CloudWatch alarm: {error}", "schema") from None
     name = alarm.alarm_name.strip()
     if not name:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 import msgspec
 
+from pagerd.intake.api_schemas import BodyError, parse_json
 from pagerd.telemetry.logs import get_logger
 
 if TYPE_CHECKING:
@@ -86,8 +87,11 @@ class CertificateUnavailableError(Exception):
 def parse_envelope(body: bytes) -> SnsEnvelope:
     """The envelope of an SNS delivery (``text/plain`` JSON); MalformedEnvelopeError if not."""
     try:
-        return msgspec.json.decode(body, type=SnsEnvelope)
-    except msgspec.DecodeError as error:  # ValidationError included
+        # As the API's bodies: nesting past its depth limit is refused, not recursed into.
+        return msgspec.convert(parse_json(body), SnsEnvelope)
+    except BodyError as error:
+        raise MalformedEnvelopeError(f"not an SNS message: {error.detail}") from None
+    except msgspec.ValidationError as error:
         raise MalformedEnvelopeError(f"not an SNS message: {error}") from None
 
 
