@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -28,6 +29,7 @@ from pagerd.intake.dead_letters import DeadLetters
 from pagerd.intake.integrations import add_integration_routes
 from pagerd.intake.mqtt import MqttLink, MqttPublisher, MqttSettings
 from pagerd.notify import texts as messages
+from pagerd.notify.egress import EgressRule, WebhookEgress
 from pagerd.notify.outbox import DeliveryPolicy, Dispatcher
 from pagerd.notify.senders import EmailSender, SmsSender, WebhookSender
 from pagerd.runtime.catalogue import Catalogue, Declared, DeclaredTeam, apply_declared
@@ -148,14 +150,21 @@ async def serve(
         directory = await Directory.load(store)
         try:
             # msgspec writes the providers' JSON bodies; no provider's cookie is kept.
-            async with aiohttp.ClientSession(
-                json_serialize=_json_text, cookie_jar=aiohttp.DummyCookieJar()
-            ) as session:
+            options: dict[str, Any] = {
+                "json_serialize": _json_text,
+                "cookie_jar": aiohttp.DummyCookieJar(),
+            }
+            rule = EgressRule.from_allow_hosts(config.notify.webhook.allow_hosts)
+            async with (
+                aiohttp.ClientSession(**options) as session,
+                WebhookEgress(rule, session, **options) as webhooks,
+            ):
                 await _run(
                     config,
                     store=store,
                     directory=directory,
                     session=session,
+                    webhooks=webhooks,
                     clock=clock,
                     notifier=notifier,
                     stop=stop,
@@ -175,6 +184,7 @@ async def _run(
     store: Store,
     directory: Directory,
     session: aiohttp.ClientSession,
+    webhooks: WebhookEgress,
     clock: SteadyClock,
     notifier: SystemdNotifier,
     stop: asyncio.Event,
@@ -186,7 +196,7 @@ async def _run(
     senders: dict[str, Sender] = {
         "sms": SmsSender(session, notify.sms.url, notify.sms.timeout_s),
         "email": EmailSender(notify.email, config.email_password()),
-        "webhook": WebhookSender(session, notify.webhook.timeout_s),
+        "webhook": WebhookSender(webhooks, notify.webhook.timeout_s),
     }
     async with asyncio.TaskGroup() as group:
         links = AckLinks(await load_or_create_secret(store), config.http.public_url)
@@ -238,7 +248,7 @@ async def _run(
             max_body_bytes=config.http.max_body_bytes,
             tokens=config.http_tokens(),
         )
-        http = await _serve_http(web_app, config)
+        http = await _serve_http(web_app, config, webhooks.rule)
         _resume_outbox(dispatcher, runtime, await store.pending_outbox(limit=1_000_000))
         log.info("pagerd.recovered", open_incidents=recovered)
 
@@ -276,9 +286,9 @@ async def _run(
         await _cancel(dispatch_task, follow_task, watchdog_task)
 
 
-async def _serve_http(app: web.Application, config: Config) -> web.AppRunner:
+async def _serve_http(app: web.Application, config: Config, egress: EgressRule) -> web.AppRunner:
     """The API, the console and the integrations beside the health routes, served."""
-    add_api_routes(app)
+    add_api_routes(app, egress=egress)
     add_console_routes(app, config=config)
     add_integration_routes(app, config=config)
     host, port = config.http.host_port()

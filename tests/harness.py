@@ -211,6 +211,8 @@ class Pagerd:
     prefix: str = "pagerd"
     notify: dict[str, Any] = field(default_factory=lambda: {"bundle_window_s": 0})
     sms_url: str | None = None  # default: the stand-in's
+    # Webhook sinks of tests listen on 127.0.0.1, which the egress rule refuses unless listed.
+    webhook_allow_hosts: list[str] = field(default_factory=lambda: ["127.0.0.1"])
     http_port: int = field(default_factory=free_port)
     teams: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # name -> (dev, phone)
     database_url: str = ""  # a PostgreSQL database instead of the SQLite file ``db``
@@ -248,6 +250,7 @@ class Pagerd:
             f'[routing]\nfallback_policy = "{self.fallback_policy}"',
             "[notify]\n" + "\n".join(f"{k} = {toml_value(v)}" for k, v in self.notify.items()),
             f'[notify.sms]\nurl = "{self.sms_url or self.sms.url}"\ntimeout_s = 2',
+            f"[notify.webhook]\nallow_hosts = {toml_value(self.webhook_allow_hosts)}",
             '[log]\nformat = "json"\nlevel = "debug"',
             *(
                 f"[[teams]]\nname = {toml_value(name)}\ndevelopers = "

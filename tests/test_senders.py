@@ -24,6 +24,7 @@ from aiosmtpd.smtp import SMTP, AuthResult
 from pagerd.config import EmailConfig
 from pagerd.core.ports import Attempt, Page, Verdict
 from pagerd.core.records import OutboxRow
+from pagerd.notify.egress import EgressRule, WebhookEgress
 from pagerd.notify.senders import EmailSender, WebhookSender
 from tests.harness import free_port
 
@@ -252,7 +253,7 @@ async def test_smtp_replies_are_classified(
 async def test_email_to_nothing_listening_is_retried() -> None:
     attempt = await EmailSender(email_settings(free_port()), password=None).send(page())
 
-    assert attempt.verdict is Verdict.RETRY, attempt
+    assert attempt == Attempt(Verdict.RETRY, "SMTP connection refused")  # no host, no port
 
 
 async def test_email_to_a_silent_server_is_retried_after_the_timeout() -> None:
@@ -399,19 +400,21 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
+async def webhooks() -> AsyncIterator[WebhookEgress]:
+    """The webhook sessions, allowed to reach the receiver on 127.0.0.1."""
+    rule = EgressRule.from_allow_hosts(["127.0.0.1"])
+    async with aiohttp.ClientSession() as client, WebhookEgress(rule, client) as egress:
+        yield egress
 
 
 async def send_webhook(
-    session: aiohttp.ClientSession, url: str, *, timeout_s: float = 5, **options: Any
+    webhooks: WebhookEgress, url: str, *, timeout_s: float = 5, **options: Any
 ) -> Attempt:
-    return await WebhookSender(session, timeout_s).send(page(recipient=url, **options))
+    return await WebhookSender(webhooks, timeout_s).send(page(recipient=url, **options))
 
 
-async def test_webhook_body_and_headers(receiver: Receiver, session: aiohttp.ClientSession) -> None:
-    attempt = await send_webhook(session, receiver.url("/hook"))
+async def test_webhook_body_and_headers(receiver: Receiver, webhooks: WebhookEgress) -> None:
+    attempt = await send_webhook(webhooks, receiver.url("/hook"))
 
     assert attempt.verdict is Verdict.SENT, attempt
     [(headers, body)] = receiver.requests
@@ -432,9 +435,9 @@ async def test_webhook_body_and_headers(receiver: Receiver, session: aiohttp.Cli
 
 
 async def test_webhook_of_a_later_step_is_an_escalation(
-    receiver: Receiver, session: aiohttp.ClientSession
+    receiver: Receiver, webhooks: WebhookEgress
 ) -> None:
-    attempt = await send_webhook(session, receiver.url("/hook"), step=2, level=3, ack_url="")
+    attempt = await send_webhook(webhooks, receiver.url("/hook"), step=2, level=3, ack_url="")
 
     assert attempt.verdict is Verdict.SENT, attempt
     [(headers, body)] = receiver.requests
@@ -456,28 +459,28 @@ async def test_webhook_of_a_later_step_is_an_escalation(
 )
 async def test_webhook_answers_are_classified(
     receiver: Receiver,
-    session: aiohttp.ClientSession,
+    webhooks: WebhookEgress,
     status: int,
     verdict: Verdict,
     retry_after_s: float | None,
 ) -> None:
-    attempt = await send_webhook(session, receiver.url(f"/status/{status}"))
+    attempt = await send_webhook(webhooks, receiver.url(f"/status/{status}"))
 
     assert attempt == Attempt(verdict, f"HTTP {status}", retry_after_s)
 
 
 async def test_webhook_that_never_answers_is_retried_after_the_timeout(
-    receiver: Receiver, session: aiohttp.ClientSession
+    receiver: Receiver, webhooks: WebhookEgress
 ) -> None:
     started = time.monotonic()
-    attempt = await send_webhook(session, receiver.url("/hang"), timeout_s=0.3)
+    attempt = await send_webhook(webhooks, receiver.url("/hang"), timeout_s=0.3)
     elapsed = time.monotonic() - started
 
-    assert attempt == Attempt(Verdict.RETRY, "timed out")
+    assert attempt == Attempt(Verdict.RETRY, "timeout")
     assert 0.25 < elapsed < 3, elapsed
 
 
-async def test_webhook_to_nothing_listening_is_retried(session: aiohttp.ClientSession) -> None:
-    attempt = await send_webhook(session, f"http://127.0.0.1:{free_port()}/hook")
+async def test_webhook_to_nothing_listening_is_retried(webhooks: WebhookEgress) -> None:
+    attempt = await send_webhook(webhooks, f"http://127.0.0.1:{free_port()}/hook")
 
     assert attempt.verdict is Verdict.RETRY, attempt

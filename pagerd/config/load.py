@@ -33,8 +33,17 @@ from pagerd.config.model import (
     Secrets,
     ServiceConfig,
     TeamConfig,
+    WebhookConfig,
 )
-from pagerd.core.policy import DomainError, Level, Policy, TeamTarget, validate_service_id
+from pagerd.core.policy import (
+    DomainError,
+    Level,
+    Policy,
+    TeamTarget,
+    WebhookTarget,
+    validate_service_id,
+)
+from pagerd.notify.egress import EgressRule, allow_hosts_problems
 from pagerd.wire.explain import TOML, explain
 
 T = TypeVar("T")
@@ -85,6 +94,7 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
         problems.append(f"http.listen: {exc}")
     problems += _check_integrations(integrations)
     problems += _check_database(database)
+    problems += _check_webhooks(notify.webhook, policies)
     for key_path, cfg in policies:
         problems += _policy_problems(cfg, escalation.ack_timeout_s, key_path)
     for key_path, svc in services:
@@ -247,6 +257,26 @@ def _check_integrations(integrations: IntegrationsConfig) -> list[str]:
     except re.error as exc:
         return [f"integrations.sns_cert_url_pattern: not a valid regular expression: {exc}"]
     return []
+
+
+def _check_webhooks(webhook: WebhookConfig, policies: list[tuple[str, PolicyConfig]]) -> list[str]:
+    """``allow_hosts`` entries that mean nothing, and webhook URLs the egress rule refuses."""
+    problems = [
+        f"notify.webhook.allow_hosts[{index}]: {problem}"
+        for index, problem in allow_hosts_problems(webhook.allow_hosts)
+    ]
+    if problems:
+        return problems
+    rule = EgressRule.from_allow_hosts(webhook.allow_hosts)
+    for path, policy in policies:
+        for level_index, level in enumerate(policy.levels):
+            for target_index, target in enumerate(level.targets):
+                if isinstance(target, WebhookTarget):
+                    refusal = rule.url_refusal(target.url)
+                    if refusal is not None:
+                        where = f"{path}.levels[{level_index}].targets[{target_index}].url"
+                        problems.append(f"{where}: {refusal}")
+    return problems
 
 
 def _policy_problems(cfg: PolicyConfig, default_timeout_s: float, path: str) -> list[str]:

@@ -98,6 +98,8 @@ class EmailConfig(_Section, frozen=True, kw_only=True):
 
 class WebhookConfig(_Section, frozen=True, kw_only=True):
     timeout_s: PositiveSeconds = 5.0
+    # Host names, addresses or CIDRs a webhook may reach although internal (notify.egress).
+    allow_hosts: tuple[Text, ...] = ()
 
 
 class NotifyConfig(_Section, frozen=True, kw_only=True):

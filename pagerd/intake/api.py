@@ -24,6 +24,7 @@ from pagerd.core.records import StoreError
 from pagerd.core.times import rfc3339
 from pagerd.intake import api_schemas as wire
 from pagerd.intake import api_views as views
+from pagerd.notify.egress import EgressRule
 from pagerd.runtime.answers import Committed, Refused, Retryable
 from pagerd.runtime.catalogue import (
     Catalogue,
@@ -126,16 +127,20 @@ async def _read(request: web.Request, tp: type[B], *, empty: B | None = None) ->
     return wire.decode_body(await request.read(), tp, empty=empty)
 
 
-def add_api_routes(app: web.Application) -> None:
-    """Add the ``/api/v1`` routes; handlers find what they need in ``app[CONTEXT]``."""
-    api = _Api()
+def add_api_routes(app: web.Application, *, egress: EgressRule | None = None) -> None:
+    """Add the ``/api/v1`` routes; handlers find what they need in ``app[CONTEXT]``.
+
+    ``egress`` is the rule a webhook target's URL must pass (default: no allow_hosts).
+    """
+    api = _Api(egress or EgressRule())
     for op in wire.OPERATIONS:
         handler: Handler = getattr(api, op.name)
         app.router.add_route(op.method, BASE + op.path, _answering(handler))
 
 
 class _Api:
-    def __init__(self) -> None:
+    def __init__(self, egress: EgressRule) -> None:
+        self.egress = egress
         self.document = msgspec.json.encode(wire.openapi_document(wire.OPERATIONS, __version__))
 
     # --- teams -------------------------------------------------------------------------------
@@ -207,7 +212,7 @@ class _Api:
         policy_id = _new_id(request)
         catalogue.refuse_managed_policy(policy_id)
         body = await _read(request, wire.PolicyBody)
-        policy = _policy(catalogue, policy_id, body)
+        policy = _policy(catalogue, policy_id, body, self.egress)
         created = await catalogue.put_policy(policy)
         return _json(views.policy_out(catalogue, policy, managed=False), 201 if created else 200)
 
@@ -410,13 +415,15 @@ def _team_id(request: web.Request) -> int:
     return int(text)
 
 
-def _policy(catalogue: Catalogue, policy_id: str, body: wire.PolicyBody) -> Policy:
+def _policy(
+    catalogue: Catalogue, policy_id: str, body: wire.PolicyBody, egress: EgressRule
+) -> Policy:
     """The domain policy of a well-typed body; BodyError 422 names each wrong field."""
     problems: list[wire.FieldProblem] = []
     levels: list[escalation.Level] = []
     for i, level in enumerate(body.levels):
         targets = [
-            _target(catalogue, target, f"levels[{i}].targets[{j}]", problems)
+            _target(catalogue, target, f"levels[{i}].targets[{j}]", problems, egress)
             for j, target in enumerate(level.targets)
         ]
         if None in targets:
@@ -438,9 +445,19 @@ def _policy(catalogue: Catalogue, policy_id: str, body: wire.PolicyBody) -> Poli
 
 
 def _target(
-    catalogue: Catalogue, target: wire.TargetIn, path: str, problems: list[wire.FieldProblem]
+    catalogue: Catalogue,
+    target: wire.TargetIn,
+    path: str,
+    problems: list[wire.FieldProblem],
+    egress: EgressRule,
 ) -> escalation.Target | None:
     """The domain target (a team's named by id, resolved), or None with its problem recorded."""
+    if isinstance(target, escalation.WebhookTarget):
+        refusal = egress.url_refusal(target.url)
+        if refusal is None:
+            return target
+        problems.append(wire.FieldProblem(field=f"{path}.url", problem=refusal))
+        return None
     if not isinstance(target, wire.TeamTargetIn):
         return target  # decoded as the domain's own, which checked itself
     try:

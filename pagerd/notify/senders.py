@@ -1,8 +1,18 @@
-"""Channel senders: each turns one outbox row into one delivery attempt."""
+"""Channel senders: each turns one outbox row into one delivery attempt.
+
+What an attempt says (``Attempt.detail``) reaches the timeline, ``last_error`` and
+the MQTT events, which any token holder reads. So a failed connection is told by a
+coarse class ("connection refused", "timeout"), never the socket's own text: a
+webhook's URL is a token holder's choice, and the exact errors would make pagerd a
+port scanner. An SMTP server's reply is kept, with any address or number masked.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import ssl
 from collections.abc import Mapping
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
@@ -12,11 +22,17 @@ import aiohttp
 import aiosmtplib
 
 from pagerd.core.ports import Attempt, Page, Verdict
+from pagerd.notify.egress import ADDRESS_NOT_ALLOWED, AddressNotAllowedError, WebhookEgress
 from pagerd.telemetry.masking import mask_text
+
+# Of any provider's answer, this much is read at most (CONTRACT §5); a longer one is cut
+# off with its connection. Only the status line decides the outcome.
+MAX_RESPONSE_BYTES = 64 * 1024
 
 
 def classify_http(status: int, retry_after: str | None) -> Attempt:
-    """A 2xx is sent; 5xx and 429 are retried (honouring Retry-After seconds); other 4xx fail."""
+    """A 2xx is sent; 5xx and 429 are retried (honouring Retry-After seconds); other 4xx
+    and any 3xx fail (redirects are never followed)."""
     if 200 <= status < 300:
         return Attempt(Verdict.SENT, f"HTTP {status}")
     if status >= 500 or status == 429:
@@ -24,7 +40,44 @@ def classify_http(status: int, retry_after: str | None) -> Attempt:
         if retry_after is not None and retry_after.strip().isdigit():
             delay = float(retry_after.strip())
         return Attempt(Verdict.RETRY, f"HTTP {status}", delay)
+    if 300 <= status < 400:
+        return Attempt(Verdict.FAIL, f"HTTP {status} (redirects are not followed)")
     return Attempt(Verdict.FAIL, f"HTTP {status}")
+
+
+def connection_failure(error: aiohttp.ClientError) -> Attempt:
+    """The coarse class of a request that got no status line; retried, unless it never can be."""
+    os_error = error.os_error if isinstance(error, aiohttp.ClientConnectorError) else None
+    if isinstance(os_error, AddressNotAllowedError):
+        return Attempt(Verdict.FAIL, ADDRESS_NOT_ALLOWED)
+    if isinstance(error, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+        return Attempt(Verdict.FAIL, "invalid URL")
+    if isinstance(error, aiohttp.ClientConnectorDNSError):
+        return Attempt(Verdict.RETRY, "name not resolved")
+    if isinstance(error, aiohttp.ClientSSLError):
+        return Attempt(Verdict.RETRY, "TLS error")
+    if isinstance(error, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
+        return Attempt(Verdict.RETRY, "invalid response")
+    if isinstance(error, aiohttp.ServerDisconnectedError):
+        return Attempt(Verdict.RETRY, "connection closed")
+    if isinstance(error, OSError):  # ClientOSError and ClientConnectorError are OSErrors
+        return Attempt(Verdict.RETRY, os_failure(os_error or error))
+    return Attempt(Verdict.RETRY, "connection failed")
+
+
+def os_failure(error: BaseException) -> str:
+    """The coarse class of a socket's error."""
+    match error:
+        case ssl.SSLError():
+            return "TLS error"
+        case ConnectionRefusedError():
+            return "connection refused"
+        case ConnectionResetError() | ConnectionAbortedError() | BrokenPipeError():
+            return "connection closed"
+        case socket.gaierror():
+            return "name not resolved"
+        case _:
+            return "connection failed"
 
 
 class SmsSender:
@@ -41,17 +94,17 @@ class SmsSender:
 
 
 class WebhookSender:
-    """POSTs the incident as JSON to the target's URL, keyed by the notification id."""
+    """POSTs the incident as JSON to the target's URL, keyed by the notification id,
+    through the session the egress rule gives that URL."""
 
-    def __init__(self, session: aiohttp.ClientSession, timeout_s: float) -> None:
-        self._session = session
+    def __init__(self, egress: WebhookEgress, timeout_s: float) -> None:
+        self._egress = egress
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
     async def send(self, page: Page) -> Attempt:
         row = page.row
-        return await post_json(
-            self._session, row.recipient, webhook_body(page), row.id, self._timeout
-        )
+        session = self._egress.session_for(row.recipient)
+        return await post_json(session, row.recipient, webhook_body(page), row.id, self._timeout)
 
 
 def webhook_body(page: Page) -> dict[str, object]:
@@ -123,9 +176,10 @@ class EmailSender:
         except aiosmtplib.SMTPResponseException as error:
             return _smtp_reply(error.code, error.message)
         except TimeoutError:
-            return Attempt(Verdict.RETRY, "SMTP timed out")
+            return Attempt(Verdict.RETRY, "SMTP timeout")
         except OSError as error:  # refused, reset, disconnected (aiosmtplib's are OSErrors too)
-            return Attempt(Verdict.RETRY, f"SMTP {type(error).__name__}: {error}")
+            # aiosmtplib's connect error says what it could not reach in its cause.
+            return Attempt(Verdict.RETRY, f"SMTP {os_failure(error.__cause__ or error)}")
         except aiosmtplib.SMTPException as error:  # e.g. STARTTLS or AUTH configured, not offered
             return Attempt(Verdict.FAIL, f"SMTP {mask_text(error.message)}")
         except ValueError as error:  # an address aiosmtplib will not put on the wire
@@ -169,14 +223,36 @@ async def post_json(
     idempotency_key: str,
     client_timeout: aiohttp.ClientTimeout,
 ) -> Attempt:
-    """One POST; the outcome classified, never an exception for network trouble."""
+    """One POST, never redirected; the outcome classified, never an exception for network
+    trouble."""
     try:
         async with session.post(
-            url, json=body, headers={"Idempotency-Key": idempotency_key}, timeout=client_timeout
+            url,
+            json=body,
+            headers={"Idempotency-Key": idempotency_key},
+            timeout=client_timeout,
+            allow_redirects=False,
         ) as response:
-            await response.read()
+            await _read_bounded(response)
             return classify_http(response.status, response.headers.get("Retry-After"))
     except TimeoutError:
-        return Attempt(Verdict.RETRY, "timed out")
+        return Attempt(Verdict.RETRY, "timeout")
     except aiohttp.ClientError as error:
-        return Attempt(Verdict.RETRY, f"{type(error).__name__}: {error}")
+        return connection_failure(error)
+
+
+async def _read_bounded(response: aiohttp.ClientResponse) -> None:
+    """Read the answer's body, to at most ``MAX_RESPONSE_BYTES``, so that the connection
+    can be used again; a longer body is cut off with its connection.
+
+    The status line has come: the outcome is decided, and a body that breaks or stalls
+    afterwards does not change it (a 2xx was delivered).
+    """
+    left = MAX_RESPONSE_BYTES
+    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+        while left > 0:
+            chunk = await response.content.read(left)
+            if not chunk:
+                return
+            left -= len(chunk)
+    response.close()

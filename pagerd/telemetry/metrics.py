@@ -89,3 +89,8 @@ DEAD_LETTERS = Counter(
     ["source"],
     registry=REGISTRY,
 )
+WEBHOOK_ADDRESSES_REFUSED = Counter(
+    "pagerd_webhook_addresses_refused",
+    "Webhook connections refused by the egress rule ([notify.webhook] allow_hosts).",
+    registry=REGISTRY,
+)
