@@ -214,6 +214,7 @@ class Pagerd:
     # Webhook sinks of tests listen on 127.0.0.1, which the egress rule refuses unless listed.
     webhook_allow_hosts: list[str] = field(default_factory=lambda: ["127.0.0.1"])
     http_port: int = field(default_factory=free_port)
+    public_url: str | None = None  # default: base_url
     teams: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # name -> (dev, phone)
     database_url: str = ""  # a PostgreSQL database instead of the SQLite file ``db``
     process: subprocess.Popen[bytes] | None = None
@@ -245,7 +246,7 @@ class Pagerd:
             ),
             (
                 f'[http]\nlisten = "127.0.0.1:{self.http_port}"\n'
-                f'public_url = "{self.base_url}"\ntokens = ["test-token"]'
+                f'public_url = "{self.public_url or self.base_url}"\ntokens = ["test-token"]'
             ),
             f'[routing]\nfallback_policy = "{self.fallback_policy}"',
             "[notify]\n" + "\n".join(f"{k} = {toml_value(v)}" for k, v in self.notify.items()),

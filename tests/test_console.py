@@ -152,11 +152,11 @@ async def test_sign_in_sets_a_strict_http_only_cookie_and_writes_need_our_origin
         async with http.post(f"{base}/console/sign-in", data={"token": TOKEN}, headers=own) as r:
             assert r.status == 204  # a plain form works too
             morsel = session_of(r)
-        assert morsel.value == TOKEN
+        assert morsel.value != TOKEN  # a session of its own, never the token
         assert morsel["httponly"] is True
         assert morsel["samesite"] == "Strict"
         assert morsel["path"] == "/"
-        assert not morsel["secure"]  # plain http here; https requests get Secure
+        assert not morsel["secure"]  # public_url is http here; with https it is Secure
         cookie = {"Cookie": f"pagerd_session={morsel.value}"}
 
         async with http.get(f"{base}/api/v1/services", headers=cookie) as r:

@@ -94,3 +94,9 @@ WEBHOOK_ADDRESSES_REFUSED = Counter(
     "Webhook connections refused by the egress rule ([notify.webhook] allow_hosts).",
     registry=REGISTRY,
 )
+CONSOLE_SIGN_INS = Counter(
+    "pagerd_console_sign_ins",
+    "Console sign-in attempts, by outcome: signed_in, refused (wrong token), limited (429).",
+    ["outcome"],
+    registry=REGISTRY,
+)

@@ -1,20 +1,30 @@
-"""Token authentication for ``/api/v1`` and ``/integrations`` (CONTRACT §4).
+"""Authentication for ``/api/v1`` and ``/integrations`` (CONTRACT §4, §9).
 
-Programs send ``Authorization: Bearer``. The console's browser sends the same token
-in the ``pagerd_session`` cookie (HttpOnly, SameSite=Strict), accepted for ``/api/v1``
-only; a cookie request that changes something must also come from our own origin,
-since a cookie is sent by the browser whoever wrote the page that asks.
+Programs send ``Authorization: Bearer <token>``. The console's browser signs in once
+with a token and from then on carries a session of its own in the ``pagerd_session``
+cookie (HttpOnly, SameSite=Strict, Secure when ``public_url`` is https), accepted for
+``/api/v1`` only: a random id, kept in memory, expiring, revoked at sign-out, never
+the token itself. A cookie request that changes something must also come from the
+console's own origin, that of ``[http] public_url``, since a cookie is sent by the
+browser whoever wrote the page that asks.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import ipaddress
 import json
+import secrets
+import time
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+from yarl import URL
 
 from pagerd.telemetry import metrics
 
@@ -25,6 +35,17 @@ COOKIE_PREFIX = "/api/v1"
 SESSION_COOKIE = "pagerd_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# A session ends after this long unused (the console polls every 2 s while open), and
+# in any case this long after sign-in; the cookie lives as long at most.
+SESSION_IDLE_S = 12 * 3600.0
+SESSION_MAX_AGE_S = 7 * 24 * 3600.0
+MAX_SESSIONS = 10_000  # past it, the oldest session ends: memory stays bounded
+# Failed sign-ins from one client address (an IPv6 /64, which one host may fill): this
+# many within the window, and the next sign-in is refused until the oldest ages out.
+SIGN_IN_FAILURES = 5
+SIGN_IN_WINDOW_S = 60.0
+MAX_CLIENTS = 10_000  # addresses whose failures are remembered
 
 
 def is_protected(path: str) -> bool:
@@ -43,22 +64,11 @@ def presented_token(request: web.Request) -> str | None:
     return None
 
 
-def session_token(request: web.Request) -> str | None:
-    """The token of the console's session cookie, on the paths that accept it."""
+def session_id(request: web.Request) -> str | None:
+    """The console session's id in the cookie, on the paths that accept it."""
     if request.path != COOKIE_PREFIX and not request.path.startswith(f"{COOKIE_PREFIX}/"):
         return None
     return request.cookies.get(SESSION_COOKIE) or None
-
-
-def own_origin(request: web.Request) -> str:
-    """``scheme://host[:port]`` of this request, as a browser writes it in ``Origin``."""
-    return f"{request.scheme}://{request.host}".lower()
-
-
-def same_origin(request: web.Request) -> bool:
-    """Whether the request's ``Origin`` header names this server (absent: no)."""
-    origin = request.headers.get("Origin")
-    return origin is not None and origin.lower() == own_origin(request)
 
 
 def forbidden(detail: str) -> web.Response:
@@ -66,25 +76,6 @@ def forbidden(detail: str) -> web.Response:
     body = {"type": "about:blank", "title": "Forbidden", "status": 403, "detail": detail}
     return web.Response(
         status=403, body=json.dumps(body).encode(), content_type="application/problem+json"
-    )
-
-
-def set_session(response: web.StreamResponse, request: web.Request, token: str) -> None:
-    """Keep ``token`` in the session cookie, out of reach of scripts and other sites."""
-    response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        path="/",
-        httponly=True,
-        samesite="Strict",
-        secure=request.secure,
-    )
-
-
-def clear_session(response: web.StreamResponse, request: web.Request) -> None:
-    """Make the browser forget the session cookie."""
-    response.del_cookie(
-        SESSION_COOKIE, path="/", httponly=True, samesite="Strict", secure=request.secure
     )
 
 
@@ -97,36 +88,208 @@ def token_matches(presented: str, tokens: Sequence[str]) -> bool:
     return matched
 
 
+def client_key(request: web.Request) -> str:
+    """Whom failed sign-ins are counted against: the peer's address, or its IPv6 /64."""
+    remote = request.remote or "unknown"
+    try:
+        address = ipaddress.ip_address(remote)
+    except ValueError:
+        return remote
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+# --- sessions --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Session:
+    started: float
+    used: float
+
+
+class Sessions:
+    """Console sessions: random ids kept in memory (a restart signs everyone out), each
+    expiring when unused or old, revoked at sign-out.
+
+    Ids are kept as their SHA-256, so a lookup's timing tells nothing of a real id.
+    """
+
+    def __init__(
+        self,
+        *,
+        idle_s: float = SESSION_IDLE_S,
+        max_age_s: float = SESSION_MAX_AGE_S,
+        limit: int = MAX_SESSIONS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.idle_s = idle_s
+        self.max_age_s = max_age_s
+        self._limit = limit
+        self._clock = clock
+        self._sessions: OrderedDict[bytes, _Session] = OrderedDict()  # oldest first
+
+    def create(self) -> str:
+        """A new session; its id, for the cookie."""
+        new_id = secrets.token_urlsafe(32)
+        now = self._clock()
+        self._sessions[_digest(new_id)] = _Session(now, now)
+        while len(self._sessions) > self._limit:
+            self._sessions.popitem(last=False)
+        return new_id
+
+    def valid(self, presented: str) -> bool:
+        """Whether ``presented`` is a live session; using it keeps it from idling out."""
+        key = _digest(presented)
+        session = self._sessions.get(key)
+        if session is None:
+            return False
+        now = self._clock()
+        if now - session.used > self.idle_s or now - session.started > self.max_age_s:
+            del self._sessions[key]
+            return False
+        session.used = now
+        return True
+
+    def revoke(self, presented: str) -> None:
+        """End the session (sign-out); an unknown id is no error."""
+        self._sessions.pop(_digest(presented), None)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+
+def _digest(session: str) -> bytes:
+    return hashlib.sha256(session.encode()).digest()
+
+
+@dataclass
+class SignInLimiter:
+    """Failed sign-ins per client: ``failures`` within ``window_s`` and the next is refused."""
+
+    failures: int = SIGN_IN_FAILURES
+    window_s: float = SIGN_IN_WINDOW_S
+    clock: Callable[[], float] = time.monotonic
+    _failed: OrderedDict[str, deque[float]] = field(default_factory=OrderedDict)
+
+    def retry_after(self, client: str) -> float | None:
+        """Seconds until ``client`` may try again, or None if it may now."""
+        recent = self._recent(client)
+        if recent is None or len(recent) < self.failures:
+            return None
+        return max(0.0, recent[0] + self.window_s - self.clock())
+
+    def failed(self, client: str) -> bool:
+        """Count a failure; True if it is the one that reaches the limit."""
+        recent = self._recent(client)
+        if recent is None:
+            recent = self._failed[client] = deque(maxlen=self.failures)
+            while len(self._failed) > MAX_CLIENTS:
+                self._failed.popitem(last=False)
+        recent.append(self.clock())
+        return len(recent) == self.failures
+
+    def _recent(self, client: str) -> deque[float] | None:
+        recent = self._failed.get(client)
+        if recent is None:
+            return None
+        horizon = self.clock() - self.window_s
+        while recent and recent[0] <= horizon:
+            recent.popleft()
+        if not recent:
+            del self._failed[client]
+            return None
+        return recent
+
+
+# --- the console's side of authentication ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConsoleAuth:
+    """What the console's sign-in and the cookie check share (kept in the app)."""
+
+    origin: str  # of [http] public_url, as a browser writes it in Origin
+    secure: bool  # public_url is https: the cookie is sent over TLS only
+    sessions: Sessions = field(default_factory=Sessions)
+    limiter: SignInLimiter = field(default_factory=SignInLimiter)
+
+    @classmethod
+    def for_public_url(cls, public_url: str) -> ConsoleAuth:
+        url = URL(public_url)
+        return cls(origin=str(url.origin()).lower(), secure=url.scheme == "https")
+
+    def same_origin(self, request: web.Request) -> bool:
+        """Whether the request's ``Origin`` header is the console's (absent: no)."""
+        origin = request.headers.get("Origin")
+        return origin is not None and origin.lower() == self.origin
+
+    def set_cookie(self, response: web.StreamResponse, session: str) -> None:
+        """Keep the session's id in the cookie, out of reach of scripts and other sites."""
+        response.set_cookie(
+            SESSION_COOKIE,
+            session,
+            path="/",
+            httponly=True,
+            samesite="Strict",
+            secure=self.secure,
+            max_age=int(self.sessions.max_age_s),
+        )
+
+    def clear_cookie(self, response: web.StreamResponse) -> None:
+        """Make the browser forget the session cookie."""
+        response.del_cookie(
+            SESSION_COOKIE, path="/", httponly=True, samesite="Strict", secure=self.secure
+        )
+
+
+CONSOLE_AUTH = web.AppKey("pagerd.console_auth", ConsoleAuth)
+
+
+# --- the middleware ----------------------------------------------------------------------------
+
+
 def bearer_auth(
     tokens: Sequence[str], unauthorized: Callable[[str], web.StreamResponse]
 ) -> Middleware:
     """Middleware refusing protected paths without a configured token; 401 as ``unauthorized``.
 
-    The session cookie counts on ``/api/v1``; with it, a method other than GET, HEAD
-    or OPTIONS needs ``Origin`` equal to our own origin, else 403.
+    On ``/api/v1`` a console session's cookie counts too, once the console has put its
+    ``ConsoleAuth`` in the app; with it, a method other than GET, HEAD or OPTIONS needs
+    ``Origin`` equal to the console's origin, else 403.
     """
     configured = tuple(tokens)
+
+    def refuse(request: web.Request, reason: str) -> web.StreamResponse:
+        metrics.HTTP_UNAUTHORIZED.inc()
+        log.warning("http.unauthorized", path=request.path, reason=reason)  # never the token
+        response = unauthorized(reason)
+        response.headers["WWW-Authenticate"] = 'Bearer realm="pagerd"'
+        return response
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not is_protected(request.path):
             return await handler(request)
         presented = presented_token(request)
-        by_cookie = False
-        if presented is None:
-            presented = session_token(request)
-            by_cookie = presented is not None
-        if presented is None or not token_matches(presented, configured):
-            reason = "no token" if presented is None else "unknown token"
-            metrics.HTTP_UNAUTHORIZED.inc()
-            log.warning("http.unauthorized", path=request.path, reason=reason)  # never the token
-            response = unauthorized(reason)
-            response.headers["WWW-Authenticate"] = 'Bearer realm="pagerd"'
-            return response
-        if by_cookie and request.method not in SAFE_METHODS and not same_origin(request):
+        if presented is not None:
+            if not token_matches(presented, configured):
+                return refuse(request, "unknown token")
+            return await handler(request)
+        session = session_id(request)
+        console = request.app.get(CONSOLE_AUTH)
+        if session is None or console is None:
+            return refuse(request, "no token")
+        if not console.sessions.valid(session):
+            return refuse(request, "the console session has expired or was signed out")
+        if request.method not in SAFE_METHODS and not console.same_origin(request):
             log.warning("http.cross_origin", path=request.path, method=request.method)
             return forbidden(
-                f"a signed-in console request must come from {own_origin(request)} (Origin header)"
+                f"a signed-in console request must come from {console.origin}"
+                " ([http] public_url) in its Origin header"
             )
         return await handler(request)
 

@@ -1,13 +1,16 @@
 """The web console: static files served at ``/``, and sign-in and sign-out.
 
-The console is plain ES modules in ``pagerd/console/`` (no build step) that use
+The console is plain ES modules in ``pagerd/web/console/`` (no build step) that use
 the JSON API under ``/api/v1`` like any other client; it has no write path of its
-own. Signing in puts the API token in an HttpOnly, SameSite=Strict cookie, which
-``pagerd.auth`` accepts for ``/api/v1`` (see there for the Origin check).
+own. Signing in with an API token starts a console session (``pagerd.web.auth``):
+its random id, never the token, goes in an HttpOnly, SameSite=Strict cookie, which
+``auth`` accepts for ``/api/v1`` (see there for the Origin check). Failed sign-ins
+are counted per client address, and past a few a minute answered 429.
 """
 
 from __future__ import annotations
 
+import math
 import mimetypes
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +21,7 @@ import msgspec
 from aiohttp import web
 
 from pagerd.config import Config
+from pagerd.telemetry import metrics
 from pagerd.telemetry.logs import get_logger
 from pagerd.web import auth
 from pagerd.web.server import problem
@@ -63,7 +67,9 @@ def load_static(directory: Path = STATIC_DIR) -> dict[str, StaticFile]:
 
 
 def add_console_routes(app: web.Application, *, config: Config) -> None:
-    """Serve the console at ``/`` and ``/console/*``, with sign-in and sign-out."""
+    """Serve the console at ``/`` and ``/console/*``, with sign-in and sign-out; from now
+    on the app's auth middleware accepts console sessions."""
+    app[auth.CONSOLE_AUTH] = auth.ConsoleAuth.for_public_url(config.http.public_url)
     console = _Console(load_static(), tuple(config.http_tokens()))
     app.router.add_get("/", console.index)
     app.router.add_post("/console/sign-in", console.sign_in)
@@ -93,27 +99,44 @@ class _Console:
         return response
 
     async def sign_in(self, request: web.Request) -> web.Response:
-        """Check the token and keep it in the session cookie; 204, or a problem."""
-        if not auth.same_origin(request):
+        """Check the token and start a session in the cookie; 204, or a problem."""
+        console = request.app[auth.CONSOLE_AUTH]
+        if not console.same_origin(request):
             # Else another site could sign a browser in with a token of its choosing.
-            return auth.forbidden(f"sign in from {auth.own_origin(request)} (Origin header)")
+            return auth.forbidden(f"sign in from {console.origin} ([http] public_url)")
+        client = auth.client_key(request)
+        wait = console.limiter.retry_after(client)
+        if wait is not None:
+            metrics.CONSOLE_SIGN_INS.labels(outcome="limited").inc()
+            seconds = str(max(1, math.ceil(wait)))
+            detail = f"too many failed sign-ins from your address; try again in {seconds} s"
+            return problem(429, "Too Many Requests", detail, headers={"Retry-After": seconds})
         token = await _presented(request)
         if token is None:
             return problem(422, "Unprocessable Content", "token: is required")
         if not auth.token_matches(token, self.tokens):
-            log.warning("console.sign_in_refused")  # never the token
+            metrics.CONSOLE_SIGN_INS.labels(outcome="refused").inc()
+            limited = console.limiter.failed(client)
+            log.warning("console.sign_in_refused", client=client, limited=limited)  # no token
             return problem(401, "Unauthorized", "token: not a token of this pagerd")
-        log.info("console.signed_in")
+        session = console.sessions.create()
+        metrics.CONSOLE_SIGN_INS.labels(outcome="signed_in").inc()
+        log.info("console.signed_in", client=client, sessions=len(console.sessions))
         response = web.Response(status=204, headers={"Cache-Control": "no-store"})
-        auth.set_session(response, request, token)
+        console.set_cookie(response, session)
         return response
 
     async def sign_out(self, request: web.Request) -> web.Response:
-        """Clear the session cookie; 204."""
-        if not auth.same_origin(request):
-            return auth.forbidden(f"sign out from {auth.own_origin(request)} (Origin header)")
+        """End the cookie's session and clear the cookie; 204."""
+        console = request.app[auth.CONSOLE_AUTH]
+        if not console.same_origin(request):
+            return auth.forbidden(f"sign out from {console.origin} ([http] public_url)")
+        session = request.cookies.get(auth.SESSION_COOKIE)
+        if session:
+            console.sessions.revoke(session)
+            log.info("console.signed_out", client=auth.client_key(request))
         response = web.Response(status=204, headers={"Cache-Control": "no-store"})
-        auth.clear_session(response, request)
+        console.clear_cookie(response)
         return response
 
 
