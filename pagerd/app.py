@@ -18,6 +18,7 @@ from aiohttp import web
 
 from pagerd.config import Config
 from pagerd.core.domain import IncidentStatus, ServiceState
+from pagerd.core.egress import EgressRule
 from pagerd.core.ports import Page, Sender, Store
 from pagerd.core.records import (
     OutboxRow,
@@ -29,7 +30,7 @@ from pagerd.intake.dead_letters import DeadLetters
 from pagerd.intake.integrations import add_integration_routes
 from pagerd.intake.mqtt import MqttLink, MqttPublisher, MqttSettings
 from pagerd.notify import texts as messages
-from pagerd.notify.egress import EgressRule, WebhookEgress
+from pagerd.notify.egress import WebhookEgress
 from pagerd.notify.outbox import DeliveryPolicy, Dispatcher
 from pagerd.notify.senders import EmailSender, SmsSender, WebhookSender
 from pagerd.runtime.catalogue import Catalogue, Declared, DeclaredTeam, apply_declared

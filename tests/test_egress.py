@@ -22,14 +22,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pagerd.config import ConfigError, load_config
+from pagerd.core.egress import EgressRule, allow_hosts_problems
 from pagerd.core.ports import Attempt, Page, Verdict
 from pagerd.core.records import OutboxRow
-from pagerd.notify.egress import (
-    AddressNotAllowedError,
-    EgressRule,
-    WebhookEgress,
-    allow_hosts_problems,
-)
+from pagerd.notify.egress import AddressNotAllowedError, WebhookEgress, checked_socket
 from pagerd.notify.senders import MAX_RESPONSE_BYTES, WebhookSender
 from pagerd.telemetry import metrics
 from tests.harness import free_port
@@ -127,7 +123,7 @@ def test_every_internal_ipv4_address_is_refused_however_written(
     assert NOBODY.url_refusal(f"http://{host}:8080/") is not None
     assert NOBODY.url_refusal(f"http://{int(address)}/") is not None
     with pytest.raises(AddressNotAllowedError):
-        NOBODY.checked_socket((socket.AF_INET, socket.SOCK_STREAM, 6, "", (str(address), 80)))
+        checked_socket(NOBODY, (socket.AF_INET, socket.SOCK_STREAM, 6, "", (str(address), 80)))
 
 
 @given(address=st.ip_addresses(v=4))
@@ -136,7 +132,7 @@ def test_a_public_address_is_connected_to(address: ipaddress.IPv4Address) -> Non
         return
     if address.is_unspecified:
         return
-    sock = NOBODY.checked_socket((socket.AF_INET, socket.SOCK_STREAM, 6, "", (str(address), 80)))
+    sock = checked_socket(NOBODY, (socket.AF_INET, socket.SOCK_STREAM, 6, "", (str(address), 80)))
     sock.close()
 
 

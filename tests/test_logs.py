@@ -14,8 +14,14 @@ import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pagerd.telemetry.logs import REDACTED, choose_format, configure_logging, get_logger
-from pagerd.telemetry.masking import mask_text, mask_value
+from pagerd.telemetry.logs import (
+    REDACTED,
+    choose_format,
+    configure_logging,
+    get_logger,
+    mask_text,
+    mask_value,
+)
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 

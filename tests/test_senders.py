@@ -22,9 +22,10 @@ from aiohttp import web
 from aiosmtpd.smtp import SMTP, AuthResult
 
 from pagerd.config import EmailConfig
+from pagerd.core.egress import EgressRule
 from pagerd.core.ports import Attempt, Page, Verdict
 from pagerd.core.records import OutboxRow
-from pagerd.notify.egress import EgressRule, WebhookEgress
+from pagerd.notify.egress import WebhookEgress
 from pagerd.notify.senders import EmailSender, WebhookSender
 from tests.harness import free_port
 

@@ -35,6 +35,7 @@ from pagerd.config.model import (
     TeamConfig,
     WebhookConfig,
 )
+from pagerd.core.egress import EgressRule, allow_hosts_problems
 from pagerd.core.policy import (
     DomainError,
     Level,
@@ -43,7 +44,6 @@ from pagerd.core.policy import (
     WebhookTarget,
     validate_service_id,
 )
-from pagerd.notify.egress import EgressRule, allow_hosts_problems
 from pagerd.wire.explain import TOML, explain
 
 T = TypeVar("T")

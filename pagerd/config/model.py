@@ -98,7 +98,7 @@ class EmailConfig(_Section, frozen=True, kw_only=True):
 
 class WebhookConfig(_Section, frozen=True, kw_only=True):
     timeout_s: PositiveSeconds = 5.0
-    # Host names, addresses or CIDRs a webhook may reach although internal (notify.egress).
+    # Host names, addresses or CIDRs a webhook may reach although internal (core.egress).
     allow_hosts: tuple[Text, ...] = ()
 
 

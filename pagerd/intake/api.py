@@ -19,12 +19,12 @@ from aiohttp import web
 from pagerd import __version__
 from pagerd.core import policy as escalation
 from pagerd.core.domain import Ack, Alert, Event, Healthy, Incident, Outcome
+from pagerd.core.egress import EgressRule
 from pagerd.core.policy import DomainError, Policy
 from pagerd.core.records import StoreError
 from pagerd.core.times import rfc3339
 from pagerd.intake import api_schemas as wire
 from pagerd.intake import api_views as views
-from pagerd.notify.egress import EgressRule
 from pagerd.runtime.answers import Committed, Refused, Retryable
 from pagerd.runtime.catalogue import (
     Catalogue,

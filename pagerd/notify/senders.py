@@ -21,9 +21,10 @@ from typing import Protocol
 import aiohttp
 import aiosmtplib
 
+from pagerd.core.egress import ADDRESS_NOT_ALLOWED
 from pagerd.core.ports import Attempt, Page, Verdict
-from pagerd.notify.egress import ADDRESS_NOT_ALLOWED, AddressNotAllowedError, WebhookEgress
-from pagerd.telemetry.masking import mask_text
+from pagerd.notify.egress import AddressNotAllowedError, WebhookEgress
+from pagerd.telemetry.logs import mask_text
 
 # Of any provider's answer, this much is read at most (CONTRACT §5); a longer one is cut
 # off with its connection. Only the status line decides the outcome.

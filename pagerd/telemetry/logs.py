@@ -2,11 +2,17 @@
 
 Only the app layer calls `configure_logging`; every other module just calls
 `get_logger(__name__)` and logs one event name per line with bound fields.
+
+Phone numbers and email addresses are masked: in the fields that hold them, and by
+value inside any other text (``mask_text``, which the senders apply too, to what a
+provider said: an SMTP ``550 5.1.1 <someone@...>`` reaches the timeline,
+``last_error`` and the MQTT events).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from collections.abc import Mapping
@@ -15,8 +21,6 @@ from typing import TextIO
 import msgspec
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
-
-from pagerd.telemetry.masking import mask_text, mask_value
 
 FORMATS = ("json", "console")
 LEVELS: Mapping[str, int] = {
@@ -28,12 +32,60 @@ LEVELS: Mapping[str, int] = {
 }
 ROOT_LOGGER_NAME = "pagerd"
 
+# --- masking -----------------------------------------------------------------------------
+
+# A fixed-width mask: the number of hidden characters would itself leak information.
+MASK = "*****"
+_EMAIL = re.compile(r"[\w.%+-]+@[\w-]+(?:\.[\w-]+)*")
+# With a leading +, a number may be written in groups ("+1 555-000-1111"); without one,
+# only a bare run of 7 to 15 digits counts, so that ports, counts and dates stay legible.
+# Not inside a longer token: an id, a version, a time, a path, a decimal number.
+_PHONE = re.compile(r"(?<![\w.+:/-])(?:\+\d(?:[ -]?\d){5,14}|\d{7,15})(?!\w|[.:/-]\w)")
+# Cheap tests first: most text has no "@", no "+" and no run of 7 digits, and the full
+# patterns cost several times as much to find nothing.
+_SEVEN_DIGITS = re.compile(r"\d{7}")
+
+
+def mask_value(value: str) -> str:
+    """Partly mask a phone number or email address so logs identify without disclosing."""
+    local, at, domain = value.rpartition("@")
+    if at and local:
+        return f"{local[0]}{MASK}@{domain}"
+    if len(value) > 7:
+        return f"{value[:4]}{MASK}{value[-3:]}"
+    # Too short to show both ends without showing nearly all of it.
+    return MASK
+
+
+def mask_text(text: str) -> str:
+    """``text`` with every email address and phone number in it partly masked."""
+    if "@" in text:
+        text = _EMAIL.sub(_mask_match, text)
+    if "+" in text or _SEVEN_DIGITS.search(text):
+        text = _PHONE.sub(_mask_match, text)
+    return text
+
+
+def _mask_match(match: re.Match[str]) -> str:
+    return mask_value(match.group())
+
+
 MASKED_FIELDS = frozenset({"phone_number", "to", "recipient", "address", "email"})
 REDACTED_FIELDS = frozenset({"token", "password", "authorization", "secret"})
 REDACTED = "[redacted]"
-# pagerd's own identifiers and stamps: never personal data, so not searched for any.
+# pagerd's own event names, identifiers and stamps: never personal data, not searched.
+# (A library's line carries its message as its event: masked before, in _mask_message.)
 _PLAIN_FIELDS = frozenset(
-    {"timestamp", "level", "logger", "service_id", "incident_id", "notification_id"}
+    {
+        "event",
+        "timestamp",
+        "level",
+        "logger",
+        "service_id",
+        "incident_id",
+        "notification_id",
+        "channel",
+    }
 )
 _LEADING_KEYS = ("timestamp", "level", "event")
 _MAX_NESTING = 8  # a structured traceback is a list of dicts of lists; nothing nests deeper
@@ -70,12 +122,24 @@ def mask_personal_data(_: WrappedLogger, __: str, event_dict: EventDict) -> Even
     """Processor: redact credentials, mask the fields that hold a phone number or address,
     and mask those found by value in any other text (a provider's reply, an error)."""
     for key, value in event_dict.items():
+        if key in _PLAIN_FIELDS:
+            continue
         if key in REDACTED_FIELDS:
             event_dict[key] = REDACTED
         elif key in MASKED_FIELDS:
             event_dict[key] = _masked(value)
-        elif key not in _PLAIN_FIELDS:
+        elif type(value) is str:
+            event_dict[key] = mask_text(value)
+        elif isinstance(value, list | tuple | dict):
             event_dict[key] = _masked_within(value)
+    return event_dict
+
+
+def _mask_message(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Processor for libraries' lines, whose event is their message, free text."""
+    message = event_dict.get("event")
+    if isinstance(message, str):
+        event_dict["event"] = mask_text(message)
     return event_dict
 
 
@@ -171,7 +235,7 @@ def configure_logging(fmt: str = "json", level: str = "info", stream: TextIO | N
     )
     # Libraries (aiohttp, aiomqtt) speak through the standard library, at warning and up.
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, _mask_message],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *finish],
     )
     handler = _PagerdHandler(out)
