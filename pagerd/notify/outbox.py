@@ -154,8 +154,14 @@ class Dispatcher:
     # --- what comes in ---
 
     def release(self, rows: Iterable[OutboxRow]) -> None:
-        """Take rows just committed (by an actor) or found undelivered (at start-up)."""
+        """Take rows just committed (by an actor) or found undelivered (at start-up).
+
+        A row already held here is not taken twice: at start-up, a timer that fell due
+        may commit and release a page before the undelivered ones are read back.
+        """
         for row in rows:
+            if row.id in self._pages:
+                continue
             self._pages[row.id] = _Tracked(row)
             self._by_incident.setdefault(row.incident_id, set()).add(row.id)
             if self._in_turn(row):
