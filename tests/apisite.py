@@ -30,7 +30,7 @@ from pagerd.web.acklinks import AckLinks
 from tests.assembly import Assembly, assembled, serving, web_app
 from tests.doubles import Recorder
 
-TOKEN = "api-test-token"
+TOKEN = "api-test-token-Zr8fN2qW6eK4pH7t"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 

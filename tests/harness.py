@@ -22,6 +22,8 @@ import aiomqtt
 from aiohttp import web
 
 REPO = Path(__file__).resolve().parent.parent
+# The API token of every pagerd the tests start: as long as CONTRACT §9 asks (32+ characters).
+API_TOKEN = "pagerd-test-token-kP3vQ9xL2mW7rT5y"
 
 
 def free_port() -> int:
@@ -210,7 +212,7 @@ class Pagerd:
     fallback_policy: str = ""
     prefix: str = "pagerd"
     notify: dict[str, Any] = field(default_factory=lambda: {"bundle_window_s": 0})
-    sms_url: str | None = None  # default: the stand-in's
+    sms_url: str | None = None  # default: the stand-in's; "" leaves it to pagerd's own default
     # Webhook sinks of tests listen on 127.0.0.1, which the egress rule refuses unless listed.
     webhook_allow_hosts: list[str] = field(default_factory=lambda: ["127.0.0.1"])
     http_port: int = field(default_factory=free_port)
@@ -246,11 +248,11 @@ class Pagerd:
             ),
             (
                 f'[http]\nlisten = "127.0.0.1:{self.http_port}"\n'
-                f'public_url = "{self.public_url or self.base_url}"\ntokens = ["test-token"]'
+                f'public_url = "{self.public_url or self.base_url}"\ntokens = ["{API_TOKEN}"]'
             ),
             f'[routing]\nfallback_policy = "{self.fallback_policy}"',
             "[notify]\n" + "\n".join(f"{k} = {toml_value(v)}" for k, v in self.notify.items()),
-            f'[notify.sms]\nurl = "{self.sms_url or self.sms.url}"\ntimeout_s = 2',
+            "[notify.sms]\n" + self._sms_url_line() + "timeout_s = 2",
             f"[notify.webhook]\nallow_hosts = {toml_value(self.webhook_allow_hosts)}",
             '[log]\nformat = "json"\nlevel = "debug"',
             *(
@@ -266,6 +268,10 @@ class Pagerd:
         ]
         path.write_text("\n\n".join(parts) + "\n")
         return path
+
+    def _sms_url_line(self) -> str:
+        url = self.sms.url if self.sms_url is None else self.sms_url
+        return f"url = {toml_value(url)}\n" if url else ""
 
     async def start(self, *, wait_ready: bool = True) -> None:
         config = self.write_config()

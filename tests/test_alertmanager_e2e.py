@@ -24,7 +24,16 @@ import aiohttp
 import pytest
 
 from tests.conftest import PagerdFactory
-from tests.harness import Pagerd, Policy, SmsStandIn, eventually, free_port, sms, sqlite_rows
+from tests.harness import (
+    API_TOKEN,
+    Pagerd,
+    Policy,
+    SmsStandIn,
+    eventually,
+    free_port,
+    sms,
+    sqlite_rows,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +56,7 @@ def alertmanager_binary() -> str:
 
 def alertmanager_config(pagerd: Pagerd) -> str:
     """Route by the ``via`` label: the webhook receiver, or the PagerDuty one."""
-    auth = {"authorization": {"type": "Bearer", "credentials": "test-token"}}
+    auth = {"authorization": {"type": "Bearer", "credentials": API_TOKEN}}
     config = {
         "route": {
             "receiver": "webhook",

@@ -34,7 +34,7 @@ from pagerd.store import sqlite as store_module
 from pagerd.telemetry.metrics import REGISTRY
 from tests.apisite import ApiSite, serve_api
 from tests.conftest import PagerdFactory
-from tests.harness import eventually, sqlite_rows
+from tests.harness import API_TOKEN, eventually, sqlite_rows
 
 # The brief's sample request, byte for byte.
 SAMPLE = (
@@ -356,7 +356,7 @@ async def test_a_team_alert_pages_one_developer_and_a_second_alert_pages_nobody(
     daemon = make_pagerd([], {})
     await daemon.start()
     phones = {"5550011", "5550012", "5550013"}
-    headers = {"Authorization": "Bearer test-token"}
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
     api = f"{daemon.base_url}/api/v1"
     async with aiohttp.ClientSession(headers=headers) as http:
         body = team_body("claims", *((f"dev{i}", p) for i, p in enumerate(sorted(phones))))

@@ -16,6 +16,7 @@ import msgspec
 import pytest
 
 from pagerd.config import (
+    DEFAULT_SMS_URL,
     Config,
     ConfigError,
     HttpConfig,
@@ -27,12 +28,14 @@ from pagerd.config import (
     TeamConfig,
     default_config_path,
     load_config,
+    weak_token_problems,
 )
 from pagerd.core.policy import DomainError, EmailTarget, Level, SmsTarget, TeamTarget, WebhookTarget
 from tests.harness import free_port
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "pagerd.toml"
 MOSQUITTO_CONF = EXAMPLE.parent / "mosquitto.conf"
+GOOD_TOKEN = "a-token-long-enough-Rf3kW9pL2xQ7vB"  # 34 characters
 MOSQUITTO = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin")
 
 POLICY = """
@@ -69,15 +72,29 @@ def problems_of(tmp_path: Path, text: str) -> list[str]:
 # --- the shipped files -------------------------------------------------------------------
 
 
-def test_example_config_loads_and_builds_its_policies() -> None:
-    config = load_config(EXAMPLE, env={})
+@pytest.fixture
+def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
+    """The example config, loaded where `make run` has written its API token."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "api-token").write_text(f"{GOOD_TOKEN}\n", "utf-8")
+    return load_config(EXAMPLE, env={})
+
+
+def test_example_config_loads_and_builds_its_policies(example: Config) -> None:
+    """Given the token `make run` writes, the example loads, and pages go to the stand-in."""
+    config = example
 
     assert config.source == str(EXAMPLE)
     assert config.database.path == "./var/pagerd.db"
     assert (config.mqtt.host, config.mqtt.port) == ("127.0.0.1", 1883)
     assert config.http.host_port() == ("127.0.0.1", 8080)
-    assert config.http_tokens() == ("dev-token-change-me",)
-    assert config.notify.sms.url == "https://run.mocky.io/v3/fd99c100-f88a-4d70-aaf7-393dbbd5d99f"
+    assert config.http_tokens() == (GOOD_TOKEN,)
+    assert weak_token_problems(config) == []
+    # Every channel goes to `pagerd standin` (make run), never to a third party.
+    assert config.notify.sms.url == "http://127.0.0.1:8025/sms"
+    assert config.notify.sms.url != DEFAULT_SMS_URL
+    assert (config.notify.email.host, config.notify.email.port) == ("127.0.0.1", 2525)
     [team] = config.teams
     assert team.name == "claims"
     assert [(d.name, d.phone_number) for d in team.developers] == [
@@ -98,7 +115,7 @@ def test_example_config_loads_and_builds_its_policies() -> None:
     assert second.targets == (
         SmsTarget("+15550001111"),
         EmailTarget("oncall@example.com"),
-        WebhookTarget("https://chat.example.com/hook"),
+        WebhookTarget("http://127.0.0.1:8025/hooks/chat"),
     )
 
 
@@ -257,8 +274,15 @@ def test_notify_defaults(tmp_path: Path) -> None:
     assert not notify.email.starttls
 
 
-def test_example_config_shows_the_notify_defaults() -> None:
-    assert load_config(EXAMPLE, env={}).notify == NotifyConfig()
+def test_example_config_shows_the_notify_defaults(example: Config) -> None:
+    """Every [notify] key the example sets is its default, but where pages go (the stand-in)."""
+    defaults = NotifyConfig()
+    stand_in = msgspec.structs.replace(
+        defaults,
+        sms=msgspec.structs.replace(defaults.sms, url="http://127.0.0.1:8025/sms"),
+        email=msgspec.structs.replace(defaults.email, host="127.0.0.1", port=2525),
+    )
+    assert example.notify == stand_in
 
 
 def test_integrations_defaults_admit_only_aws_sns_certificates(tmp_path: Path) -> None:
@@ -282,8 +306,8 @@ def test_integrations_defaults_admit_only_aws_sns_certificates(tmp_path: Path) -
         assert not pattern.fullmatch(url), url
 
 
-def test_example_config_shows_the_integrations_defaults() -> None:
-    assert load_config(EXAMPLE, env={}).integrations == IntegrationsConfig()
+def test_example_config_shows_the_integrations_defaults(example: Config) -> None:
+    assert example.integrations == IntegrationsConfig()
 
 
 def test_integrations_settings_are_read(tmp_path: Path) -> None:
@@ -355,6 +379,95 @@ def test_tokens_file_is_merged_with_tokens(tmp_path: Path) -> None:
 
     assert config.http_tokens() == ("inline", "file-token-1", "file-token-2")
     assert "file-token-1" not in repr(config)
+
+
+def test_relative_secret_files_are_systemd_credentials(tmp_path: Path) -> None:
+    """Given $CREDENTIALS_DIRECTORY (LoadCredential=), a relative tokens_file or password_file
+    is read from it; an absolute path is read where it names."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "api-tokens").write_text(f"{GOOD_TOKEN}\n", "utf-8")
+    (credentials / "mqtt-password").write_text("broker pass\n", "utf-8")
+    (tmp_path / "smtp.pw").write_text("smtp pass\n", "utf-8")
+    path = write(
+        tmp_path,
+        '[http]\ntokens_file = "api-tokens"\n'
+        '[mqtt]\nusername = "pagerd"\npassword_file = "mqtt-password"\n'
+        f'[notify.email]\nusername = "pagerd"\npassword_file = "{tmp_path / "smtp.pw"}"\n',
+    )
+
+    config = load_config(path, env={"CREDENTIALS_DIRECTORY": str(credentials)})
+
+    assert config.http_tokens() == (GOOD_TOKEN,)
+    assert config.mqtt_password() == "broker pass"
+    assert config.email_password() == "smtp pass"
+
+    # Without systemd's credentials, a relative path is the working directory's, as before.
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert f"{path}: http.tokens_file: cannot read api-tokens: No such file or directory" in (
+        caught.value.problems
+    )
+
+
+@pytest.mark.parametrize(
+    ("http", "tokens_file", "problems"),
+    [
+        pytest.param(f'tokens = ["{GOOD_TOKEN}"]', None, [], id="a good token"),
+        pytest.param(
+            'tokens = ["dev-token-change-me"]',
+            None,
+            [
+                (
+                    "http.tokens[0]: is the example placeholder; at least 32 characters are needed "
+                    "(make one with: pagerd token)"
+                )
+            ],
+            id="the placeholder",
+        ),
+        pytest.param(
+            f'tokens = ["{GOOD_TOKEN}", "{"x" * 31}"]',
+            None,
+            [
+                (
+                    "http.tokens[1]: is 31 characters long; at least 32 characters are needed "
+                    "(make one with: pagerd token)"
+                )
+            ],
+            id="one character short",
+        ),
+        pytest.param(
+            'tokens_file = "TOKENS"',
+            f"# ops\n{GOOD_TOKEN}\n\n  short-token  \ndev-token-change-me\n",
+            [
+                (
+                    "http.tokens_file: line 4 of TOKENS is 11 characters long; at least 32 "
+                    "characters are needed (make one with: pagerd token)"
+                ),
+                (
+                    "http.tokens_file: line 5 of TOKENS is the example placeholder; at least 32 "
+                    "characters are needed (make one with: pagerd token)"
+                ),
+            ],
+            id="in the tokens file, by line",
+        ),
+    ],
+)
+def test_weak_tokens_are_named_by_where_they_are_never_by_value(
+    tmp_path: Path, http: str, tokens_file: str | None, problems: list[str]
+) -> None:
+    path_of_tokens = tmp_path / "tokens"
+    if tokens_file is not None:
+        path_of_tokens.write_text(tokens_file, "utf-8")
+    path = write(tmp_path, "[http]\n" + http.replace("TOKENS", str(path_of_tokens)) + "\n")
+
+    found = weak_token_problems(load_config(path, env={}))
+
+    expected = [f"{path}: {p.replace('TOKENS', str(path_of_tokens))}" for p in problems]
+    assert found == expected
+    for line in found:
+        assert "short-token" not in line
+        assert "x" * 31 not in line
 
 
 def test_password_files_are_read_at_load(tmp_path: Path) -> None:

@@ -18,9 +18,9 @@ import pytest
 from playwright.async_api import Browser, Locator, Page, async_playwright, expect
 
 from tests.conftest import PagerdFactory
-from tests.harness import Monitor, Pagerd, Policy, SmsStandIn, eventually, sms
+from tests.harness import API_TOKEN, Monitor, Pagerd, Policy, SmsStandIn, eventually, sms
 
-TOKEN = "test-token"
+TOKEN = API_TOKEN
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 ARTIFACTS = Path(__file__).parent / "artifacts"
 ONCALL = "+15550000001"

@@ -11,7 +11,16 @@ from pathlib import Path
 import aiohttp
 
 from tests.conftest import PagerdFactory
-from tests.harness import Monitor, Policy, SmsStandIn, eventually, free_port, sms, sqlite_rows
+from tests.harness import (
+    API_TOKEN,
+    Monitor,
+    Policy,
+    SmsStandIn,
+    eventually,
+    free_port,
+    sms,
+    sqlite_rows,
+)
 
 ONE = "+15550000001"
 TWO = "+15550000002"
@@ -376,7 +385,7 @@ async def test_team_declared_in_the_config_file_can_be_alerted_through_the_api(
     one developer is paged, and the team's own service team-{id} is there, read-only."""
     daemon = make_pagerd([], {}, teams={"claims": CLAIMS})
     await daemon.start()
-    headers = {"Authorization": "Bearer test-token"}
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
     async with aiohttp.ClientSession(base_url=daemon.base_url, headers=headers) as http:
         async with http.get("/api/v1/teams") as response:
             (team,) = (await response.json())["teams"]

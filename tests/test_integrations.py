@@ -39,7 +39,7 @@ from pagerd.web.acklinks import AckLinks
 from tests import assembly as assembling
 from tests.doubles import Recorder
 
-TOKEN = "integrations-test-token"
+TOKEN = "integrations-test-token-Qy4tG7wE2r"
 POLICY = Policy("p", (Level((SmsTarget("+15550000001"),), 3600.0),))
 SERVICES = ("api", "db")
 PD_PATH = "/integrations/pagerduty/v2/enqueue"

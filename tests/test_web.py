@@ -30,7 +30,7 @@ from tests.doubles import T0, DrivenClock
 
 POLICY = Policy("p", (Level((SmsTarget("+15550000001"),), 3600.0),))
 MAX_BODY = 1024
-TOKEN = "web-test-token"
+TOKEN = "web-test-token-Lm5cV8bX1nJ3sD9g"
 PUBLIC_URL = "https://pg.example.com"
 
 

@@ -7,6 +7,7 @@ from pagerd.config.load import (
     load_config,
 )
 from pagerd.config.model import (
+    DEFAULT_SMS_URL,
     Config,
     DatabaseConfig,
     DeveloperConfig,
@@ -25,8 +26,10 @@ from pagerd.config.model import (
     TeamConfig,
     WebhookConfig,
 )
+from pagerd.config.tokens import weak_token_problems
 
 __all__ = [
+    "DEFAULT_SMS_URL",
     "SYSTEM_CONFIG_PATH",
     "Config",
     "ConfigError",
@@ -48,4 +51,5 @@ __all__ = [
     "WebhookConfig",
     "default_config_path",
     "load_config",
+    "weak_token_problems",
 ]

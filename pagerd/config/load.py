@@ -51,6 +51,8 @@ T = TypeVar("T")
 SYSTEM_CONFIG_PATH = Path("/etc/pagerd/pagerd.toml")
 LOCAL_DATABASE_PATH = "./var/pagerd.db"
 DATABASE_FILE_NAME = "pagerd.db"
+# Where systemd's LoadCredential= puts the files it hands to the service.
+CREDENTIALS_DIRECTORY_VARIABLE = "CREDENTIALS_DIRECTORY"
 
 
 class ConfigError(Exception):
@@ -103,7 +105,7 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
         except DomainError as exc:
             problems.append(f"{key_path}.{exc.field}: {exc.problem}")
     problems += _cross_check(raw, routing, teams, policies, services)
-    secrets = _read_secrets(mqtt, http, notify.email, problems)
+    secrets = _read_secrets(mqtt, http, notify.email, problems, _credentials_directory(env))
 
     if problems:
         raise ConfigError([f"{source}: {problem}" for problem in problems])
@@ -168,20 +170,42 @@ def _database_path(database: DatabaseConfig, env: Mapping[str, str]) -> str:
     return LOCAL_DATABASE_PATH
 
 
+def _credentials_directory(env: Mapping[str, str]) -> Path | None:
+    directory = env.get(CREDENTIALS_DIRECTORY_VARIABLE, "")
+    return Path(directory) if directory else None
+
+
+def _secret_path(path: str, credentials: Path | None) -> str:
+    """A relative secret file is one of systemd's credentials when the unit loaded some."""
+    if not path or credentials is None or Path(path).is_absolute():  # "": no such file
+        return path
+    return str(credentials / path)
+
+
 def _read_secrets(
-    mqtt: MqttConfig, http: HttpConfig, email: EmailConfig, problems: list[str]
+    mqtt: MqttConfig,
+    http: HttpConfig,
+    email: EmailConfig,
+    problems: list[str],
+    credentials: Path | None = None,
 ) -> Secrets:
-    tokens: tuple[str, ...] = ()
+    numbered: list[tuple[int, str]] = []
     if http.tokens_file:
-        text = _read_file(http.tokens_file, "http.tokens_file", problems)
-        lines = (line.strip() for line in (text or "").splitlines())
-        tokens = tuple(line for line in lines if line and not line.startswith("#"))
+        path = _secret_path(http.tokens_file, credentials)
+        text = _read_file(path, "http.tokens_file", problems)
+        lines = ((n, line.strip()) for n, line in enumerate((text or "").splitlines(), 1))
+        numbered = [(n, line) for n, line in lines if line and not line.startswith("#")]
     if mqtt.tls and mqtt.ca_file:
         _read_file(mqtt.ca_file, "mqtt.ca_file", problems)
     return Secrets(
-        http_tokens=tokens,
-        mqtt_password=_read_password(mqtt.password_file, "mqtt.password_file", problems),
-        email_password=_read_password(email.password_file, "notify.email.password_file", problems),
+        http_tokens=tuple(token for _, token in numbered),
+        http_token_lines=tuple(n for n, _ in numbered),
+        mqtt_password=_read_password(
+            _secret_path(mqtt.password_file, credentials), "mqtt.password_file", problems
+        ),
+        email_password=_read_password(
+            _secret_path(email.password_file, credentials), "notify.email.password_file", problems
+        ),
     )
 
 

@@ -81,8 +81,12 @@ class RoutingConfig(_Section, frozen=True, kw_only=True):
     fallback_policy: str = ""
 
 
+# CONTRACT §2's default: a public mock service. pagerd warns at start-up while it is in use.
+DEFAULT_SMS_URL = "https://run.mocky.io/v3/fd99c100-f88a-4d70-aaf7-393dbbd5d99f"
+
+
 class SmsConfig(_Section, frozen=True, kw_only=True):
-    url: Url = "https://run.mocky.io/v3/fd99c100-f88a-4d70-aaf7-393dbbd5d99f"
+    url: Url = DEFAULT_SMS_URL
     timeout_s: PositiveSeconds = 5.0
 
 
@@ -170,6 +174,7 @@ class Secrets:
     """What load_config read from the files the config names; repr hides it from logs."""
 
     http_tokens: tuple[str, ...] = ()
+    http_token_lines: tuple[int, ...] = ()  # each token's line in http.tokens_file
     mqtt_password: str | None = None
     email_password: str | None = None
 

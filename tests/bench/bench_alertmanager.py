@@ -72,11 +72,11 @@ from tests.bench.common import (
     table,
 )
 from tests.bench.plots import latency_cdfs
-from tests.harness import Policy, free_port
+from tests.harness import API_TOKEN, Policy, free_port
 
 DEFAULT_RATES = (100, 500, 1_000, 2_000)
 DEFAULT_PLOT = Path("tests/bench/results/alertmanager.png")
-TOKEN = "test-token"  # the harness's pagerd API token
+TOKEN = API_TOKEN  # the harness's pagerd API token
 KEY_LABEL = "bench_key"
 WEBHOOK_POLICY_ID = "bench-webhook"
 WARMUP_RATE = 100

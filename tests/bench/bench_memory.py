@@ -41,6 +41,7 @@ from tests.bench.common import (
     py_spy,
     report,
 )
+from tests.harness import API_TOKEN
 
 TARGET_READY_S = 3.0
 TARGET_RSS_MIB = 1024
@@ -148,7 +149,7 @@ async def run(services: int, incidents: int, directory: Path | None, profile: Pa
             at_ready = proc_status(daemon.pid)
             await asyncio.sleep(SETTLE_S)
             settled = proc_status(daemon.pid)
-            listings = [await list_services(daemon.base_url, "test-token") for _ in range(2)]
+            listings = [await list_services(daemon.base_url, API_TOKEN) for _ in range(2)]
             after_listing = proc_status(daemon.pid)
             stopping = time.monotonic()
             exit_code = await daemon.stop(timeout=60)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pagerd.intake.mqtt import MAX_PAYLOAD_BYTES, REJECTED_PAYLOAD_BYTES, Rejected, parse_message
 from tests.conftest import PagerdFactory
 from tests.faults.common import report
-from tests.harness import Monitor, Policy, SmsStandIn, eventually, sms
+from tests.harness import API_TOKEN, Monitor, Policy, SmsStandIn, eventually, sms
 
 ONE = "+15550000001"
 KNOWN = ["known", "other.svc"]
@@ -173,7 +173,7 @@ async def test_fuzzed_api_bodies_get_no_5xx_and_problem_json_4xx(
     samples = drawn(st.tuples(st.sampled_from(ENDPOINTS), BODIES))
     statuses: dict[int, int] = {}
     bad: list[str] = []
-    headers = {"Authorization": "Bearer test-token", "Content-Type": "application/json"}
+    headers = {"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"}
     async with aiohttp.ClientSession(headers=headers) as session:
         for (method, path), body in samples:
             url = f"{daemon.base_url}/api/v1{path}"
