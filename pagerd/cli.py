@@ -1,5 +1,5 @@
 """Command line: ``pagerd run | check-config | alert | ack | healthy | status | migrate |
-version``.
+token | standin | version``.
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config (CONTRACT §1).
 """
@@ -9,17 +9,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from pagerd import __version__
-from pagerd.config import Config, ConfigError, default_config_path, load_config
+from pagerd.config import (
+    Config,
+    ConfigError,
+    default_config_path,
+    load_config,
+    weak_token_problems,
+)
 
 EXIT_OK = 0
 EXIT_RUNTIME_FAILURE = 1
 EXIT_BAD_USAGE = 2
 PUBLISH_TIMEOUT_S = 10.0
+# 32 random bytes: 43 URL-safe characters, well over the 32 characters a token needs.
+TOKEN_BYTES = 32
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,12 +56,27 @@ def build_parser() -> argparse.ArgumentParser:
     ack.add_argument("--incident", default=None, help="acknowledge this incident only")
     healthy = with_config("healthy", "report a service healthy over MQTT")
     healthy.add_argument("service")
-    with_config("status", "services, health, open incidents, pending notifications")
+    with_config("status", "services, health, open incidents, notifications not delivered")
     migrate = commands.add_parser(
         "migrate", help="copy a single node's SQLite database into an empty PostgreSQL one"
     )
     migrate.add_argument("--from", dest="source", type=Path, required=True, metavar="PATH")
     migrate.add_argument("--to", dest="target", required=True, metavar="URL")
+    commands.add_parser("token", help="print a new random API token")
+    standin = commands.add_parser(
+        "standin",
+        help="print the pages pagerd sends, in place of the SMS, webhook and email services",
+    )
+    standin.add_argument(
+        "--listen",
+        default="127.0.0.1:8025",
+        help="HTTP for SMS and webhooks (default: %(default)s)",
+    )
+    standin.add_argument(
+        "--smtp",
+        default="127.0.0.1:2525",
+        help="SMTP for email, '' for none (default: %(default)s)",
+    )
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -62,16 +87,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # argparse exits 2 on bad usage, 0 on --help
         return int(exit_.code or 0)
-    if args.command == "version":
-        print(f"pagerd {__version__}")
+    try:
+        code = _command(args)
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (`pagerd status | head`): nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
-    if args.command == "migrate":
-        return _migrate(args.source, args.target)
+    return code
+
+
+def _command(args: argparse.Namespace) -> int:
+    match args.command:
+        case "version":
+            print(f"pagerd {__version__}")
+            return EXIT_OK
+        case "token":
+            print(secrets.token_urlsafe(TOKEN_BYTES))
+            return EXIT_OK
+        case "standin":
+            from pagerd.tools.standin import main as standin_main
+
+            return standin_main(args.listen, args.smtp)
+        case "migrate":
+            return _migrate(args.source, args.target)
     path: Path = args.config or default_config_path()
     try:
         config = load_config(path)
     except ConfigError as error:
         for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_BAD_USAGE
+    # Only the commands that serve the API refuse weak tokens; alert, ack and status don't use them.
+    if args.command in ("check-config", "run") and (problems := weak_token_problems(config)):
+        for problem in problems:
             print(problem, file=sys.stderr)
         return EXIT_BAD_USAGE
     match args.command:
@@ -145,6 +193,8 @@ def _publish(config: Config, kind: str, service: str, payload: str) -> int:
 
 
 def _status(config: Config) -> int:
+    import sqlite3
+
     from pagerd.core.records import StoreError
     from pagerd.store.status import read_status, render_status
 
@@ -152,13 +202,13 @@ def _status(config: Config) -> int:
         if config.database.url:
             from pagerd.store import postgres_status
 
-            rows, pending = asyncio.run(postgres_status.read_status(config.database.url))
+            rows, notifications = asyncio.run(postgres_status.read_status(config.database.url))
         else:
-            rows, pending = read_status(Path(config.database.path))
-    except (OSError, StoreError) as error:
+            rows, notifications = read_status(Path(config.database.path))
+    except (OSError, sqlite3.Error, StoreError) as error:
         print(f"pagerd status: {error}", file=sys.stderr)
         return EXIT_RUNTIME_FAILURE
-    print(render_status(rows, pending))
+    print(render_status(rows, notifications))
     return EXIT_OK
 
 

@@ -143,11 +143,65 @@ def test_bad_usage_exits_2(tmp_path: Path, args: list[str]) -> None:
     assert "usage: pagerd" in run.err
 
 
-def test_check_config_accepts_the_shipped_config(tmp_path: Path) -> None:
+def test_check_config_accepts_the_shipped_config_with_a_made_token(tmp_path: Path) -> None:
+    """As `make run` does: a token from `pagerd token` in var/api-token, read by tokens_file."""
+    (tmp_path / "var").mkdir()
+    token = pagerd("token", cwd=tmp_path)
+    (tmp_path / "var" / "api-token").write_text(token.out, "utf-8")
+
     run = pagerd("check-config", "--config", SHIPPED_CONFIG, cwd=tmp_path)
     assert run.code == EXIT_OK, run.err
     assert run.err == ""
     assert str(SHIPPED_CONFIG) in run.out
+
+
+def test_token_prints_a_new_random_url_safe_token(tmp_path: Path) -> None:
+    tokens = [pagerd("token", cwd=tmp_path) for _ in range(3)]
+    assert all(run.code == EXIT_OK and run.err == "" for run in tokens)
+    values = [run.out.strip() for run in tokens]
+    assert len(set(values)) == 3
+    for value in values:
+        assert re.fullmatch(r"[A-Za-z0-9_-]{43,}", value), value
+
+
+WEAK = "short-but-secret"  # 16 characters
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+@pytest.mark.parametrize(
+    ("http", "tokens_file", "problem"),
+    [
+        pytest.param(
+            'tokens = ["dev-token-change-me"]',
+            None,
+            "http.tokens[0]: is the example placeholder; at least 32 characters are needed",
+            id="placeholder inline",
+        ),
+        pytest.param(
+            'tokens_file = "api-token"',
+            f"# made by hand\n{WEAK}\n",
+            "http.tokens_file: line 2 of api-token is 16 characters long; at least 32",
+            id="short token in tokens_file",
+        ),
+    ],
+)
+def test_weak_tokens_are_refused_by_check_config_and_run(
+    tmp_path: Path, command: str, http: str, tokens_file: str | None, problem: str
+) -> None:
+    """CONTRACT §9: exit 2, one line naming the problem and where, never the token."""
+    if tokens_file is not None:
+        write(tmp_path / "api-token", tokens_file)
+    config = write(tmp_path / "pagerd.toml", f"[http]\n{http}\n")
+
+    run = pagerd(command, "--config", config, cwd=tmp_path)
+
+    assert run.code == EXIT_BAD_USAGE
+    (line,) = run.err_lines()
+    assert line.startswith(f"{config}: {problem}"), line
+    assert line.endswith("(make one with: pagerd token)")
+    assert WEAK not in run.err
+    assert run.out == ""
+    assert not (tmp_path / "var").exists()  # run stopped before opening anything
 
 
 @pytest.mark.parametrize(
@@ -336,8 +390,59 @@ async def test_status_lists_services_with_their_open_incident(
         assert rows["api"][:5] == ["api", "unhealthy", incident_id, "triggered", "1"], run.out
         assert rows["api"][-1] == "oncall"
         assert rows["web"][:5] == ["web", "healthy", "-", "-", "-"], run.out
-        assert "2 services, 1 open incident" in run.out
-    assert "0 pending notifications" in after.out
+        assert "2 services, 1 open incident;" in run.out
+    assert "notifications: 0 pending, 0 held, 0 failed" in after.out
+
+
+async def test_status_counts_the_notifications_that_failed(
+    tmp_path: Path,
+    make_pagerd: PagerdFactory,
+    monitor: Monitor,
+    sms_service: SmsStandIn,
+) -> None:
+    """Given a page the SMS service refused for good (a 400),
+    then status counts it failed, not as "0 pending" and nothing else."""
+    sms_service.statuses = [400]
+    daemon = make_pagerd([Policy("oncall", [(30.0, [sms(ONE)])])], {"api": "oncall"})
+    await daemon.start()
+    await monitor.publish("alert", "api", "disk full")
+    await eventually(
+        lambda: sqlite_rows(daemon.db, "SELECT status FROM outbox") == [("failed",)],
+        what="the page marked failed",
+    )
+
+    run = await pagerd_async("status", "--config", daemon.directory / "pagerd.toml", cwd=tmp_path)
+
+    assert run.code == EXIT_OK, run.err
+    assert run.out.rstrip().endswith(
+        "1 service, 1 open incident; notifications: 0 pending, 0 held, 1 failed"
+    ), run.out
+
+
+async def test_status_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    """`pagerd status | head`: the reader is gone before status writes. No traceback."""
+    from pagerd.store.sqlite import Store
+
+    db = tmp_path / "pagerd.db"
+    await (await Store.open(db)).close()
+    config = write(tmp_path / "pagerd.toml", f'[database]\npath = "{db}"\n')
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "pagerd", "status", "--config", str(config)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env=environment(),
+            timeout=30,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert done.stderr == ""
+    assert done.returncode == EXIT_OK
 
 
 def test_status_names_the_missing_database(tmp_path: Path) -> None:

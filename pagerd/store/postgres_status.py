@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pagerd.store.postgres import connect
-from pagerd.store.status import ServiceStatus
+from pagerd.store.status import NotificationCounts, ServiceStatus
 
 _SERVICES = """
     SELECT s.id, s.name, s.policy_id, i.id, i.status, i.level_index + 1,
@@ -14,13 +14,13 @@ _SERVICES = """
 """
 
 
-async def read_status(url: str) -> tuple[list[ServiceStatus], int]:
-    """Services with their open incident, and the number of pending notifications."""
+async def read_status(url: str) -> tuple[list[ServiceStatus], NotificationCounts]:
+    """Services with their open incident, and the notifications not delivered."""
     conn = await connect(url)  # StoreError if it cannot
     try:
         async with conn.transaction(readonly=True):
             rows = [ServiceStatus(*row) for row in await conn.fetch(_SERVICES)]
-            pending = await conn.fetchval("SELECT count(*) FROM outbox WHERE status = 'pending'")
+            counted = await conn.fetch("SELECT status, count(*) FROM outbox GROUP BY status")
     finally:
         await conn.close()
-    return rows, int(pending)
+    return rows, NotificationCounts.of(dict(counted))

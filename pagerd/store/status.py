@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationCounts:
+    """Notifications not delivered: still to be sent, held for a bundle, failed for good."""
+
+    pending: int = 0
+    held: int = 0
+    failed: int = 0
+
+    @classmethod
+    def of(cls, by_status: dict[str, int]) -> NotificationCounts:
+        """From counts by outbox status; a status the schema does not have yet counts 0."""
+        return cls(
+            pending=int(by_status.get("pending", 0)),
+            held=int(by_status.get("held", 0)),
+            failed=int(by_status.get("failed", 0)),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,18 +49,19 @@ _SERVICES = """
 """
 
 
-def read_status(path: Path) -> tuple[list[ServiceStatus], int]:
-    """Services with their open incident, and the number of pending notifications."""
+def read_status(path: Path) -> tuple[list[ServiceStatus], NotificationCounts]:
+    """Services with their open incident, and the notifications not delivered."""
     if not path.exists():
         raise FileNotFoundError(f"no database at {path} (has pagerd run with this config?)")
     # Read-only URI: never creates, migrates or locks the database for writing.
-    with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as db:
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
         rows = [ServiceStatus(*row) for row in db.execute(_SERVICES)]
-        (pending,) = db.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()
-    return rows, int(pending)
+        by_status = dict(db.execute("SELECT status, count(*) FROM outbox GROUP BY status"))
+    return rows, NotificationCounts.of(by_status)
 
 
-def render_status(rows: list[ServiceStatus], pending: int) -> str:
+def render_status(rows: list[ServiceStatus], notifications: NotificationCounts) -> str:
     """A plain table, unhealthy services first."""
     header = ("SERVICE", "HEALTH", "INCIDENT", "STATUS", "LEVEL", "OPENED AT", "POLICY")
     table = [header] + [
@@ -60,8 +80,9 @@ def render_status(rows: list[ServiceStatus], pending: int) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in table]
     open_count = sum(r.incident_id is not None for r in rows)
     lines.append(
-        f"\n{_count(len(rows), 'service')}, {_count(open_count, 'open incident')}, "
-        f"{_count(pending, 'pending notification')}"
+        f"\n{_count(len(rows), 'service')}, {_count(open_count, 'open incident')}; "
+        f"notifications: {notifications.pending} pending, {notifications.held} held, "
+        f"{notifications.failed} failed"
     )
     return "\n".join(line.rstrip() for line in lines)
 
