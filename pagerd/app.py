@@ -16,7 +16,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from pagerd.config import Config
+from pagerd.config import DEFAULT_SMS_URL, Config
 from pagerd.core.domain import IncidentStatus, ServiceState
 from pagerd.core.egress import EgressRule
 from pagerd.core.ports import Page, Sender, Store
@@ -144,6 +144,13 @@ async def serve(
     clock = clock or SystemClock()
     notifier = notifier or SystemdNotifier.from_env()
     started = time.monotonic()
+    if config.notify.sms.url == DEFAULT_SMS_URL:
+        log.warning(
+            "notify.sms_default_url",
+            url=DEFAULT_SMS_URL,
+            reason="SMS pages, with their phone numbers and alert text, go to this public mock "
+            "service; set [notify.sms] url to your SMS provider",
+        )
     store = await open_store(path=config.database.path, url=config.database.url)
     store.on_commit(_observe_commit)
     try:

@@ -1,0 +1,1 @@
+"""Tools beside the daemon, for trying pagerd out; nothing here runs inside ``pagerd run``."""
