@@ -1,34 +1,42 @@
-# pagerd — `make run` runs the daemon, `make test` runs every check CI runs.
+# pagerd — `make run` tries the daemon out, `make test` runs every check CI runs.
 PYTHON ?= python3
-VENV   := .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+VENV    := .venv
+BIN     := $(VENV)/bin
+# Installed: pagerd and its runtime dependencies (what `make run` needs) ...
+RUNTIME := $(VENV)/.runtime
+# ... and the dev extras: tests, checks, benchmarks (what `make test` needs).
+STAMP   := $(VENV)/.installed
+# Every package at the version it was tested with (`make constraints` refreshes the pins).
+PIP     := $(BIN)/pip install --quiet --constraint constraints.txt
 
-.PHONY: run test lint typecheck unit faults clean
+.PHONY: run stop test lint typecheck unit faults system-packages system-packages-run \
+	constraints clean
 
-$(STAMP): pyproject.toml
+# The Debian packages, one install step for all (.ci/system-packages says which and why):
+# as root it installs what is missing, as anyone else it prints the command to run.
+system-packages-run:
+	@PYTHON=$(PYTHON) .ci/system-packages run
+system-packages:
+	@PYTHON=$(PYTHON) .ci/system-packages test
+
+$(RUNTIME): pyproject.toml constraints.txt | system-packages-run
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	$(PIP) --upgrade pip
+	$(PIP) --editable .
+	touch $@
 
-# Runs pagerd in the foreground with the example config, its database under ./var/,
-# and a local mosquitto (installed if missing, started unless one already listens).
-run: $(STAMP)
-	@mkdir -p var/mosquitto
-	@if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then \
-	  if [ "$$(id -u)" -eq 0 ]; then apt-get update -qq && apt-get install -y -qq mosquitto; \
-	  else echo "mosquitto is missing: run 'sudo apt-get install mosquitto', then make run"; exit 2; fi; \
-	fi
-	@if bash -c '</dev/tcp/127.0.0.1/1883' 2>/dev/null; then \
-	  echo "make run: a broker already listens on 127.0.0.1:1883; using it"; \
-	else \
-	  if [ "$$(id -u)" -eq 0 ] && id mosquitto >/dev/null 2>&1; then chown mosquitto var/mosquitto; fi; \
-	  PATH="$$PATH:/usr/sbin" mosquitto -d -c config/mosquitto.conf; \
-	  for i in $$(seq 50); do bash -c '</dev/tcp/127.0.0.1/1883' 2>/dev/null && break; sleep 0.1; done; \
-	  echo "make run: started mosquitto with config/mosquitto.conf (persistence in var/mosquitto/)"; \
-	fi
-	exec $(BIN)/pagerd run --config config/pagerd.toml
+$(STAMP): $(RUNTIME)
+	$(PIP) --editable '.[dev]'
+	touch $@
+
+# pagerd in the foreground with config/pagerd.toml, a local mosquitto and the notification
+# stand-in, which prints every page; state, logs and the API token under ./var/.
+run: $(RUNTIME)
+	@scripts/local run
+
+# Stops what `make run` started, from any terminal.
+stop:
+	@scripts/local stop
 
 lint: $(STAMP)
 	$(BIN)/ruff check pagerd tests
@@ -42,12 +50,24 @@ unit: $(STAMP)
 	$(BIN)/pytest --cov --cov-branch --cov-report=term-missing:skip-covered
 	$(BIN)/coverage report --include='pagerd/core/*.py' --fail-under=95
 
-test: lint typecheck unit
+test: system-packages lint typecheck unit
 
-# The fault-injection suite (SIGKILL loops, broker and notification outages, a full
-# disk on a tmpfs: needs root), about 4 minutes; CI runs it after `make test`.
-faults: $(STAMP)
+# The fault-injection suite (SIGKILL loops, broker and notification outages, a full disk on
+# a tmpfs: needs root), about 4 minutes; CI runs it after `make test`.
+faults: system-packages $(STAMP)
 	$(BIN)/pytest tests/faults -q -s
+
+# Re-resolves every dependency to the newest pyproject.toml allows, in a scratch virtualenv,
+# and pins the result in constraints.txt. Run the tests after, and commit both files.
+constraints:
+	rm -rf $(VENV)-constraints
+	$(PYTHON) -m venv $(VENV)-constraints
+	$(VENV)-constraints/bin/pip install --quiet --upgrade pip
+	$(VENV)-constraints/bin/pip install --quiet '.[dev]'
+	{ sed -n '1,2p' constraints.txt; $(VENV)-constraints/bin/pip freeze --all \
+	  --exclude pagerd --exclude setuptools --exclude wheel; } >constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf $(VENV)-constraints
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage var

@@ -402,6 +402,11 @@ def test_relative_secret_files_are_systemd_credentials(tmp_path: Path) -> None:
     assert config.mqtt_password() == "broker pass"
     assert config.email_password() == "smtp pass"
 
+    # A file left empty is still no file, credentials or not.
+    unset = write(tmp_path, '[http]\ntokens_file = "api-tokens"\n')
+    loaded = load_config(unset, env={"CREDENTIALS_DIRECTORY": str(credentials)})
+    assert (loaded.mqtt_password(), loaded.email_password()) == (None, None)
+
     # Without systemd's credentials, a relative path is the working directory's, as before.
     with pytest.raises(ConfigError) as caught:
         load_config(path, env={})
