@@ -8,7 +8,7 @@ import aiohttp
 
 from pagerd.core.domain import MAX_REMEMBERED_ALERT_IDS
 from tests.conftest import PagerdFactory
-from tests.harness import Monitor, Policy, SmsStandIn, eventually, sms, sqlite_rows
+from tests.harness import API_TOKEN, Monitor, Policy, SmsStandIn, eventually, sms, sqlite_rows
 
 PAGER = "+15550000001"
 
@@ -33,7 +33,7 @@ async def test_an_alert_id_older_than_the_incident_remembers_is_still_recorded_o
     assert sqlite_rows(daemon.db, "SELECT count(*) FROM alerts WHERE alert_id = 'k-0'") == [(1,)]
 
     resolve = {"routing_key": "api", "event_action": "resolve", "dedup_key": "k-1"}
-    headers = {"Authorization": "Bearer test-token"}
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
     url = f"{daemon.base_url}/integrations/pagerduty/v2/enqueue"
     async with aiohttp.ClientSession(headers=headers) as http, http.post(url, json=resolve) as got:
         assert got.status == 202
