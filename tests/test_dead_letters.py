@@ -22,7 +22,7 @@ from pagerd.store.sqlite import Store
 from pagerd.telemetry import metrics
 from tests.assembly import assembled
 from tests.conftest import PagerdFactory
-from tests.harness import Monitor, Mosquitto, eventually, sms, sqlite_rows
+from tests.harness import API_TOKEN, Monitor, Mosquitto, eventually, sms, sqlite_rows
 from tests.harness import Policy as PolicyDecl
 
 POLICY = Policy("p", (Level((SmsTarget("+15550000001"),), 600.0),))
@@ -121,7 +121,7 @@ async def test_an_alert_for_a_service_without_a_policy_is_kept_as_a_dead_letter(
     await daemon.start()
 
     await monitor.publish("alert", "orphan", json.dumps({"message": "disk full"}))
-    headers = {"Authorization": "Bearer test-token"}
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
     async with aiohttp.ClientSession(headers=headers) as http:
 
         async def listed() -> list[dict[str, str]]:
