@@ -11,11 +11,11 @@ import aiohttp
 import pytest
 
 from tests.conftest import PagerdFactory
-from tests.harness import Monitor, Policy, SmsStandIn, eventually, sms
+from tests.harness import API_TOKEN, Monitor, Policy, SmsStandIn, eventually, sms
 
 ONE = "+15550000001"
 TWO = "+15550000002"
-AUTH = {"Authorization": "Bearer test-token"}
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 pytestmark = pytest.mark.slow
 
