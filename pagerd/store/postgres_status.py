@@ -23,4 +23,4 @@ async def read_status(url: str) -> tuple[list[ServiceStatus], NotificationCounts
             counted = await conn.fetch("SELECT status, count(*) FROM outbox GROUP BY status")
     finally:
         await conn.close()
-    return rows, NotificationCounts.of(dict(counted))
+    return rows, NotificationCounts.of({str(row[0]): int(row[1]) for row in counted})
