@@ -3,7 +3,9 @@
 A ```sh block preceded by ``<!-- test: KIND -->`` is run by a test: ``start`` and
 ``commands`` by tests/test_readme.py against a fresh ``make run``, ``logs`` there too (on
 pagerd's log instead of the journal), the ``systemd-*`` blocks by tests/test_install.py
-in a container booted with systemd.
+in a container booted with systemd. An ``example`` is a pagerd command whose paths and
+URLs the reader puts in: tests/test_readme.py has pagerd's own parser read it, and the
+command's own tests run it (``pagerd migrate``: tests/test_migrate.py).
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ from pathlib import Path
 from tests.harness import REPO
 
 README = REPO / "README.md"
-KINDS = ("start", "commands", "logs", "systemd-install", "systemd-start", "systemd-check")
+KINDS = (
+    "start",
+    "commands",
+    "logs",
+    "systemd-install",
+    "systemd-start",
+    "systemd-check",
+    "example",
+)
 _MARKER = re.compile(r"<!-- test: ([\w-]+) -->")
 
 

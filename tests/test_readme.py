@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from pagerd.cli import build_parser
 from tests.harness import REPO, eventually, sqlite_rows
 from tests.readme import KINDS, README, blocks_of, shell_blocks
 
@@ -41,6 +43,18 @@ def test_every_shell_block_of_the_readme_is_run_by_a_test() -> None:
     assert unmarked == [], f"README.md: ```sh blocks no test runs, at lines {unmarked}"
     assert {block.kind for block in blocks} <= set(KINDS)
     assert [block.commands for block in blocks_of("start")] == [("make run",)]
+
+
+def test_the_readme_examples_are_pagerd_commands_its_parser_takes() -> None:
+    examples = [command for block in blocks_of("example") for command in block.commands]
+    assert examples
+    for command in examples:
+        program, *args = shlex.split(command)
+        assert program == "pagerd", command
+        try:
+            build_parser().parse_args(args)
+        except SystemExit as refused:
+            raise AssertionError(f"pagerd refuses the README's example: {command}") from refused
 
 
 def test_the_readme_links_only_to_files_in_the_repository() -> None:
