@@ -32,11 +32,11 @@ $(STAMP): $(RUNTIME)
 # pagerd in the foreground with config/pagerd.toml, a local mosquitto and the notification
 # stand-in, which prints every page; state, logs and the API token under ./var/.
 run: $(RUNTIME)
-	@scripts/local run
+	@.ci/local run
 
 # Stops what `make run` started, from any terminal.
 stop:
-	@scripts/local stop
+	@.ci/local stop
 
 lint: $(STAMP)
 	$(BIN)/ruff check pagerd tests

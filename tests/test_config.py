@@ -275,12 +275,14 @@ def test_notify_defaults(tmp_path: Path) -> None:
 
 
 def test_example_config_shows_the_notify_defaults(example: Config) -> None:
-    """Every [notify] key the example sets is its default, but where pages go (the stand-in)."""
+    """Every [notify] key the example sets is its default, but where pages go (the stand-in,
+    on loopback, which webhooks may reach only when allowed)."""
     defaults = NotifyConfig()
     stand_in = msgspec.structs.replace(
         defaults,
         sms=msgspec.structs.replace(defaults.sms, url="http://127.0.0.1:8025/sms"),
         email=msgspec.structs.replace(defaults.email, host="127.0.0.1", port=2525),
+        webhook=msgspec.structs.replace(defaults.webhook, allow_hosts=("127.0.0.1",)),
     )
     assert example.notify == stand_in
 

@@ -18,9 +18,9 @@ import pytest
 
 from pagerd.web.auth import SIGN_IN_FAILURES, SIGN_IN_WINDOW_S, Sessions, SignInLimiter
 from tests.conftest import PagerdFactory
-from tests.harness import Pagerd
+from tests.harness import API_TOKEN, Pagerd
 
-TOKEN = "test-token"
+TOKEN = API_TOKEN
 PUBLIC_URL = "https://pager.example.com"
 
 

@@ -18,9 +18,9 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import PagerdFactory
-from tests.harness import Monitor, Pagerd, eventually, free_port
+from tests.harness import API_TOKEN, Monitor, Pagerd, eventually, free_port
 
-TOKEN = "test-token"
+TOKEN = API_TOKEN
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 

@@ -17,9 +17,9 @@ import pytest
 from aiosmtpd.smtp import SMTP
 
 from tests.conftest import PagerdFactory
-from tests.harness import Monitor, Policy, eventually, sqlite_rows
+from tests.harness import API_TOKEN, Monitor, Policy, eventually, sqlite_rows
 
-TOKEN = "test-token"
+TOKEN = API_TOKEN
 SOMEONE = "someone@example.com"
 REPLY = f"550 5.1.1 <{SOMEONE}>: Recipient address rejected: User unknown"
 MASKED = "SMTP 550 5.1.1 <s*****@example.com>: Recipient address rejected: User unknown"
