@@ -91,6 +91,8 @@ async def test_a_message_that_fails_inside_pagerd_three_times_is_dead_lettered(
         rows = "SELECT topic, payload, reason FROM dead_letters"
         await eventually(lambda: sqlite_rows(db, rows) != [], timeout=10, what="a dead letter")
         await eventually(lambda: "down" in poisoned.attempts, what="the next message taken")
+        # Rejected, then acknowledged, once kept: seen before this intake goes away.
+        await eventually(lambda: bool(monitor.on("rejected")), what="the rejection")
 
     ((topic, payload, reason),) = sqlite_rows(db, rows)
     assert (topic, payload) == ("pagerd/alert/api", "poison")
