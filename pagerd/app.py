@@ -130,6 +130,8 @@ def mqtt_settings(config: Config) -> MqttSettings:
         password=config.mqtt_password(),
         tls=m.tls,
         tls_ca_file=m.ca_file or None,
+        hosts=m.addresses() if m.hosts else (),
+        max_message_bytes=m.max_message_bytes,
     )
 
 

@@ -14,6 +14,7 @@ import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pagerd import __version__
 from pagerd.config import (
@@ -23,6 +24,9 @@ from pagerd.config import (
     load_config,
     weak_token_problems,
 )
+
+if TYPE_CHECKING:
+    from pagerd.intake.mqtt import MqttSettings
 
 EXIT_OK = 0
 EXIT_RUNTIME_FAILURE = 1
@@ -157,10 +161,9 @@ def _run(config: Config) -> int:
 
 
 def _publish(config: Config, kind: str, service: str, payload: str) -> int:
-    import aiomqtt
-
     from pagerd.app import mqtt_settings
     from pagerd.core.policy import DomainError, validate_service_id
+    from pagerd.intake.mqtt_client import ConnectError, MqttError
 
     try:
         validate_service_id(service, "SERVICE")
@@ -168,28 +171,28 @@ def _publish(config: Config, kind: str, service: str, payload: str) -> int:
         print(f"pagerd {kind}: {error}", file=sys.stderr)
         return EXIT_BAD_USAGE
     settings = mqtt_settings(config)
-
-    async def publish() -> None:
-        async with aiomqtt.Client(
-            settings.host,
-            settings.port,
-            username=settings.username,
-            password=settings.password,
-            timeout=PUBLISH_TIMEOUT_S,
-        ) as client:
-            topic = f"{settings.topic_prefix}/{kind}/{service}"
-            await client.publish(topic, payload.encode(), qos=1)
-
     try:
-        asyncio.run(publish())
-    except (aiomqtt.MqttError, OSError) as error:
-        print(
-            f"pagerd {kind}: cannot publish to {settings.host}:{settings.port}: {error}",
-            file=sys.stderr,
-        )
+        asyncio.run(publish_event(settings, kind, service, payload.encode()))
+    except ConnectError as error:  # it names the address(es) tried
+        print(f"pagerd {kind}: cannot publish to {error}", file=sys.stderr)
+        return EXIT_RUNTIME_FAILURE
+    except (MqttError, OSError) as error:
+        print(f"pagerd {kind}: cannot publish to {settings.where()}: {error}", file=sys.stderr)
         return EXIT_RUNTIME_FAILURE
     print(f"published {kind} for {service}")
     return EXIT_OK
+
+
+async def publish_event(settings: MqttSettings, kind: str, service: str, payload: bytes) -> None:
+    """Publish one event at QoS 1, as the daemon connects; return once the broker has it."""
+    from pagerd.intake.mqtt import connected
+    from pagerd.intake.mqtt_client import MqttError
+
+    try:
+        async with asyncio.timeout(PUBLISH_TIMEOUT_S), connected(settings) as client:
+            await client.publish(f"{settings.topic_prefix}/{kind}/{service}", payload, qos=1)
+    except TimeoutError:
+        raise MqttError(f"no answer from the broker within {PUBLISH_TIMEOUT_S:g} s") from None
 
 
 def _status(config: Config) -> int:

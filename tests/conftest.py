@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.harness import Monitor, Mosquitto, Pagerd, Policy, SmsStandIn
+from tests.harness import (
+    Monitor,
+    Mosquitto,
+    Pagerd,
+    Policy,
+    SmsStandIn,
+    free_port,
+    make_tls_files,
+    mosquitto_password_file,
+)
 from tests.postgres import Databases, PostgresCluster, StoreLocation, postgres_bin
 
 
@@ -20,6 +30,31 @@ async def broker(tmp_path: Path) -> AsyncIterator[Mosquitto]:
     await mosquitto.start()
     yield mosquitto
     mosquitto.stop()
+
+
+@dataclass(frozen=True)
+class Secured:
+    """mosquitto with a user and no anonymous access, a TLS listener beside the plain one."""
+
+    broker: Mosquitto
+    tls_port: int
+    ca: Path
+
+
+@pytest.fixture
+async def secured(tmp_path: Path) -> AsyncIterator[Secured]:
+    tls = make_tls_files(tmp_path / "tls")
+    passwords = mosquitto_password_file(tmp_path / "passwords", "alice", "s3cret")
+    tls_port = free_port()
+    broker = Mosquitto(
+        tmp_path / "secured-broker",
+        extra_conf=f"allow_anonymous false\npassword_file {passwords}\n"
+        "allow_zero_length_clientid false\n" + tls.listener(tls_port),
+    )
+    broker.directory.mkdir()
+    await broker.start()
+    yield Secured(broker, tls_port, tls.ca)
+    broker.stop()
 
 
 @pytest.fixture

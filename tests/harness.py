@@ -68,6 +68,7 @@ class Mosquitto:
     directory: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    extra_conf: str = ""  # more lines: another listener, TLS, passwords, limits
 
     def conf(self) -> Path:
         data = self.directory / "data"
@@ -84,7 +85,7 @@ class Mosquitto:
             "autosave_interval 1\n"
             "max_queued_messages 1000000\n"
             "max_inflight_messages 1000\n"
-            f"log_dest file {self.directory / 'mosquitto.log'}\n"
+            f"log_dest file {self.directory / 'mosquitto.log'}\n" + self.extra_conf
         )
         return path
 
@@ -98,6 +99,48 @@ class Mosquitto:
             self.process.send_signal(sig)
             self.process.wait(timeout=10)
         self.process = None
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path
+    cert: Path
+    key: Path
+
+    def listener(self, port: int) -> str:
+        """mosquitto.conf lines for a TLS listener on ``port`` with this certificate."""
+        return (
+            f"listener {port} 127.0.0.1\n"
+            f"cafile {self.ca}\ncertfile {self.cert}\nkeyfile {self.key}\n"
+        )
+
+
+def make_tls_files(directory: Path) -> TlsFiles:
+    """A throwaway CA, and a certificate it signed for 127.0.0.1 and localhost (openssl)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = directory / "ca.pem", directory / "ca.key"
+    cert, key, request = directory / "server.pem", directory / "server.key", directory / "req.pem"
+    names = directory / "names.ext"
+    names.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for command in (
+        ["req", "-x509", *curve, "-keyout", ca_key, "-out", ca, "-subj", "/CN=pagerd test CA"],
+        ["req", *curve, "-keyout", key, "-out", request, "-subj", "/CN=localhost"],
+        [
+            *("x509", "-req", "-in", request, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial"),
+            *("-out", cert, "-days", "2", "-extfile", names),
+        ],
+    ):
+        subprocess.run(["openssl", *map(str, command)], check=True, capture_output=True)
+    return TlsFiles(ca, cert, key)
+
+
+def mosquitto_password_file(path: Path, user: str, password: str) -> Path:
+    """A mosquitto password file with one user (mosquitto_passwd)."""
+    subprocess.run(
+        ["mosquitto_passwd", "-b", "-c", str(path), user, password], check=True, capture_output=True
+    )
+    return path
 
 
 # --- the SMS service stand-in --------------------------------------------------------------
@@ -219,6 +262,7 @@ class Pagerd:
     public_url: str | None = None  # default: base_url
     teams: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # name -> (dev, phone)
     database_url: str = ""  # a PostgreSQL database instead of the SQLite file ``db``
+    mqtt: dict[str, Any] = field(default_factory=dict)  # more [mqtt] keys; hosts replaces host
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -242,10 +286,10 @@ class Pagerd:
                 if self.database_url
                 else f'[database]\npath = "{self.db}"'
             ),
-            (
-                f'[mqtt]\nhost = "127.0.0.1"\nport = {self.broker.port}\n'
-                f'client_id = "pagerd-test"\ntopic_prefix = "{self.prefix}"'
-            ),
+            "[mqtt]\n"
+            + ("" if "hosts" in self.mqtt else f'host = "127.0.0.1"\nport = {self.broker.port}\n')
+            + f'client_id = "pagerd-test"\ntopic_prefix = "{self.prefix}"'
+            + "".join(f"\n{k} = {toml_value(v)}" for k, v in self.mqtt.items()),
             (
                 f'[http]\nlisten = "127.0.0.1:{self.http_port}"\n'
                 f'public_url = "{self.public_url or self.base_url}"\ntokens = ["{API_TOKEN}"]'

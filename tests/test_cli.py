@@ -18,7 +18,7 @@ import aiomqtt
 import pytest
 
 from pagerd import __version__
-from tests.conftest import PagerdFactory
+from tests.conftest import PagerdFactory, Secured
 from tests.harness import (
     REPO,
     Monitor,
@@ -279,10 +279,14 @@ def test_pagerd_config_variable_is_the_default_and_config_overrides_it(tmp_path:
 
 
 @contextlib.asynccontextmanager
-async def watching(broker: Mosquitto) -> AsyncIterator[list[tuple[str, bytes, int]]]:
+async def watching(
+    broker: Mosquitto, username: str | None = None, password: str | None = None
+) -> AsyncIterator[list[tuple[str, bytes, int]]]:
     """Everything published on the broker while inside: (topic, payload, qos)."""
     seen: list[tuple[str, bytes, int]] = []
-    async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+    async with aiomqtt.Client(
+        "127.0.0.1", broker.port, identifier="watcher", username=username, password=password
+    ) as client:
         await client.subscribe("#", qos=1)
 
         async def listen() -> None:
@@ -351,6 +355,42 @@ def test_event_commands_fail_clearly_without_a_broker(tmp_path: Path, args: list
     assert run.code == EXIT_RUNTIME_FAILURE
     assert f"cannot publish to 127.0.0.1:{port}" in run.err
     assert "Traceback" not in run.err
+
+
+def secured_config(tmp_path: Path, secured: Secured, password: str) -> Path:
+    """A config reaching the broker as the daemon would: TLS with a private CA, a login,
+    and a cluster's hosts of which the first does not answer."""
+    password_file = write(tmp_path / "mqtt.pw", password + "\n")
+    return write(
+        tmp_path / "cli.toml",
+        f'[database]\npath = "{tmp_path / "cli.db"}"\n\n'
+        f'[mqtt]\nhosts = ["127.0.0.1:{free_port()}", "127.0.0.1:{secured.tls_port}"]\n'
+        f'topic_prefix = "ops"\nusername = "alice"\npassword_file = "{password_file}"\n'
+        f'tls = true\nca_file = "{secured.ca}"\n',
+    )
+
+
+async def test_event_commands_connect_as_the_daemon_does(tmp_path: Path, secured: Secured) -> None:
+    config = secured_config(tmp_path, secured, "s3cret")
+    async with watching(secured.broker, "alice", "s3cret") as seen:
+        run = await pagerd_async("alert", "api", "down", "--config", config, cwd=tmp_path)
+        assert (run.code, run.out.strip()) == (EXIT_OK, "published alert for api"), run.err
+        await eventually(lambda: len(seen) >= 1, what="the alert")
+    ((topic, payload, qos),) = seen
+    assert (topic, json.loads(payload)["message"], qos) == ("ops/alert/api", "down", 1)
+
+
+async def test_event_commands_say_why_the_broker_refused_them(
+    tmp_path: Path, secured: Secured
+) -> None:
+    config = secured_config(tmp_path, secured, "wrong")
+    run = await pagerd_async("healthy", "api", "--config", config, cwd=tmp_path)
+    assert run.code == EXIT_RUNTIME_FAILURE
+    assert run.err.strip().endswith(
+        f"127.0.0.1:{secured.tls_port}: the broker refused the connection: not authorized"
+        " (CONNACK return code 5)"
+    ), run.err
+    assert "Connection refused; " in run.err, "the first host's failure is named too"
 
 
 def test_event_command_refuses_a_bad_service_id(tmp_path: Path) -> None:

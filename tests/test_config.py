@@ -22,6 +22,7 @@ from pagerd.config import (
     HttpConfig,
     IntegrationsConfig,
     LevelConfig,
+    MqttConfig,
     NotifyConfig,
     PolicyConfig,
     ServiceConfig,
@@ -123,14 +124,22 @@ def _keys(struct_type: type[msgspec.Struct]) -> set[str]:
     return {f.encode_name for f in msgspec.structs.fields(struct_type)}
 
 
+# Keys that exclude one shown beside them: the example has them as comments.
+COMMENTED = {"mqtt": {"hosts"}}
+
+
 def test_example_config_shows_every_key() -> None:
-    document = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+    text = EXAMPLE.read_text(encoding="utf-8")
+    document = tomllib.loads(text)
     file_keys = _keys(Config) - {"source", "secrets"}
 
     assert set(document) == file_keys
     for name in ("database", "mqtt", "http", "escalation", "routing", "integrations", "log"):
         field_type = next(f.type for f in msgspec.structs.fields(Config) if f.name == name)
-        assert set(document[name]) == _keys(field_type), name
+        commented = COMMENTED.get(name, set())
+        assert set(document[name]) == _keys(field_type) - commented, name
+        for key in commented:
+            assert f"\n# {key} = " in text, key
     assert set(document["notify"]) == _keys(NotifyConfig)
     for channel in ("sms", "email", "webhook"):
         field_type = next(f.type for f in msgspec.structs.fields(NotifyConfig) if f.name == channel)
@@ -159,6 +168,8 @@ def test_mosquitto_conf_keeps_queued_messages_across_restarts() -> None:
     assert int(settings["autosave_interval"]) <= 5
     assert int(settings["max_queued_messages"]) > 1000
     assert int(settings["max_inflight_messages"]) > 20
+    # The broker drops a huge message itself; pagerd refuses those between the limits.
+    assert int(settings["message_size_limit"]) > MqttConfig().max_message_bytes
 
 
 @pytest.mark.slow
@@ -493,6 +504,34 @@ def test_password_files_are_read_at_load(tmp_path: Path) -> None:
     assert "s3cret" not in repr(config)
 
 
+def test_mqtt_hosts_are_tried_in_turn_with_the_port_as_default(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[mqtt]\nport = 8883\nhosts = ["mq1:1883", "mq2", "[::1]:1884", "[fd00::2]"]\n'
+        "max_message_bytes = 1048576\n",
+    )
+
+    config = load_config(path, env={})
+
+    assert config.mqtt.addresses() == (
+        ("mq1", 1883),
+        ("mq2", 8883),
+        ("::1", 1884),
+        ("fd00::2", 8883),
+    )
+    assert config.mqtt.max_message_bytes == 1048576
+    assert load_config(write(tmp_path, ""), env={}).mqtt.addresses() == (("127.0.0.1", 1883),)
+
+
+def test_a_ca_file_without_a_certificate_is_a_problem(tmp_path: Path) -> None:
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text("not a certificate\n", "utf-8")
+
+    (problem,) = problems_of(tmp_path, f'[mqtt]\ntls = true\nca_file = "{ca_file}"\n')
+
+    assert problem.startswith(f"mqtt.ca_file: {ca_file} holds no usable certificate: "), problem
+
+
 def test_missing_secret_files_are_problems(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
     problems = problems_of(
@@ -676,6 +715,30 @@ BROKEN = {
     "bad log format": (
         '[log]\nformat = "xml"\n',
         "log.format: must be one of json, console, got 'xml'",
+    ),
+    "both host and hosts": (
+        '[mqtt]\nhost = "mq1"\nhosts = ["mq2:1883"]\n',
+        "mqtt.hosts: set either host (and port) or hosts, not both",
+    ),
+    "empty hosts": (
+        "[mqtt]\nhosts = []\n",
+        "mqtt.hosts: must name at least one broker, or leave it out for host and port",
+    ),
+    "hosts entry with a bad port": (
+        '[mqtt]\nhosts = ["mq1:1883", "mq2:x"]\n',
+        "mqtt.hosts[1]: must be host:port, got 'mq2:x'",
+    ),
+    "hosts entry with a port out of range": (
+        '[mqtt]\nhosts = ["mq1:70000"]\n',
+        "mqtt.hosts[0]: port must be 1..65535, got 'mq1:70000'",
+    ),
+    "zero max_message_bytes": (
+        "[mqtt]\nmax_message_bytes = 0\n",
+        "mqtt.max_message_bytes: must be >= 1, got 0",
+    ),
+    "max_message_bytes over MQTT's limit": (
+        "[mqtt]\nmax_message_bytes = 268435456\n",
+        "mqtt.max_message_bytes: must be <= 268435455, got 268435456",
     ),
     "listen without host": (
         '[http]\nlisten = "8080"\n',

@@ -8,10 +8,23 @@ import asyncio
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from tests.conftest import PagerdFactory
-from tests.harness import Monitor, Pagerd, Policy, SmsStandIn, eventually, sms, sqlite_rows
+from tests.harness import (
+    Monitor,
+    Mosquitto,
+    Pagerd,
+    Policy,
+    SmsStandIn,
+    eventually,
+    sms,
+    sqlite_rows,
+)
+from tests.mqtt_wire import publish_all, publish_packet
 
 ONE = "+15550000001"
 POLICY = Policy("oncall", [(30.0, [sms(ONE)])])
@@ -102,11 +115,14 @@ async def test_each_kind_of_bad_message_is_rejected_and_changes_nothing(
 
     for bad in BAD_MESSAGES:
         answer = await reject(monitor, bad)
-        assert set(answer) == {"topic", "reason", "payload"}, answer
         assert answer["topic"] == bad.topic
         assert re.search(bad.says, answer["reason"]), (bad, answer["reason"])
-        expected = bad.payload[:1024].decode("utf-8", "replace")
-        assert answer["payload"] == expected, bad
+        if len(bad.payload) > 64 * 1024:  # CONTRACT §9: never held, so only its size is told
+            assert set(answer) == {"topic", "reason", "payload", "size"}, answer
+            assert (answer["payload"], answer["size"]) == ("", len(bad.payload))
+        else:
+            assert set(answer) == {"topic", "reason", "payload"}, answer
+            assert answer["payload"] == bad.payload[:1024].decode("utf-8", "replace"), bad
         assert daemon.process is not None
         assert daemon.process.poll() is None, f"pagerd died on {bad}:\n{daemon.tail()}"
 
@@ -192,3 +208,74 @@ async def test_fallback_policy_registers_an_unknown_service_and_pages(
         assert "unknown service 'stranger'" in answer["reason"]
         assert "no [routing] fallback_policy" not in answer["reason"], answer["reason"]
     assert sqlite_rows(daemon.db, "SELECT id FROM services") == [("newcomer",)]
+
+
+def peak_rss_bytes(daemon: Pagerd) -> int:
+    """The most memory pagerd's process has held so far (VmHWM)."""
+    assert daemon.process is not None
+    status = Path(f"/proc/{daemon.process.pid}/status").read_text()
+    (kib,) = re.findall(r"^VmHWM:\s+(\d+) kB$", status, re.MULTILINE)
+    return int(kib) * 1024
+
+
+async def metric(daemon: Pagerd, name: str) -> float:
+    """One sample of pagerd's /metrics, 0 if absent."""
+    async with aiohttp.ClientSession() as http, http.get(f"{daemon.base_url}/metrics") as answer:
+        text = await answer.text()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def test_a_50_mb_message_is_refused_with_its_size_and_never_held(
+    make_pagerd: PagerdFactory, monitor: Monitor, sms_service: SmsStandIn, broker: Mosquitto
+) -> None:
+    """CONTRACT §9: given [mqtt] max_message_bytes (64 KiB by default), when a 50 MB alert
+    comes through the broker, then pagerd refuses it on pagerd/rejected with its size,
+    logs and counts it, acknowledges it, and its memory does not grow by the message."""
+    daemon = make_pagerd([POLICY], {"api": "oncall"})
+    await daemon.start()
+    before = peak_rss_bytes(daemon)
+    size = 50_000_000
+
+    await publish_all(broker.port, "big", [publish_packet("pagerd/alert/api", b"x" * size, 1)])
+    await eventually(lambda: len(monitor.on("rejected")) == 1, timeout=30, what="the refusal")
+
+    assert monitor.on("rejected") == [
+        {
+            "topic": "pagerd/alert/api",
+            "reason": f"payload of {size} bytes is over 65536",
+            "payload": "",
+            "size": size,
+        }
+    ]
+    grown = peak_rss_bytes(daemon) - before
+    assert grown < 16 * 1024 * 1024, f"pagerd's peak memory grew by {grown:,} bytes"
+    (logged,) = rejections_logged(daemon)
+    assert (logged["topic"], logged["size"]) == ("pagerd/alert/api", size)
+    counted = 'pagerd_alerts_rejected_total{reason="too_large",source="mqtt"}'
+    assert await metric(daemon, counted) == 1.0
+
+    # Acknowledged: after a restart, a new alert's page shows nothing came before it.
+    assert await daemon.stop() == 0
+    await daemon.start()
+    await monitor.publish("alert", "api", "after restart")
+    await eventually(lambda: len(sms_service.to(ONE)) == 1, what="page after restart")
+    assert len(monitor.on("rejected")) == 1
+
+
+async def test_the_size_limit_is_the_configured_one(
+    make_pagerd: PagerdFactory, monitor: Monitor, sms_service: SmsStandIn
+) -> None:
+    """Given [mqtt] max_message_bytes = 1024, a payload of 1024 bytes is an alert and one
+    of 1025 bytes is refused for its size."""
+    daemon = make_pagerd([POLICY], {"api": "oncall"}, mqtt={"max_message_bytes": 1024})
+    await daemon.start()
+
+    answer = await reject(monitor, Bad("alert", "api", b"y" * 1025, r"1025 bytes is over 1024"))
+    assert (answer["payload"], answer["size"]) == ("", 1025)
+
+    padded = json.dumps({"message": "just fits"}).encode().ljust(1024)
+    await monitor.publish("alert", "api", padded)
+    await eventually(lambda: len(sms_service.to(ONE)) == 1, what="page for 1024 bytes")

@@ -285,20 +285,18 @@ def test_a_message_not_committed_is_left_for_redelivery() -> None:
     assert link._acks == []
 
 
-class _Paho:
-    """What ``_publish_nowait`` reaches of a connected client: paho's publish."""
+class _Client:
+    """What ``publish_state`` reaches of a connected client: publish_nowait."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, connected: bool = True) -> None:
+        self.connected = connected
         self.published: list[tuple[str, dict[str, Any]]] = []
 
-    def publish(self, topic: str, payload: bytes, *, qos: int, retain: bool) -> None:
+    def publish_nowait(self, topic: str, payload: bytes, *, qos: int, retain: bool) -> bool:
         assert (qos, retain) == (1, True)
-        self.published.append((topic, json.loads(payload)))
-
-
-class _Client:
-    def __init__(self) -> None:
-        self._client = _Paho()
+        if self.connected:
+            self.published.append((topic, json.loads(payload)))
+        return self.connected
 
 
 class _Live:
@@ -328,7 +326,7 @@ async def test_states_are_republished_all_on_first_connection_then_only_as_chang
     first = _Client()
     publisher.connected(first)  # type: ignore[arg-type]
     await publisher.republish(first, runtime)  # type: ignore[arg-type]
-    assert sorted(t for t, _ in first._client.published) == ["pagerd/state/api", "pagerd/state/db"]
+    assert sorted(t for t, _ in first.published) == ["pagerd/state/api", "pagerd/state/db"]
 
     publisher.connected(None)  # disconnected: "api" turns healthy, and its actor retires
     publisher.publish_state("api", ServiceState("api", None), AT)
@@ -336,6 +334,15 @@ async def test_states_are_republished_all_on_first_connection_then_only_as_chang
     second = _Client()
     publisher.connected(second)  # type: ignore[arg-type]
     await publisher.republish(second, runtime)  # type: ignore[arg-type]
-    assert [(t, p["health"]) for t, p in second._client.published] == [
-        ("pagerd/state/api", "healthy")
-    ]
+    assert [(t, p["health"]) for t, p in second.published] == [("pagerd/state/api", "healthy")]
+
+
+def test_a_state_the_connection_could_not_take_waits_for_the_next_one() -> None:
+    """Given a connection that ended before the link noticed, a state published on it is
+    kept for the next connection instead of being lost."""
+    publisher = MqttPublisher("pagerd")
+    publisher.connected(_Client(connected=False))  # type: ignore[arg-type]
+
+    publisher.publish_state("api", ServiceState("api", OPEN), AT)
+
+    assert publisher._unpublished == {"api": (ServiceState("api", OPEN), AT)}

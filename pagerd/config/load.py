@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +35,7 @@ from pagerd.config.model import (
     ServiceConfig,
     TeamConfig,
     WebhookConfig,
+    host_port,
 )
 from pagerd.core.egress import EgressRule, allow_hosts_problems
 from pagerd.core.policy import (
@@ -95,6 +97,7 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
     except ValueError as exc:
         problems.append(f"http.listen: {exc}")
     problems += _check_integrations(integrations)
+    problems += _check_mqtt(raw.get("mqtt"), mqtt)
     problems += _check_database(database)
     problems += _check_webhooks(notify.webhook, policies)
     for key_path, cfg in policies:
@@ -195,8 +198,14 @@ def _read_secrets(
         text = _read_file(path, "http.tokens_file", problems)
         lines = ((n, line.strip()) for n, line in enumerate((text or "").splitlines(), 1))
         numbered = [(n, line) for n, line in lines if line and not line.startswith("#")]
-    if mqtt.tls and mqtt.ca_file:
-        _read_file(mqtt.ca_file, "mqtt.ca_file", problems)
+    ca_text = (
+        _read_file(mqtt.ca_file, "mqtt.ca_file", problems) if mqtt.tls and mqtt.ca_file else None
+    )
+    if ca_text is not None:
+        try:
+            ssl.create_default_context(cafile=mqtt.ca_file)
+        except ssl.SSLError as exc:
+            problems.append(f"mqtt.ca_file: {mqtt.ca_file} holds no usable certificate: {exc}")
     return Secrets(
         http_tokens=tuple(token for _, token in numbered),
         http_token_lines=tuple(n for n, _ in numbered),
@@ -273,6 +282,23 @@ def _toml_type(value: object) -> str:
 
 
 # --- domain and cross checks -------------------------------------------------------------
+
+
+def _check_mqtt(table: object, mqtt: MqttConfig) -> list[str]:
+    """``host`` or ``hosts``, not both; each of ``hosts`` a ``host[:port]``."""
+    if not isinstance(table, dict) or "hosts" not in table:
+        return []
+    if "host" in table:
+        return ["mqtt.hosts: set either host (and port) or hosts, not both"]
+    if table["hosts"] == []:
+        return ["mqtt.hosts: must name at least one broker, or leave it out for host and port"]
+    problems: list[str] = []
+    for index, entry in enumerate(mqtt.hosts):
+        try:
+            host_port(entry, mqtt.port)
+        except ValueError as exc:
+            problems.append(f"mqtt.hosts[{index}]: {exc}")
+    return problems
 
 
 def _check_integrations(integrations: IntegrationsConfig) -> list[str]:

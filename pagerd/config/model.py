@@ -46,12 +46,21 @@ class DatabaseConfig(_Section, frozen=True, kw_only=True):
 class MqttConfig(_Section, frozen=True, kw_only=True):
     host: Text = "127.0.0.1"
     port: Port = 1883
+    hosts: tuple[Text, ...] = ()  # instead of host: "mq1:1883", ..., one broker cluster
+    max_message_bytes: Annotated[int, Meta(gt=0, le=268_435_455)] = 65536  # MQTT's own limit
     client_id: Text = "pagerd"
     topic_prefix: Text = "pagerd"
     username: str = ""
     password_file: str = ""
     tls: bool = False
     ca_file: str = ""
+
+    def addresses(self) -> tuple[tuple[str, int], ...]:
+        """The brokers to try in turn: each of ``hosts`` (``port`` where it names none), else
+        ``host`` and ``port``. ValueError if an entry is not ``host[:port]``."""
+        if not self.hosts:
+            return ((self.host, self.port),)
+        return tuple(host_port(entry, self.port) for entry in self.hosts)
 
 
 class HttpConfig(_Section, frozen=True, kw_only=True):
@@ -63,14 +72,22 @@ class HttpConfig(_Section, frozen=True, kw_only=True):
 
     def host_port(self) -> tuple[str, int]:
         """Split ``listen`` into host and port; ValueError if it is not ``host:port``."""
-        host, sep, port = self.listen.rpartition(":")
-        if host.startswith("[") and host.endswith("]"):  # [::1]:8080
-            host = host[1:-1]
-        if not sep or not host or not port.isdigit():
-            raise ValueError(f"must be host:port, got {self.listen!r}")
-        if not 1 <= int(port) <= 65535:
-            raise ValueError(f"port must be 1..65535, got {self.listen!r}")
-        return host, int(port)
+        return host_port(self.listen, None)
+
+
+def host_port(text: str, default_port: int | None) -> tuple[str, int]:
+    """``host:port`` or ``[v6 address]:port``; without ``:port``, ``default_port`` if given."""
+    if default_port is not None and (text.endswith("]") or ":" not in text):
+        host, sep, port = text, ":", str(default_port)
+    else:
+        host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):  # [::1]:8080
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"must be host:port, got {text!r}")
+    if not 1 <= int(port) <= 65535:
+        raise ValueError(f"port must be 1..65535, got {text!r}")
+    return host, int(port)
 
 
 class EscalationConfig(_Section, frozen=True, kw_only=True):

@@ -10,14 +10,16 @@ forever.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
-from collections.abc import Iterable
+import secrets
+import ssl
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, TypeVar, assert_never
 
-import aiomqtt
 import msgspec
 import structlog
 
@@ -31,13 +33,13 @@ from pagerd.core.policy import (
 from pagerd.core.times import rfc3339
 from pagerd.intake.dead_letters import FAILURES_BEFORE_DEAD, DeadLetters
 from pagerd.intake.mqtt_client import (
-    Reading,
-    disconnected,
-    prepare,
-    puback,
-    publish_at_most_once,
-    publish_nowait,
-    take_messages,
+    ConnectOptions,
+    MqttClient,
+    MqttError,
+    PublishHandler,
+    SubscribeRefusedError,
+    Will,
+    connect_first,
 )
 from pagerd.runtime.answers import Answer, Committed, Refused, Reply, Retryable
 from pagerd.runtime.ids import new_incident_id
@@ -46,7 +48,8 @@ from pagerd.telemetry import metrics
 
 log = structlog.get_logger("pagerd.mqtt")
 
-MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_PAYLOAD_BYTES = 64 * 1024  # [mqtt] max_message_bytes by default
+KEEPALIVE_S = 15
 REJECTED_PAYLOAD_BYTES = 1024
 RECONNECT_BASE_S = 0.2
 RECONNECT_CAP_S = 3.0  # a broker back after a restart is found within seconds
@@ -111,11 +114,13 @@ def parse_topic(topic: str, prefix: str) -> tuple[Kind, str]:
     return kind, parts[1]
 
 
-def parse_message(topic: str, payload: bytes, prefix: str) -> Intake:
+def parse_message(
+    topic: str, payload: bytes, prefix: str, max_bytes: int = MAX_PAYLOAD_BYTES
+) -> Intake:
     """Validate one MQTT message into a domain event, or raise Rejected."""
     kind, service_id = parse_topic(topic, prefix)
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise Rejected(f"payload of {len(payload)} bytes is over {MAX_PAYLOAD_BYTES}", "too_large")
+    if len(payload) > max_bytes:
+        raise Rejected(too_large(len(payload), max_bytes), "too_large")
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -130,6 +135,10 @@ def parse_message(topic: str, payload: bytes, prefix: str) -> Intake:
             if text.strip():
                 _decode(text, HealthyBody)
             return Intake(kind, service_id, Healthy())
+
+
+def too_large(size: int, max_bytes: int) -> str:
+    return f"payload of {size} bytes is over {max_bytes}"
 
 
 def _alert_event(text: str) -> Alert:
@@ -173,6 +182,57 @@ class MqttSettings:
     password: str | None = None
     tls_ca_file: str | None = None
     tls: bool = False
+    hosts: tuple[tuple[str, int], ...] = ()  # instead of host and port: one broker cluster
+    max_message_bytes: int = MAX_PAYLOAD_BYTES
+
+    def addresses(self) -> tuple[tuple[str, int], ...]:
+        """The broker addresses to try in turn: ``hosts``, else ``host`` and ``port``."""
+        return self.hosts or ((self.host, self.port),)
+
+    def where(self) -> str:
+        return ", ".join(f"{host}:{port}" for host, port in self.addresses())
+
+    def options(self, client_id: str, *, persistent: bool, will: Will | None) -> ConnectOptions:
+        """How to connect: TLS, user name and password as configured."""
+        return ConnectOptions(
+            client_id=client_id,
+            clean_session=not persistent,
+            keepalive_s=KEEPALIVE_S,
+            username=self.username,
+            password=self.password,
+            will=will,
+            ssl=ssl.create_default_context(cafile=self.tls_ca_file) if self.tls else None,
+            max_message_bytes=self.max_message_bytes,
+        )
+
+
+@contextlib.asynccontextmanager
+async def connected(
+    settings: MqttSettings, *, on_message: PublishHandler | None = None
+) -> AsyncIterator[MqttClient]:
+    """A short connection with a clean session and an id of its own, for the command line.
+
+    It connects as the daemon does (TLS, user name, password, the hosts in turn). What
+    it subscribes to goes to ``on_message``; a message over the size limit is ignored.
+    """
+    options = settings.options(f"pagerd-cli-{secrets.token_hex(4)}", persistent=False, will=None)
+
+    def make() -> MqttClient:
+        return MqttClient(
+            options,
+            on_message=on_message or _ignore,
+            on_oversized=lambda _topic, _size, _packet_id: None,
+        )
+
+    client = await connect_first(settings.addresses(), make)
+    try:
+        yield client
+    finally:
+        await client.disconnect()
+
+
+def _ignore(_topic: str, _payload: bytes, _packet_id: int | None) -> None:
+    pass
 
 
 class MqttPublisher:
@@ -181,28 +241,26 @@ class MqttPublisher:
 
     def __init__(self, topic_prefix: str) -> None:
         self._prefix = topic_prefix
-        self._client: aiomqtt.Client | None = None
+        self._client: MqttClient | None = None
         # States that changed while disconnected, the latest of each service.
         self._unpublished: dict[str, tuple[ServiceState, datetime]] = {}
         self._published_all = False  # until a connection has published every live state
 
-    def connected(self, client: aiomqtt.Client | None) -> None:
+    def connected(self, client: MqttClient | None) -> None:
         """The link's connection is ``client`` from now on (None: there is none)."""
         self._client = client
 
     def publish_state(self, service_id: str, state: ServiceState, at: datetime) -> None:
         client = self._client
-        if client is None:
-            self._unpublished[service_id] = (state, at)  # for the next connection
-            return
-        self._unpublished.pop(service_id, None)  # this one is newer
-        publish_nowait(
-            client,
+        if client is None or not client.publish_nowait(
             f"{self._prefix}/state/{service_id}",
             msgspec.json.encode(state_payload(state, at)),
             qos=1,
             retain=True,
-        )
+        ):
+            self._unpublished[service_id] = (state, at)  # for the next connection
+            return
+        self._unpublished.pop(service_id, None)  # this one is newer
 
     def publish_events(self, service_id: str, events: Iterable[RecordTimeline]) -> None:
         client = self._client
@@ -217,9 +275,9 @@ class MqttPublisher:
                 "service_id": service_id,
                 "detail": dict(event.detail),
             }
-            publish_at_most_once(client, topic, msgspec.json.encode(body))
+            client.publish_nowait(topic, msgspec.json.encode(body))
 
-    async def republish(self, client: aiomqtt.Client, runtime: Runtime) -> None:
+    async def republish(self, client: MqttClient, runtime: Runtime) -> None:
         """Publish what the retained states may not show yet, as the connection is new.
 
         The first connection of this process publishes every live service's state (a
@@ -264,7 +322,12 @@ class MqttLink:
         self._runtime = runtime
         self._publisher = publisher
         self._dead_letters = dead_letters
-        self._reading = Reading()  # the current connection's; paused while mailboxes are full
+        self._options = settings.options(
+            settings.client_id,
+            persistent=True,  # the broker keeps our subscriptions and queues for us
+            will=Will(f"{self._prefix}/status", b"offline", qos=1, retain=True),
+        )
+        self._next_address = 0  # where the next connection attempt starts in addresses()
         self._generation = 0
         self._rng = random.Random()
         self.subscribed = asyncio.Event()
@@ -277,13 +340,20 @@ class MqttLink:
         while True:
             try:
                 await self._session()
-            except aiomqtt.MqttError as error:
+            except MqttError as error:
                 self._lost()
                 failures += 1
                 delay = self._rng.uniform(
                     0, min(RECONNECT_CAP_S, RECONNECT_BASE_S * 2 ** min(failures, 10))
                 )
-                log.warning("mqtt.disconnected", error=str(error), retry_in_s=round(delay, 3))
+                metrics.MQTT_CONNECTION_FAILURES.labels(kind=error.kind).inc()
+                log.warning(
+                    "mqtt.disconnected",
+                    error=str(error),
+                    kind=error.kind,
+                    retry_in_s=round(delay, 3),
+                    exc_info=_handler_failure(error),
+                )
                 await asyncio.sleep(delay)
             else:
                 # The session ended for a redelivery of what a failed commit left unacked.
@@ -295,49 +365,61 @@ class MqttLink:
         self.subscribed.clear()
         metrics.MQTT_CONNECTED.set(0)
 
-    def _make_client(self) -> aiomqtt.Client:
-        s = self._settings
-        tls = aiomqtt.TLSParameters(ca_certs=s.tls_ca_file or None) if s.tls else None
-        client = aiomqtt.Client(
-            s.host,
-            s.port,
-            identifier=s.client_id,
-            clean_session=False,  # the broker keeps our subscriptions and queues for us
-            username=s.username,
-            password=s.password,
-            tls_params=tls,
-            will=aiomqtt.Will(f"{self._prefix}/status", b"offline", qos=1, retain=True),
-            keepalive=15,
-        )
-        prepare(client)
+    async def _connect(self, generation: int) -> MqttClient:
+        """Connect to the first address that answers, starting after the one used last.
+
+        A fresh client per connection: a packet id from a dead connection must never be
+        acknowledged on the next one, where it may name another message. A broker node
+        that dropped pagerd is not the first one tried again.
+        """
+        addresses = self._settings.addresses()
+        start = self._next_address % len(addresses)
+
+        def make() -> MqttClient:
+            client = MqttClient(
+                self._options,
+                on_message=lambda topic, payload, mid: self._receive(
+                    client, generation, topic, payload, mid
+                ),
+                on_oversized=lambda topic, size, mid: self._oversized(
+                    client, generation, topic, size, mid
+                ),
+            )
+            return client
+
+        client = await connect_first(addresses[start:] + addresses[:start], make)
+        self._next_address = addresses.index(client.address) + 1
         return client
 
     async def _session(self) -> None:
-        # A fresh client per connection: a packet id from a dead connection must
-        # never be acknowledged on the next one, where it may name another message.
-        client = self._make_client()
         self._generation += 1
         generation = self._generation
         # Cleared before connecting: a message of the session's backlog, delivered before
         # the SUBACK, may already ask for the next redelivery.
         self._redeliver.clear()
-        # Before connecting: the broker sends a persistent session's backlog at once.
-        self._reading = take_messages(
-            client,
-            lambda topic, payload, mid: self._receive(client, generation, topic, payload, mid),
-        )
-        async with client:
+        # The broker sends a persistent session's backlog right after CONNACK: the
+        # client hands it to _receive from then on.
+        client = await self._connect(generation)
+        try:
             self._publisher.connected(client)
             prefix = self._prefix
-            await client.subscribe(
+            granted = await client.subscribe(
                 [(f"{prefix}/alert/+", 1), (f"{prefix}/ack/+", 1), (f"{prefix}/healthy/+", 1)]
             )
-            publish_nowait(client, f"{prefix}/status", b"online", qos=1, retain=True)
+            if min(granted) < 1:
+                # At QoS 0 the broker would not keep what pagerd has not committed.
+                raise SubscribeRefusedError(
+                    f"the broker granted QoS {min(granted)} where pagerd asked for 1"
+                )
+            client.publish_nowait(f"{prefix}/status", b"online", qos=1, retain=True)
             metrics.MQTT_CONNECTED.set(1)
             self.subscribed.set()
-            log.info("mqtt.subscribed", host=self._settings.host, port=self._settings.port)
+            host, port = client.address
+            log.info(
+                "mqtt.subscribed", host=host, port=port, session_present=client.session_present
+            )
             # All three are awaited below before this session ends, whatever ends it.
-            lost = asyncio.create_task(disconnected(client), name="pagerd[mqtt-connection]")
+            lost = asyncio.create_task(client.lost(), name="pagerd[mqtt-connection]")
             redeliver = asyncio.create_task(self._redeliver.wait(), name="pagerd[mqtt-redeliver]")
             republish = asyncio.create_task(
                 self._publisher.republish(client, self._runtime), name="pagerd[mqtt-republish]"
@@ -352,12 +434,21 @@ class MqttLink:
             if lost in done:
                 raise lost.result()  # for run() to retry
             log.warning("mqtt.reconnecting", reason="redeliver unacknowledged messages")
+        finally:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                # pagerd is stopping. A DISCONNECT makes the broker drop the will, so
+                # say offline first.
+                client.publish_nowait(f"{self._prefix}/status", b"offline", qos=1, retain=True)
+                await client.disconnect()
+            else:
+                client.close()
 
     def _receive(
-        self, client: aiomqtt.Client, generation: int, topic: str, payload: bytes, mid: int | None
+        self, client: MqttClient, generation: int, topic: str, payload: bytes, mid: int | None
     ) -> None:
         try:
-            intake = parse_message(topic, payload, self._prefix)
+            intake = parse_message(topic, payload, self._prefix, self._settings.max_message_bytes)
         except Rejected as refusal:
             self._reject(client, topic, payload, refusal.reason, refusal.code)
             self._ack(client, generation, mid)
@@ -367,13 +458,13 @@ class MqttLink:
         runtime.submit(
             intake.service_id, intake.event, self._acker(client, generation, mid, topic, payload)
         )
-        if runtime.full and not self._reading.paused and generation == self._generation:
-            self._reading.pause()
+        if runtime.full and not client.paused and generation == self._generation:
+            client.pause_reading()
             metrics.MQTT_INTAKE_PAUSES.inc()
-            runtime.when_room(self._reading.resume)
+            runtime.when_room(client.resume_reading)
 
     def _acker(
-        self, client: aiomqtt.Client, generation: int, mid: int | None, topic: str, payload: bytes
+        self, client: MqttClient, generation: int, mid: int | None, topic: str, payload: bytes
     ) -> Reply:
         # Kept until the answer, for a refusal to quote: never more than the quote needs.
         quoted = (
@@ -413,7 +504,20 @@ class MqttLink:
 
         return reply
 
-    def _ack(self, client: aiomqtt.Client, generation: int, mid: int | None) -> None:
+    def _oversized(
+        self, client: MqttClient, generation: int, topic: str, size: int, mid: int | None
+    ) -> None:
+        """A PUBLISH over max_message_bytes, read past without being held: refused, acked."""
+        try:
+            parse_topic(topic, self._prefix)  # the topic's verdict first, as for any message
+        except Rejected as refusal:
+            reason, code = refusal.reason, refusal.code
+        else:
+            reason, code = too_large(size, self._settings.max_message_bytes), "too_large"
+        self._reject(client, topic, b"", reason, code, size=size)
+        self._ack(client, generation, mid)
+
+    def _ack(self, client: MqttClient, generation: int, mid: int | None) -> None:
         # A packet id from a connection that is gone may name another message on this one.
         if mid is None or generation != self._generation:
             return
@@ -423,22 +527,40 @@ class MqttLink:
             asyncio.get_running_loop().call_soon(self._send_acks, client, generation)
         self._acks.append(mid)
 
-    def _send_acks(self, client: aiomqtt.Client, generation: int) -> None:
+    def _send_acks(self, client: MqttClient, generation: int) -> None:
         mids, self._acks = self._acks, []
         if generation == self._generation:  # not replaced meanwhile
-            puback(client, mids)
+            client.puback(mids)
 
     def _reject(
-        self, client: aiomqtt.Client, topic: str, payload: bytes, reason: str, code: str
+        self,
+        client: MqttClient,
+        topic: str,
+        payload: bytes,
+        reason: str,
+        code: str,
+        *,
+        size: int | None = None,
     ) -> None:
+        """Answer on the rejected topic; ``size`` for a payload too large to have been kept."""
         metrics.ALERTS_REJECTED.labels(source="mqtt", reason=code).inc()
-        log.warning("mqtt.rejected", topic=topic, reason=reason)
-        body = {
+        body: dict[str, object] = {
             "topic": topic,
             "reason": reason,
             "payload": payload[:REJECTED_PAYLOAD_BYTES].decode("utf-8", "replace"),
         }
-        publish_at_most_once(client, f"{self._prefix}/rejected", json.dumps(body).encode())
+        if size is None:
+            log.warning("mqtt.rejected", topic=topic, reason=reason)
+        else:
+            log.warning("mqtt.rejected", topic=topic, reason=reason, size=size)
+            body["size"] = size
+        client.publish_nowait(f"{self._prefix}/rejected", json.dumps(body).encode())
+
+
+def _handler_failure(error: MqttError) -> BaseException | None:
+    """The exception of ours that ended a connection, for its traceback; None if the network's."""
+    cause = error.__cause__
+    return None if cause is None or isinstance(cause, OSError | MqttError) else cause
 
 
 def state_payload(state: ServiceState, at: datetime) -> dict[str, object]:

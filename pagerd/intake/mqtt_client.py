@@ -1,296 +1,507 @@
-"""The parts of aiomqtt and paho that pagerd reaches into, and why, in one place.
+"""pagerd's MQTT 3.1.1 client: one connection to a broker, over TCP or TLS, on asyncio.
 
-aiomqtt 2.5 has no public API for manual acknowledgement (aiomqtt issue #345), and its
-message iterator costs a task and an ``asyncio.wait`` per message. paho, underneath,
-reads each packet with three or more ``recv()`` calls and builds a message object with
-its own locks and logging for each: at thousands of alerts a second those were the
-larger part of pagerd's event loop. The functions here are the only code that touches
-the paho client (``client._client``) or aiomqtt's insides; ``mqtt.py`` keeps the rules.
+What pagerd needs and no more: a persistent session, QoS 0 and 1 both ways,
+acknowledgement by the caller (a PUBACK only once the effect is committed, many in one
+write), reading that pauses, and a PUBLISH over the size limit refused without being
+held. Messages are decoded straight from each read of the socket (``mqtt_codec``) and
+handed to a synchronous handler on the event loop. Everything written in one turn of
+the loop goes out in one write.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any, cast
+import os
+import socket
+import ssl
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
 
-import aiomqtt
-import paho.mqtt.client as mqtt
+from pagerd.intake.mqtt_codec import (
+    CONNACK_REFUSALS,
+    DISCONNECT_PACKET,
+    MAX_PACKET_ID,
+    PINGREQ_PACKET,
+    SUBSCRIBE_FAILURE,
+    ConnAck,
+    ControlPacket,
+    Decoder,
+    MqttError,
+    OversizedHandler,
+    PingResp,
+    ProtocolError,
+    PubAck,
+    PublishHandler,
+    SubAck,
+    connect_packet,
+    puback_packets,
+    publish_packet,
+    subscribe_packet,
+)
 
-# handler(topic, payload, packet id to acknowledge, or None for a QoS 0 message: it has
-# no packet id, and a PUBACK for id 0 is a protocol error the broker disconnects for)
-MessageHandler = Callable[[str, bytes, int | None], None]
+__all__ = [
+    "ConnectError",
+    "ConnectOptions",
+    "ConnectRefusedError",
+    "KeepaliveTimeoutError",
+    "MqttClient",
+    "MqttError",
+    "OversizedHandler",
+    "ProtocolError",
+    "PublishHandler",
+    "SubscribeRefusedError",
+    "Will",
+    "connect_first",
+]
 
-_PUBLISH = 0x30  # MQTT 3.1.1 §2.2.1: the packet type in the first byte's high nibble
-_QOS_2 = 2
+T = TypeVar("T")
+DEAD_AFTER_KEEPALIVES = 1.5  # as a broker judges a client (§3.1.2.10)
 
 
-def prepare(client: aiomqtt.Client) -> None:
-    """Set up an unconnected client the way pagerd needs it.
+class ConnectError(MqttError):
+    """No connection: the address did not answer, TLS failed, or no CONNACK came.
 
-    Manual acknowledgement: pagerd sends a PUBACK only after the effect is committed.
-    No ``on_publish`` callback: pagerd never awaits a publication, and without it paho
-    builds no reason code and properties objects for each one (a third of its time
-    writing). aiomqtt needs the callback only for its own awaited ``publish()``.
+    The message starts with the address (``host:port: why``), or several, ``; ``-separated.
     """
-    paho = client._client
-    assert paho._protocol in (mqtt.MQTTv31, mqtt.MQTTv311), "PUBLISH is decoded as MQTT 3.1.1"
-    paho.manual_ack_set(True)
-    paho.on_publish = None
+
+    kind = "connect"
 
 
-class Reading:
-    """Reading from the broker, which the caller may pause and resume.
+class ConnectRefusedError(ConnectError):
+    """The broker answered CONNECT with a refusal (§3.2.2.3)."""
 
-    Paused, pagerd takes nothing more from the socket: the broker's messages wait in
-    the kernel's buffers and then in the broker, which keeps them for the session.
-    The broker's answer to a ping waits too, so a pause longer than the keepalive
-    ends the connection; what was not acknowledged is then delivered again.
+    kind = "refused"
+
+    def __init__(self, message: str, return_code: int) -> None:
+        super().__init__(message)
+        self.return_code = return_code
+
+
+class SubscribeRefusedError(MqttError):
+    """The broker refused a topic filter of a SUBSCRIBE (return code 0x80)."""
+
+    kind = "subscribe"
+
+
+class KeepaliveTimeoutError(MqttError):
+    """Nothing came from the broker within 1.5 keepalives, pings included."""
+
+    kind = "keepalive"
+
+
+class _ClosedError(MqttError):
+    kind = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    """What the broker publishes for us when the connection ends without a DISCONNECT."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectOptions:
+    client_id: str
+    clean_session: bool = True
+    keepalive_s: int = 60
+    username: str | None = None
+    password: str | None = None
+    will: Will | None = None
+    ssl: ssl.SSLContext | None = None
+    timeout_s: float = 10.0  # to connect and have CONNACK, and for each awaited answer
+    max_message_bytes: int = 65_536  # a larger incoming payload goes to on_oversized
+
+
+class MqttClient(asyncio.Protocol):
+    """One connection: ``connect``, then use it until ``lost()`` says why it ended.
+
+    ``on_message(topic, payload, packet id or None)`` is called for each PUBLISH at QoS
+    0 or 1 as soon as it is read, even before ``subscribe`` returns (a persistent
+    session's backlog comes right after CONNACK). A QoS 1 message stays
+    unacknowledged until the caller passes its id to ``puback``. ``on_oversized(topic,
+    size, packet id or None)`` is called instead for a payload over
+    ``max_message_bytes``, once it has been read past and dropped. Neither is called
+    while reading is paused. A handler must not raise: if it does, the connection ends.
     """
 
-    def __init__(self) -> None:
-        self.paused = False
-        self._reader: _PublishReader | None = None
+    def __init__(
+        self,
+        options: ConnectOptions,
+        *,
+        on_message: PublishHandler,
+        on_oversized: OversizedHandler,
+    ) -> None:
+        self._options = options
+        self._loop = asyncio.get_running_loop()
+        self._decoder = Decoder(
+            options.max_message_bytes, on_message, on_oversized, self._on_control
+        )
+        self._transport: asyncio.Transport | None = None
+        self._closing = False  # nothing more is written once set
+        self._reason: MqttError | None = None  # why the connection ends, once known
+        self._connack: asyncio.Future[ConnAck] = self._loop.create_future()
+        self._lost: asyncio.Future[MqttError] = self._loop.create_future()
+        self._outgoing = bytearray()  # written at the end of this turn of the loop
+        self._next_id = 1
+        self._awaiting_puback: dict[int, asyncio.Future[None] | None] = {}
+        self._awaiting_suback: dict[int, tuple[asyncio.Future[tuple[int, ...]], list[str]]] = {}
+        self._last_received = self._loop.time()
+        self._next_ping = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self.address = ("", 0)
+        self.session_present = False
 
-    def pause(self) -> None:
-        self.paused = True
-        if self._reader is not None:
-            self._reader.stop_reading()
+    # --- connecting and ending -------------------------------------------------------------
 
-    def resume(self) -> None:
-        self.paused = False
-        if self._reader is not None:
-            self._reader.start_reading()
-
-    def _opened(self, reader: _PublishReader) -> None:
-        """A new connection's socket: read it now unless paused."""
-        self._reader = reader
-        if not self.paused:
-            reader.start_reading()
-
-
-def take_messages(client: aiomqtt.Client, handler: MessageHandler) -> Reading:
-    """Have each message the client receives reach ``handler`` on the event loop.
-
-    Call before connecting: the broker sends a persistent session's backlog at once.
-    Complete PUBLISH packets are decoded straight from the socket's buffer (see
-    ``_PublishReader``); paho's own path, through ``on_message``, takes the rest (a
-    packet split across two reads). Both run in the socket's reader callback on the
-    event loop, so the handler may post to the runtime directly; aiomqtt's queue
-    stays empty. Returns the switch to pause and resume the reading.
-    """
-    paho = client._client
-    reading = Reading()
-
-    def on_message(_paho: object, _userdata: object, message: mqtt.MQTTMessage) -> None:
-        handler(message.topic, bytes(message.payload), message.mid if message.qos else None)
-
-    paho.on_message = on_message
-    aiomqtt_on_open = paho.on_socket_open
-    assert aiomqtt_on_open is not None, "aiomqtt registers the socket with the event loop"
-
-    def on_socket_open(_paho: mqtt.Client, userdata: Any, sock: Any) -> None:
-        # paho calls this from the thread that connects. aiomqtt registers its reader
-        # and its keepalive task with call_soon_threadsafe; ours comes after it and
-        # takes the reader's place.
-        reader = _PublishReader(client, sock, handler)
-        paho._sock = reader
-        aiomqtt_on_open(_paho, userdata, sock)
-        client._loop.call_soon_threadsafe(reading._opened, reader)
-
-    paho.on_socket_open = on_socket_open
-    return reading
-
-
-def split_publishes(buffer: bytearray | bytes) -> tuple[list[tuple[str, bytes, int | None]], int]:
-    """The complete QoS 0 and 1 PUBLISH packets at the head of ``buffer``, decoded.
-
-    Returns ``(topic, payload, packet id or None)`` for each, and how many bytes they
-    took. Stops at the first packet that is anything else, incomplete, QoS 2 or not
-    well formed: paho reads that one, and answers a malformed one as it always has.
-    MQTT 3.1.1 §2.2 (fixed header, remaining length) and §3.3 (PUBLISH).
-    """
-    messages: list[tuple[str, bytes, int | None]] = []
-    start, end = 0, len(buffer)
-    while start < end:
-        command = buffer[start]
-        qos = (command >> 1) & 3
-        if command & 0xF0 != _PUBLISH or qos >= _QOS_2:
-            break
-        length, multiplier, at = 0, 1, start + 1
-        while at < end and at - start <= 4:  # the remaining length has at most 4 bytes
-            digit = buffer[at]
-            length += (digit & 0x7F) * multiplier
-            multiplier *= 128
-            at += 1
-            if not digit & 0x80:
-                break
-        else:
-            break  # incomplete or too long
-        packet_end = at + length
-        if packet_end > end or length < 2:
-            break
-        topic_end = at + 2 + ((buffer[at] << 8) | buffer[at + 1])
-        payload_at = topic_end + 2 if qos else topic_end
-        if payload_at > packet_end or topic_end == at + 2:
-            break  # the topic overruns the packet, or is empty: malformed
+    async def connect(self, host: str, port: int) -> None:
+        """Open the connection and wait for the broker's CONNACK; MqttError says why not."""
+        if self._connack.done() or self._transport is not None:
+            raise RuntimeError("an MqttClient connects once; make a new one to reconnect")
+        self.address = (host, port)
+        options = self._options
+        where = f"{host}:{port}"
         try:
-            topic = bytes(buffer[at + 2 : topic_end]).decode()
-        except UnicodeDecodeError:
-            break
-        mid = (buffer[topic_end] << 8) | buffer[topic_end + 1] if qos else None
-        messages.append((topic, bytes(buffer[payload_at:packet_end]), mid))
-        start = packet_end
-    return messages, start
+            async with asyncio.timeout(options.timeout_s):
+                await self._loop.create_connection(
+                    lambda: self,
+                    host,
+                    port,
+                    ssl=options.ssl,
+                    server_hostname=host if options.ssl else None,
+                )
+                connack = await self._connack
+        except TimeoutError:
+            error = ConnectError(f"{where}: no CONNACK within {options.timeout_s:g} s")
+            self._fail(error)
+            raise error from None
+        except ssl.SSLCertVerificationError as exc:
+            raise ConnectError(
+                f"{where}: TLS certificate not trusted: {exc.verify_message}"
+            ) from exc
+        except ssl.SSLError as exc:
+            raise ConnectError(f"{where}: TLS failed: {exc.reason or exc}") from exc
+        except OSError as exc:
+            raise ConnectError(f"{where}: {_os_reason(exc)}") from exc
+        except MqttError as exc:  # lost, or a protocol error, before CONNACK
+            failure = ConnectError(f"{where}: {exc}")
+            failure.kind = exc.kind
+            raise failure from exc
+        if connack.return_code:
+            code = connack.return_code
+            self.close()
+            raise ConnectRefusedError(
+                f"{where}: the broker refused the connection: {CONNACK_REFUSALS[code]}"
+                f" (CONNACK return code {code})",
+                code,
+            )
+        self.session_present = connack.session_present
+        if options.keepalive_s:
+            self._next_ping = self._loop.time() + options.keepalive_s
+            self._timer = self._loop.call_at(self._next_ping, self._tick)
 
+    async def lost(self) -> MqttError:
+        """Wait until the connection has ended; return why."""
+        return await asyncio.shield(self._lost)
 
-class _PublishReader:
-    """paho's socket, read 64 KiB at a time, with the PUBLISH packets taken out first.
-
-    paho reads a packet with at least three ``recv()`` calls (the command byte, each
-    length byte, the rest) and one packet per readiness event. Here one ``recv()``
-    fills a buffer; whenever paho is between packets, the complete PUBLISH packets at
-    the buffer's head go to the handler, and paho is given the rest byte for byte as
-    if from the socket. When nothing is left for it, paho is told the socket would
-    block, and the next readiness event reads on.
-    """
-
-    READ_SIZE = 64 * 1024
-
-    def __init__(self, client: aiomqtt.Client, sock: Any, handler: MessageHandler) -> None:
-        self._client = client
-        self._paho = client._client
-        self._sock = sock
-        self._handler = handler
-        self._buffer = bytearray()
-        self._reading = False
-
-    # --- the event loop's side: aiomqtt's reader callback, which this replaces, and a pause
-
-    def start_reading(self) -> None:
-        fileno = self._sock.fileno()
-        if fileno < 0:
-            return  # closed meanwhile
-        self._reading = True
-        loop = self._client._loop
-        loop.add_reader(fileno, self._on_readable)
-        loop.call_soon(self._on_readable)  # what the buffers already hold is not news to epoll
-
-    def stop_reading(self) -> None:
-        self._reading = False
-        fileno = self._sock.fileno()
-        if fileno >= 0:
-            self._client._loop.remove_reader(fileno)
-
-    def _on_readable(self) -> None:
-        # As aiomqtt's callback: read while the buffers hold bytes (an SSL socket keeps
-        # decrypted bytes of its own, paho issue #131), and a failure is a lost
-        # connection, for the session to notice and reconnect.
-        try:
-            while self._reading:
-                self._paho.loop_read()
-                if self.pending() <= 0:
-                    break
-        except Exception as error:  # noqa: BLE001 - paho's and the socket's, whatever they are
-            if not self._client._disconnected.done():
-                self._client._disconnected.set_exception(error)
-
-    # --- paho's side: the socket it reads
-
-    def recv(self, size: int) -> bytes:
-        between_packets = self._paho._in_packet["command"] == 0
-        if between_packets and self._buffer:
-            self._take_publishes()
-        if not self._buffer:
-            if not self._reading:
-                raise BlockingIOError  # paused: the socket keeps the rest
-            data = self._sock.recv(self.READ_SIZE)  # BlockingIOError passes through to paho
-            if not data:
-                return b""  # the connection was closed
-            self._buffer += data
-            if between_packets:
-                self._take_publishes()
-                if not self._buffer:
-                    raise BlockingIOError  # paho: nothing more to read for now
-        chunk = bytes(self._buffer[:size])
-        del self._buffer[:size]  # cheap: a bytearray drops its head without copying
-        return chunk
-
-    def _take_publishes(self) -> None:
-        messages, taken = split_publishes(self._buffer)
-        if not taken:
+    def close(self) -> None:
+        """Send DISCONNECT (the broker then drops the will) and close; idempotent."""
+        if self._transport is None or self._closing:
             return
-        del self._buffer[:taken]
-        # paho pings the broker, and gives up on it, by when it last received bytes.
-        self._paho._last_bytes_received = mqtt.time_func()
-        handler = self._handler
-        for topic, payload, mid in messages:
-            handler(topic, payload, mid)
+        self._reason = self._reason or _ClosedError("closed by pagerd")
+        self._outgoing += DISCONNECT_PACKET
+        self._flush()
+        self._closing = True
+        self._transport.close()  # after what is buffered has been written
 
-    def pending(self) -> int:
-        inner = getattr(self._sock, "pending", None)  # an SSL socket's own buffer
-        return len(self._buffer) + (inner() if inner is not None else 0)
+    async def disconnect(self, timeout_s: float = 1.0) -> None:
+        """``close``, and wait until the connection has ended (at most ``timeout_s``)."""
+        self.close()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.lost()
+        except TimeoutError:
+            self._fail(_ClosedError("closed by pagerd; the broker did not take the DISCONNECT"))
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
+    @property
+    def closed(self) -> bool:
+        """True once the connection is ending or has ended: nothing more is sent."""
+        return self._closing or self._lost.done()
+
+    # --- receiving -------------------------------------------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        return self._decoder.paused
+
+    @property
+    def largest_buffer(self) -> int:
+        """The most bytes of incomplete packets ever kept between two reads."""
+        return self._decoder.largest_buffer
+
+    def pause_reading(self) -> None:
+        """Read nothing more and hand on nothing more until ``resume_reading``.
+
+        The broker's messages wait in the kernel's buffers, then in the broker, which
+        keeps them for the session. While paused, silence from the broker is not held
+        against it; pings are still sent, so the broker keeps the connection open.
+        """
+        if self._decoder.paused:
+            return
+        self._decoder.paused = True
+        if self._transport is not None and not self._closing:
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self._decoder.paused:
+            return
+        self._decoder.paused = False
+        self._last_received = self._loop.time()  # the silence was ours
+        if self._transport is not None and not self._closing:
+            self._loop.call_soon(self._feed, b"")  # what was read before the pause, first
+            self._transport.resume_reading()
+
+    def puback(self, packet_ids: Iterable[int]) -> None:
+        """Acknowledge these QoS 1 messages, in one write."""
+        self._send(puback_packets(packet_ids))
+
+    # --- publishing ------------------------------------------------------------------------
+
+    def publish_nowait(
+        self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False
+    ) -> bool:
+        """Send without waiting for the broker; False if the connection has ended."""
+        if self.closed:
+            return False
+        if qos == 0:
+            return self._send(publish_packet(topic, payload, retain=retain))
+        try:
+            packet_id = self._new_packet_id()
+        except MqttError:
+            return False
+        self._awaiting_puback[packet_id] = None
+        return self._send(publish_packet(topic, payload, qos=1, retain=retain, packet_id=packet_id))
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        """Publish, and at QoS 1 wait for the broker's PUBACK; MqttError if it does not come."""
+        if qos == 0:
+            if not self.publish_nowait(topic, payload, retain=retain):
+                raise self._reason or MqttError("not connected")
+            return
+        packet_id = self._new_packet_id()
+        packet = publish_packet(topic, payload, qos=1, retain=retain, packet_id=packet_id)
+        acked: asyncio.Future[None] = self._loop.create_future()
+        self._awaiting_puback[packet_id] = acked
+        if not self._send(packet):
+            del self._awaiting_puback[packet_id]
+            raise self._reason or MqttError("not connected")
+        await self._answer(acked, "PUBACK")
+
+    # --- subscribing -----------------------------------------------------------------------
+
+    async def subscribe(self, topics: Sequence[tuple[str, int]]) -> tuple[int, ...]:
+        """Subscribe to (topic filter, QoS) pairs; return the QoS the broker granted each.
+
+        SubscribeRefusedError names each filter the broker refused (return code 0x80).
+        """
+        filters = [topic for topic, _ in topics]
+        packet_id = self._new_packet_id()
+        packet = subscribe_packet(packet_id, topics)
+        granted: asyncio.Future[tuple[int, ...]] = self._loop.create_future()
+        self._awaiting_suback[packet_id] = (granted, filters)
+        if not self._send(packet):
+            del self._awaiting_suback[packet_id]
+            raise self._reason or MqttError("not connected")
+        codes = await self._answer(granted, "SUBACK")
+        refused = [
+            topic for topic, code in zip(filters, codes, strict=True) if code == SUBSCRIBE_FAILURE
+        ]
+        if refused:
+            raise SubscribeRefusedError(
+                f"the broker refused the subscription to {', '.join(map(repr, refused))}"
+            )
+        return codes
+
+    # --- the protocol's side: asyncio calls these ------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        o = self._options
+        will = o.will and (o.will.topic, o.will.payload, o.will.qos, o.will.retain)
+        transport.write(
+            connect_packet(
+                o.client_id,
+                clean_session=o.clean_session,
+                keepalive_s=o.keepalive_s,
+                will=will or None,
+                username=o.username,
+                password=o.password,
+            )
+        )
+
+    def data_received(self, data: bytes) -> None:
+        self._last_received = self._loop.time()
+        self._feed(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        if self._reason is None:
+            self._reason = (
+                MqttError("the broker closed the connection")
+                if exc is None
+                else MqttError(f"connection lost: {exc}")
+            )
+        reason = self._reason
+        if self._timer is not None:
+            self._timer.cancel()
+        self._lost.set_result(reason)
+        _fail_waiter(self._connack, reason)
+        for acked in self._awaiting_puback.values():
+            if acked is not None:
+                _fail_waiter(acked, reason)
+        for granted, _ in self._awaiting_suback.values():
+            _fail_waiter(granted, reason)
+
+    # --- inside ----------------------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            self._decoder.feed(data)
+        except ProtocolError as error:
+            self._fail(error)
+        except Exception as error:  # noqa: BLE001 - a handler's, whatever it is: the connection ends
+            failure = MqttError(f"a message handler failed: {error!r}")
+            failure.__cause__ = error  # for the traceback of whoever logs the loss
+            self._fail(failure)
+
+    def _on_control(self, packet: ControlPacket) -> None:
+        match packet:
+            case PubAck(packet_id=packet_id):
+                waiter = self._awaiting_puback.pop(packet_id, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+            case ConnAck():
+                if not self._connack.done():
+                    self._connack.set_result(packet)
+            case SubAck(packet_id=packet_id, return_codes=codes):
+                entry = self._awaiting_suback.pop(packet_id, None)
+                if entry is None:
+                    return
+                granted, filters = entry
+                if len(codes) != len(filters):
+                    raise ProtocolError(
+                        f"malformed SUBACK: {len(codes)} return codes for {len(filters)} filters"
+                    )
+                if not granted.done():
+                    granted.set_result(codes)
+            case PingResp():
+                pass  # its arrival is what counts (data_received)
+
+    def _send(self, packet: bytes) -> bool:
+        if self._transport is None or self._closing:
+            return False
+        if not self._outgoing:
+            self._loop.call_soon(self._flush)
+        self._outgoing += packet
+        return True
+
+    def _flush(self) -> None:
+        if not self._outgoing or self._transport is None or self._transport.is_closing():
+            return
+        data, self._outgoing = self._outgoing, bytearray()
+        self._transport.write(data)
+
+    def _new_packet_id(self) -> int:
+        awaiting_puback, awaiting_suback = self._awaiting_puback, self._awaiting_suback
+        if len(awaiting_puback) + len(awaiting_suback) >= MAX_PACKET_ID:
+            error = MqttError(f"{MAX_PACKET_ID:,} packets await the broker's answer")
+            self._fail(error)
+            raise error
+        while True:
+            packet_id = self._next_id
+            self._next_id = packet_id % MAX_PACKET_ID + 1
+            if packet_id not in awaiting_puback and packet_id not in awaiting_suback:
+                return packet_id
+
+    async def _answer(self, future: asyncio.Future[T], what: str) -> T:
+        """The broker's answer; if it does not come in time the broker is stuck: end it."""
+        try:
+            async with asyncio.timeout(self._options.timeout_s):
+                return await future
+        except TimeoutError:
+            error = MqttError(f"no {what} within {self._options.timeout_s:g} s")
+            self._fail(error)
+            raise error from None
+
+    def _tick(self) -> None:
+        """Ping every keepalive; end the connection after 1.5 keepalives of silence."""
+        keepalive = self._options.keepalive_s
+        now = self._loop.time()
+        silent_for = now - self._last_received
+        if not self._decoder.paused and silent_for >= DEAD_AFTER_KEEPALIVES * keepalive:
+            self._fail(
+                KeepaliveTimeoutError(
+                    f"nothing from the broker for {silent_for:.1f} s (keepalive {keepalive} s)"
+                )
+            )
+            return
+        if now >= self._next_ping:
+            self._send(PINGREQ_PACKET)
+            self._next_ping = now + keepalive
+        deadline = self._next_ping
+        if not self._decoder.paused:
+            deadline = min(deadline, self._last_received + DEAD_AFTER_KEEPALIVES * keepalive)
+        self._timer = self._loop.call_at(deadline, self._tick)
+
+    def _fail(self, error: MqttError) -> None:
+        """End the connection at once, for ``error``."""
+        if self._reason is None:
+            self._reason = error
+        self._closing = True
+        if self._transport is not None:
+            self._transport.abort()
 
 
-async def disconnected(client: aiomqtt.Client) -> aiomqtt.MqttError:
-    """Wait until the connection is lost; return why, for the caller to retry."""
-    try:
-        await asyncio.shield(client._disconnected)
-    except Exception as error:  # noqa: BLE001 - paho's and the socket's, whatever they are
-        return aiomqtt.MqttError(f"disconnected: {error}")
-    return aiomqtt.MqttError("disconnected by the broker")
+def _os_reason(error: OSError) -> str:
+    """ "Connection refused" rather than asyncio's "Connect call failed ('127.0.0.1', 1883)"."""
+    if isinstance(error, socket.gaierror) or not error.errno:
+        return error.strerror or str(error) or type(error).__name__
+    return os.strerror(error.errno)
 
 
-def puback(client: aiomqtt.Client, mids: list[int]) -> None:
-    """Send the PUBACKs for QoS 1 messages we have committed, in one write.
+def _fail_waiter(future: asyncio.Future[T], reason: MqttError) -> None:
+    if not future.done():
+        future.set_exception(reason)
+        future.exception()  # marked retrieved: its waiter may have gone
 
-    paho's ``ack(mid, 1)`` queues one packet per message, each its own send(); a commit
-    round releases thousands at once. A PUBACK is four bytes (MQTT 3.1.1 §3.4): several
-    concatenated are several PUBACKs. ``prepare`` switched the client to manual
-    acks, so paho acknowledges nothing on its own.
+
+async def connect_first(
+    addresses: Sequence[tuple[str, int]], make: Callable[[], MqttClient]
+) -> MqttClient:
+    """Connect a new client to each address in turn until one connects.
+
+    MqttError names what went wrong at each address when none did.
     """
-    packets = bytearray()
-    for mid in mids:
-        packets += b"\x40\x02" + mid.to_bytes(2, "big")
-    client._client._packet_queue(mqtt.PUBACK, packets, 0, 0)
-
-
-def publish_nowait(
-    client: aiomqtt.Client, topic: str, payload: bytes, *, qos: int, retain: bool
-) -> None:
-    """Queue a publication without waiting for the broker's ack (paho queues and sends)."""
-    client._client.publish(topic, payload, qos=qos, retain=retain)
-
-
-class _Unawaited:
-    """The message info paho marks as published after writing a QoS 0 packet; nobody waits."""
-
-    def _set_as_published(self) -> None:
-        pass
-
-
-_UNAWAITED = cast("mqtt.MQTTMessageInfo", _Unawaited())
-
-
-def publish_at_most_once(client: aiomqtt.Client, topic: str, payload: bytes) -> None:
-    """Queue a QoS 0 publication, not retained, built here (MQTT 3.1.1 §3.3).
-
-    paho's ``publish()`` makes a message-info object with its own lock and condition
-    for every message, which nobody here awaits: for the timeline events of every
-    page that was a tenth of the event loop at 1,000 new incidents a second.
-    """
-    name = topic.encode()
-    length = 2 + len(name) + len(payload)
-    packet = bytearray(b"\x30")  # PUBLISH, QoS 0, not a duplicate, not retained
-    while True:  # the remaining length, 7 bits a byte, least significant first
-        length, digit = divmod(length, 128)
-        packet.append(digit | (0x80 if length else 0))
-        if not length:
-            break
-    packet += len(name).to_bytes(2, "big")
-    packet += name
-    packet += payload
-    client._client._packet_queue(mqtt.PUBLISH, packet, 0, 0, _UNAWAITED)
+    failures: list[MqttError] = []
+    for host, port in addresses:
+        client = make()
+        try:
+            await client.connect(host, port)
+        except MqttError as error:
+            failures.append(error)
+            continue
+        return client
+    if len(failures) == 1:
+        raise failures[0]
+    every = ConnectError("; ".join(map(str, failures)))
+    every.kind = failures[-1].kind
+    raise every

@@ -233,7 +233,7 @@ def configure_logging(fmt: str = "json", level: str = "info", stream: TextIO | N
         # Not cached: reconfiguring (tests, reload) must reach loggers made at import time.
         cache_logger_on_first_use=False,
     )
-    # Libraries (aiohttp, aiomqtt) speak through the standard library, at warning and up.
+    # Libraries (aiohttp, asyncio) speak through the standard library, at warning and up.
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, _mask_message],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *finish],

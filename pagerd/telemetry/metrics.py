@@ -62,6 +62,13 @@ INTAKE_TO_PAGE_SECONDS = Histogram(
 MQTT_CONNECTED = Gauge(
     "pagerd_mqtt_connected", "1 while subscribed to the broker.", registry=REGISTRY
 )
+MQTT_CONNECTION_FAILURES = Counter(
+    "pagerd_mqtt_connection_failures",
+    "Broker connections that could not be made or were lost, by kind"
+    " (connect, refused, subscribe, protocol, keepalive, lost).",
+    ["kind"],
+    registry=REGISTRY,
+)
 MQTT_INTAKE_PAUSES = Counter(
     "pagerd_mqtt_intake_pauses",
     "Times MQTT intake paused because the actors' mailboxes were full.",
