@@ -285,13 +285,11 @@ def _toml_type(value: object) -> str:
 
 
 def _check_mqtt(table: object, mqtt: MqttConfig) -> list[str]:
-    """``host`` or ``hosts``, not both; each of ``hosts`` a ``host[:port]``."""
-    if not isinstance(table, dict) or "hosts" not in table:
-        return []
+    """``host`` or a non-empty ``hosts``, not both; each of ``hosts`` a ``host[:port]``."""
+    if not isinstance(table, dict) or not table.get("hosts"):
+        return []  # left out or empty: host and port
     if "host" in table:
         return ["mqtt.hosts: set either host (and port) or hosts, not both"]
-    if table["hosts"] == []:
-        return ["mqtt.hosts: must name at least one broker, or leave it out for host and port"]
     problems: list[str] = []
     for index, entry in enumerate(mqtt.hosts):
         try:
