@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import secrets
 import sys
@@ -26,12 +25,12 @@ from pagerd.config import (
 )
 
 if TYPE_CHECKING:
-    from pagerd.intake.mqtt import MqttSettings
+    from pagerd.intake.mqtt_messages import Kind
 
 EXIT_OK = 0
 EXIT_RUNTIME_FAILURE = 1
 EXIT_BAD_USAGE = 2
-PUBLISH_TIMEOUT_S = 10.0
+DEFAULT_WAIT_S = 5.0  # for pagerd's verdict on alert, ack and healthy (CONTRACT §9)
 # 32 random bytes: 43 URL-safe characters, well over the 32 characters a token needs.
 TOKEN_BYTES = 32
 
@@ -50,16 +49,26 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return command
 
+    def with_event(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = with_config(name, help_text)
+        command.add_argument("service")
+        command.add_argument(
+            "--wait",
+            type=_seconds,
+            default=DEFAULT_WAIT_S,
+            metavar="SECONDS",
+            help="wait this long for pagerd's verdict; 0: only for the broker "
+            "(default: %(default)g)",
+        )
+        return command
+
     with_config("run", "run the daemon in the foreground until SIGTERM/SIGINT")
     with_config("check-config", "validate the configuration")
-    alert = with_config("alert", "publish an alert for a service over MQTT")
-    alert.add_argument("service")
+    alert = with_event("alert", "publish an alert for a service over MQTT")
     alert.add_argument("message")
-    ack = with_config("ack", "acknowledge a service's open incident over MQTT")
-    ack.add_argument("service")
+    ack = with_event("ack", "acknowledge a service's open incident over MQTT")
     ack.add_argument("--incident", default=None, help="acknowledge this incident only")
-    healthy = with_config("healthy", "report a service healthy over MQTT")
-    healthy.add_argument("service")
+    with_event("healthy", "report a service healthy over MQTT")
     with_config("status", "services, health, open incidents, notifications not delivered")
     migrate = commands.add_parser(
         "migrate", help="copy a single node's SQLite database into an empty PostgreSQL one"
@@ -83,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("version", help="print the version")
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be 0..3600 seconds")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -133,13 +152,13 @@ def _command(args: argparse.Namespace) -> int:
         case "run":
             return _run(config)
         case "alert":
-            payload = json.dumps({"message": args.message, "source": "pagerd-cli"})
-            return _publish(config, "alert", args.service, payload)
+            body = {"message": args.message, "source": "pagerd-cli"}
+            return _publish(config, "alert", args.service, body, args.wait)
         case "ack":
             body = {"by": "pagerd-cli"} | ({"incident_id": args.incident} if args.incident else {})
-            return _publish(config, "ack", args.service, json.dumps(body))
+            return _publish(config, "ack", args.service, body, args.wait)
         case "healthy":
-            return _publish(config, "healthy", args.service, "")
+            return _publish(config, "healthy", args.service, {}, args.wait)
         case "status":
             return _status(config)
         case _:
@@ -160,10 +179,11 @@ def _run(config: Config) -> int:
         return EXIT_RUNTIME_FAILURE
 
 
-def _publish(config: Config, kind: str, service: str, payload: str) -> int:
+def _publish(config: Config, kind: Kind, service: str, body: dict[str, str], wait_s: float) -> int:
     from pagerd.app import mqtt_settings
     from pagerd.core.policy import DomainError, validate_service_id
     from pagerd.intake.mqtt_client import ConnectError, MqttError
+    from pagerd.tools.send import send_event
 
     try:
         validate_service_id(service, "SERVICE")
@@ -172,27 +192,30 @@ def _publish(config: Config, kind: str, service: str, payload: str) -> int:
         return EXIT_BAD_USAGE
     settings = mqtt_settings(config)
     try:
-        asyncio.run(publish_event(settings, kind, service, payload.encode()))
+        sent = asyncio.run(send_event(settings, kind, service, body, wait_s))
     except ConnectError as error:  # it names the address(es) tried
         print(f"pagerd {kind}: cannot publish to {error}", file=sys.stderr)
         return EXIT_RUNTIME_FAILURE
     except (MqttError, OSError) as error:
         print(f"pagerd {kind}: cannot publish to {settings.where()}: {error}", file=sys.stderr)
         return EXIT_RUNTIME_FAILURE
-    print(f"published {kind} for {service}")
+    verdict = sent.verdict
+    if sent.request_id is None:
+        print(f"published {kind} for {service}")
+        return EXIT_OK
+    if verdict is None:
+        print(
+            f"pagerd {kind}: published to {settings.where()}, but no verdict from pagerd within "
+            f"{wait_s:g} s (request {sent.request_id}); is pagerd running and connected?",
+            file=sys.stderr,
+        )
+        return EXIT_RUNTIME_FAILURE
+    if not verdict.taken:
+        print(f"pagerd {kind}: refused: {verdict.reason}", file=sys.stderr)
+        return EXIT_RUNTIME_FAILURE
+    incident = f", incident {verdict.incident_id}" if verdict.incident_id else ""
+    print(f"{kind} for {service} taken: {verdict.outcome}{incident}")
     return EXIT_OK
-
-
-async def publish_event(settings: MqttSettings, kind: str, service: str, payload: bytes) -> None:
-    """Publish one event at QoS 1, as the daemon connects; return once the broker has it."""
-    from pagerd.intake.mqtt import connected
-    from pagerd.intake.mqtt_client import MqttError
-
-    try:
-        async with asyncio.timeout(PUBLISH_TIMEOUT_S), connected(settings) as client:
-            await client.publish(f"{settings.topic_prefix}/{kind}/{service}", payload, qos=1)
-    except TimeoutError:
-        raise MqttError(f"no answer from the broker within {PUBLISH_TIMEOUT_S:g} s") from None
 
 
 def _status(config: Config) -> int:

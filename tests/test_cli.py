@@ -319,7 +319,7 @@ async def watching(
             id="ack an incident",
         ),
         pytest.param(["ack", "api"], "ops/ack/api", {}, id="ack the open incident"),
-        pytest.param(["healthy", "api"], "ops/healthy/api", None, id="healthy"),
+        pytest.param(["healthy", "api"], "ops/healthy/api", {}, id="healthy"),
     ],
 )
 async def test_event_commands_publish_to_the_configured_broker(
@@ -327,24 +327,94 @@ async def test_event_commands_publish_to_the_configured_broker(
     broker: Mosquitto,
     args: list[str],
     topic: str,
-    body: dict[str, str] | None,
+    body: dict[str, str],
 ) -> None:
+    """With --wait 0 the command asks for no verdict: done once the broker has the event."""
     config = mqtt_config(tmp_path, broker.port, prefix="ops")
     async with watching(broker) as seen:
-        run = await pagerd_async(*args, "--config", config, cwd=tmp_path)
-        assert run.code == EXIT_OK, run.err
+        run = await pagerd_async(*args, "--wait", "0", "--config", config, cwd=tmp_path)
+        assert (run.code, run.out.strip()) == (EXIT_OK, f"published {args[0]} for {args[1]}")
         await eventually(lambda: len(seen) >= 1, what=f"message on {topic}")
 
     ((got_topic, payload, qos),) = seen
     assert (got_topic, qos) == (topic, 1)
-    if body is None:
-        assert payload == b""
-    else:
-        decoded = json.loads(payload)
-        # Fields the command adds (e.g. "by"/"source" naming the CLI) are allowed.
-        assert decoded | body == decoded, decoded
-        if args[0] == "ack" and "--incident" not in args:
-            assert "incident_id" not in decoded
+    decoded = json.loads(payload)
+    # Fields the command adds (e.g. "by"/"source" naming the CLI) are allowed.
+    assert decoded | body == decoded, decoded
+    assert "request_id" not in decoded
+    if args[0] == "ack" and "--incident" not in args:
+        assert "incident_id" not in decoded
+
+
+async def test_event_commands_say_what_pagerd_made_of_the_event(
+    tmp_path: Path, make_pagerd: PagerdFactory, sms_service: SmsStandIn
+) -> None:
+    """Each command waits for pagerd's verdict and prints it: the outcome and incident."""
+    daemon = make_pagerd([Policy("oncall", [(30.0, [sms(ONE)])])], {"api": "oncall"})
+    await daemon.start()
+    config = daemon.directory / "pagerd.toml"
+
+    alert = await pagerd_async("alert", "api", "disk full", "--config", config, cwd=tmp_path)
+    ((incident_id,),) = sqlite_rows(daemon.db, "SELECT id FROM incidents")
+    ack = await pagerd_async("ack", "api", "--config", config, cwd=tmp_path)
+    healthy = await pagerd_async("healthy", "api", "--config", config, cwd=tmp_path)
+
+    assert [(r.code, r.out.strip()) for r in (alert, ack, healthy)] == [
+        (EXIT_OK, f"alert for api taken: opened, incident {incident_id}"),
+        (EXIT_OK, f"ack for api taken: acknowledged, incident {incident_id}"),
+        (EXIT_OK, f"healthy for api taken: resolved, incident {incident_id}"),
+    ], [r.err for r in (alert, ack, healthy)]
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        pytest.param(["alert", "nope", "down"], "unknown service 'nope'", id="unknown service"),
+        pytest.param(["ack", "api"], "no open incident on service 'api'", id="nothing to ack"),
+        pytest.param(
+            ["ack", "api", "--incident", "01ABC"],
+            "no open incident on service 'api' with id '01ABC'",
+            id="no such incident",
+        ),
+        pytest.param(
+            ["alert", "api", "x" * 1025],
+            "message: must be 1..1024 characters, not blank",
+            id="refused before it was parsed",
+        ),
+    ],
+)
+async def test_event_commands_fail_with_pagerds_reason(
+    tmp_path: Path, make_pagerd: PagerdFactory, args: list[str], reason: str
+) -> None:
+    daemon = make_pagerd([Policy("oncall", [(30.0, [sms(ONE)])])], {"api": "oncall"})
+    await daemon.start()
+    run = await pagerd_async(*args, "--config", daemon.directory / "pagerd.toml", cwd=tmp_path)
+    assert run.code == EXIT_RUNTIME_FAILURE, run.out
+    assert run.err.strip().startswith(f"pagerd {args[0]}: refused: {reason}"), run.err
+    assert run.out == ""
+
+
+async def test_event_commands_fail_when_no_verdict_comes(tmp_path: Path, broker: Mosquitto) -> None:
+    """A broker but no pagerd: the event is published, and the command says none answered."""
+    config = mqtt_config(tmp_path, broker.port, prefix="ops")
+    async with watching(broker) as seen:
+        run = await pagerd_async(
+            "alert", "api", "down", "--wait", "0.5", "--config", config, cwd=tmp_path
+        )
+        await eventually(lambda: len(seen) >= 1, what="the alert")
+    assert run.code == EXIT_RUNTIME_FAILURE, run.out
+    assert (
+        f"published to 127.0.0.1:{broker.port}, but no verdict from pagerd within 0.5 s" in run.err
+    )
+    assert "is pagerd running and connected?" in run.err
+    assert json.loads(seen[0][1])["request_id"].startswith("cli-")
+
+
+def test_event_commands_refuse_a_bad_wait(tmp_path: Path) -> None:
+    config = mqtt_config(tmp_path, free_port())
+    run = pagerd("healthy", "api", "--wait", "soon", "--config", config, cwd=tmp_path)
+    assert run.code == EXIT_BAD_USAGE
+    assert "argument --wait: 'soon' is not a number of seconds" in run.err
 
 
 @pytest.mark.parametrize("args", [["alert", "api", "down"], ["ack", "api"], ["healthy", "api"]])
@@ -373,7 +443,9 @@ def secured_config(tmp_path: Path, secured: Secured, password: str) -> Path:
 async def test_event_commands_connect_as_the_daemon_does(tmp_path: Path, secured: Secured) -> None:
     config = secured_config(tmp_path, secured, "s3cret")
     async with watching(secured.broker, "alice", "s3cret") as seen:
-        run = await pagerd_async("alert", "api", "down", "--config", config, cwd=tmp_path)
+        run = await pagerd_async(
+            "alert", "api", "down", "--wait", "0", "--config", config, cwd=tmp_path
+        )
         assert (run.code, run.out.strip()) == (EXIT_OK, "published alert for api"), run.err
         await eventually(lambda: len(seen) >= 1, what="the alert")
     ((topic, payload, qos),) = seen

@@ -12,13 +12,12 @@ import pytest
 
 from pagerd.core.domain import Ack, Alert, Healthy, Incident, ServiceState
 from pagerd.intake.dead_letters import DeadLetters
-from pagerd.intake.mqtt import (
+from pagerd.intake.mqtt import MqttLink, MqttPublisher, MqttSettings
+from pagerd.intake.mqtt_messages import (
     MAX_PAYLOAD_BYTES,
     Intake,
-    MqttLink,
-    MqttPublisher,
-    MqttSettings,
     Rejected,
+    asked_request_id,
     parse_message,
     parse_topic,
 )
@@ -169,12 +168,12 @@ def test_json_alert_at_the_limits_is_accepted(message: str, alert_id: str | None
     ],
 )
 def test_ack_payloads(payload: bytes, expected: Ack) -> None:
-    assert parse_message(ACK, payload, PREFIX) == Intake("ack", "api", expected)
+    assert parse_message(ACK, payload, PREFIX) == Intake(ACK, "ack", "api", expected)
 
 
 @pytest.mark.parametrize("payload", [b"", b" \r\n", b"{}", b" { } "])
 def test_healthy_payloads(payload: bytes) -> None:
-    assert parse_message(HEALTHY, payload, PREFIX) == Intake("healthy", "api", Healthy())
+    assert parse_message(HEALTHY, payload, PREFIX) == Intake(HEALTHY, "healthy", "api", Healthy())
 
 
 def test_payload_of_exactly_64_kib_is_accepted() -> None:
@@ -240,6 +239,13 @@ def test_payload_of_exactly_64_kib_is_accepted() -> None:
         pytest.param(
             HEALTHY, b'{"message": "fine"}', "schema", "message", id="healthy with message"
         ),
+        pytest.param(
+            HEALTHY, b'{"request_id": "a/b"}', "schema", "request_id", id="request_id a topic"
+        ),
+        pytest.param(
+            ACK, json.dumps({"request_id": "r" * 65}), "schema", "request_id", id="request_id 65"
+        ),
+        pytest.param(ALERT, b'{"message": "m", "request_id": 1}', "schema", "request_id", id="r1"),
     ],
 )
 def test_bad_payload_is_refused_with_its_code(
@@ -249,6 +255,33 @@ def test_bad_payload_is_refused_with_its_code(
     assert error.code == code
     assert says in error.reason, error.reason
     assert str(error) == error.reason
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload"),
+    [
+        (ALERT, b'{"request_id": "cli-1", "message": "down"}'),
+        (ACK, b'{"request_id": "cli-1"}'),
+        (HEALTHY, b'{"request_id": "cli-1"}'),
+    ],
+)
+def test_a_request_id_asks_for_a_verdict(topic: str, payload: bytes) -> None:
+    assert parse_message(topic, payload, PREFIX).request_id == "cli-1"
+
+
+@pytest.mark.parametrize(
+    ("payload", "asked"),
+    [
+        pytest.param(b'{"request_id": "cli-1", "message": ""}', "cli-1", id="refused, asked"),
+        pytest.param(b'{"request_id": "cli-1", "alert_id": 7}', "cli-1", id="schema, asked"),
+        pytest.param(b'{"request_id": "a/b"}', None, id="not a valid id"),
+        pytest.param(b'{"request_id": ""}', None, id="empty id"),
+        pytest.param(b'{"request_id": "cli-1"', None, id="malformed JSON"),
+        pytest.param(b"down", None, id="plain text"),
+    ],
+)
+def test_a_refused_message_is_answered_if_it_asked_validly(payload: bytes, asked: str) -> None:
+    assert asked_request_id(payload) == asked
 
 
 def test_size_is_checked_before_encoding() -> None:

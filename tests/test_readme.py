@@ -294,7 +294,7 @@ class Reader:
         return (str(rows[0][0]), str(rows[0][1])) if rows else None
 
     async def alert(self, out: str, span: Span) -> None:
-        assert out.strip() == "published alert for payments-api"
+        assert re.fullmatch(r"alert for payments-api taken: opened, incident \w+", out.strip())
         page = await self.page_after(span)
         assert page[1] == "sms", page[0]
         assert page[3].startswith("Payments API: 5xx rate over 10% [#"), page[0]
@@ -313,13 +313,15 @@ class Reader:
         assert "notifications: 0 pending, 0 held, 0 failed" in out
 
     async def ack(self, out: str, _: Span) -> None:
-        assert out.strip() == "published ack for payments-api"
+        assert re.fullmatch(
+            r"ack for payments-api taken: acknowledged, incident \w+", out.strip()
+        ), out
         await eventually(
             lambda: (self.open_incident() or ("", ""))[1] == "acknowledged", what="the ack"
         )
 
     async def healthy(self, out: str, _: Span) -> None:
-        assert out.strip() == "published healthy for payments-api"
+        assert re.fullmatch(r"healthy for payments-api taken: resolved, incident \w+", out.strip())
         await eventually(lambda: self.open_incident() is None, what="the incident resolved")
 
     async def team_made(self, out: str, _: Span) -> None:

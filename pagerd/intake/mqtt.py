@@ -18,18 +18,12 @@ import ssl
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, TypeVar, assert_never
+from typing import assert_never
 
 import msgspec
 import structlog
 
-from pagerd.core.domain import Ack, Alert, Event, Healthy, RecordTimeline, ServiceState
-from pagerd.core.policy import (
-    MAX_ALERT_ID_CHARS,
-    MAX_MESSAGE_CHARS,
-    SERVICE_ID,
-    SERVICE_ID_PATTERN,
-)
+from pagerd.core.domain import RecordTimeline, ServiceState
 from pagerd.core.times import rfc3339
 from pagerd.intake.dead_letters import FAILURES_BEFORE_DEAD, DeadLetters
 from pagerd.intake.mqtt_client import (
@@ -41,14 +35,25 @@ from pagerd.intake.mqtt_client import (
     Will,
     connect_first,
 )
+from pagerd.intake.mqtt_messages import (
+    MAX_PAYLOAD_BYTES,
+    TAKEN,
+    Intake,
+    Rejected,
+    Verdict,
+    asked_request_id,
+    not_taken_reason,
+    parse_message,
+    parse_topic,
+    too_large,
+    verdict_topic,
+)
 from pagerd.runtime.answers import Answer, Committed, Refused, Reply, Retryable
-from pagerd.runtime.ids import new_incident_id
 from pagerd.runtime.router import Runtime
 from pagerd.telemetry import metrics
 
 log = structlog.get_logger("pagerd.mqtt")
 
-MAX_PAYLOAD_BYTES = 64 * 1024  # [mqtt] max_message_bytes by default
 KEEPALIVE_S = 15
 REJECTED_PAYLOAD_BYTES = 1024
 RECONNECT_BASE_S = 0.2
@@ -58,115 +63,10 @@ RECONNECT_CAP_S = 3.0  # a broker back after a restart is found within seconds
 REDELIVERY_DELAY_S = 1.0
 REPUBLISH_CHUNK = 1_000  # states republished per turn of the event loop after a connect
 
-Kind = Literal["alert", "ack", "healthy"]
 # Counted once per message: the labelled children are looked up once, not each time.
 _RECEIVED = {
     k: metrics.ALERTS_RECEIVED.labels(source="mqtt", kind=k) for k in ("alert", "ack", "healthy")
 }
-
-
-# --- parsing (pure) ------------------------------------------------------------------------
-
-
-class Rejected(Exception):  # noqa: N818 - it is the verdict, not an error of ours
-    """A message pagerd refuses; ``reason`` goes to the rejected topic and the log."""
-
-    def __init__(self, reason: str, code: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.code = code  # short, for the metric label
-
-
-class AlertBody(msgspec.Struct, frozen=True):
-    message: str
-    alert_id: str | None = None
-    source: str | None = None
-
-
-class AckBody(msgspec.Struct, frozen=True):
-    incident_id: str | None = None
-    by: str | None = None
-
-
-class HealthyBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    pass
-
-
-_Body = TypeVar("_Body", AlertBody, AckBody, HealthyBody)
-
-
-@dataclass(frozen=True, slots=True)
-class Intake:
-    kind: Kind
-    service_id: str
-    event: Event
-
-
-def parse_topic(topic: str, prefix: str) -> tuple[Kind, str]:
-    """``{prefix}/{alert|ack|healthy}/{service_id}`` → (kind, service id)."""
-    head = f"{prefix}/"
-    parts = topic[len(head) :].split("/") if topic.startswith(head) else []
-    if len(parts) != 2 or parts[0] not in ("alert", "ack", "healthy"):
-        raise Rejected(f"topic {topic!r} is not {prefix}/alert|ack|healthy/SERVICE", "topic")
-    kind: Kind = parts[0]  # type: ignore[assignment]  # checked just above
-    if not SERVICE_ID_PATTERN.fullmatch(parts[1]):
-        raise Rejected(f"service id {parts[1]!r} must match {SERVICE_ID}", "topic")
-    return kind, parts[1]
-
-
-def parse_message(
-    topic: str, payload: bytes, prefix: str, max_bytes: int = MAX_PAYLOAD_BYTES
-) -> Intake:
-    """Validate one MQTT message into a domain event, or raise Rejected."""
-    kind, service_id = parse_topic(topic, prefix)
-    if len(payload) > max_bytes:
-        raise Rejected(too_large(len(payload), max_bytes), "too_large")
-    try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise Rejected(f"payload is not UTF-8: {error}", "not_utf8") from None
-    match kind:
-        case "alert":
-            return Intake(kind, service_id, _alert_event(text))
-        case "ack":
-            body = _decode(text, AckBody) if text.strip() else AckBody()
-            return Intake(kind, service_id, Ack(incident_id=body.incident_id, by=body.by))
-        case "healthy":
-            if text.strip():
-                _decode(text, HealthyBody)
-            return Intake(kind, service_id, Healthy())
-
-
-def too_large(size: int, max_bytes: int) -> str:
-    return f"payload of {size} bytes is over {max_bytes}"
-
-
-def _alert_event(text: str) -> Alert:
-    # A payload that looks like JSON must be a valid alert object; anything else
-    # is plain text, and the text is the message.
-    if text.lstrip().startswith(("{", "[")):
-        body = _decode(text, AlertBody)
-    else:
-        body = AlertBody(message=text.strip())
-    if not body.message.strip() or len(body.message) > MAX_MESSAGE_CHARS:
-        raise Rejected(f"message: must be 1..{MAX_MESSAGE_CHARS} characters, not blank", "schema")
-    if body.alert_id is not None and not 1 <= len(body.alert_id) <= MAX_ALERT_ID_CHARS:
-        raise Rejected(f"alert_id: must be 1..{MAX_ALERT_ID_CHARS} characters", "schema")
-    return Alert(
-        message=body.message,
-        new_incident_id=new_incident_id(),
-        alert_id=body.alert_id,
-        source=body.source,
-    )
-
-
-def _decode(text: str, schema: type[_Body]) -> _Body:
-    try:
-        return msgspec.json.decode(text, type=schema)
-    except msgspec.ValidationError as error:
-        raise Rejected(f"JSON does not fit the schema: {error}", "schema") from None
-    except msgspec.DecodeError as error:
-        raise Rejected(f"malformed JSON: {error}", "malformed") from None
 
 
 # --- the link ------------------------------------------------------------------------------
@@ -452,11 +352,15 @@ class MqttLink:
         except Rejected as refusal:
             self._reject(client, topic, payload, refusal.reason, refusal.code)
             self._ack(client, generation, mid)
+            if (asked := asked_request_id(payload)) is not None:
+                self._verdict(client, Verdict(asked, taken=False, reason=refusal.reason))
             return
         _RECEIVED[intake.kind].inc()
         runtime = self._runtime
         runtime.submit(
-            intake.service_id, intake.event, self._acker(client, generation, mid, topic, payload)
+            intake.service_id,
+            intake.event,
+            self._acker(client, generation, mid, payload, intake),
         )
         if runtime.full and not client.paused and generation == self._generation:
             client.pause_reading()
@@ -464,8 +368,14 @@ class MqttLink:
             runtime.when_room(client.resume_reading)
 
     def _acker(
-        self, client: MqttClient, generation: int, mid: int | None, topic: str, payload: bytes
+        self,
+        client: MqttClient,
+        generation: int,
+        mid: int | None,
+        payload: bytes,
+        intake: Intake,
     ) -> Reply:
+        topic = intake.topic
         # Kept until the answer, for a refusal to quote: never more than the quote needs.
         quoted = (
             payload if len(payload) <= REJECTED_PAYLOAD_BYTES else payload[:REJECTED_PAYLOAD_BYTES]
@@ -476,22 +386,36 @@ class MqttLink:
             if generation == self._generation:
                 self._redeliver.set()
 
+        def verdict(taken: bool, **fields: str | None) -> None:
+            if intake.request_id is not None:
+                self._verdict(client, Verdict(intake.request_id, taken, **fields))
+
         def dead(reason: str, code: str) -> None:
             def kept() -> None:
                 self._reject(client, topic, quoted, f"dead-lettered: {reason}", code)
                 self._ack(client, generation, mid)
+                verdict(False, reason=f"dead-lettered: {reason}")
 
             self._dead_letters.keep("mqtt", topic, quoted, reason, kept=kept, not_kept=redeliver)
 
         def reply(answer: Answer) -> None:
             match answer:
-                case Committed():
+                case Committed(outcome=outcome, incident=incident):
                     self._ack(client, generation, mid)
+                    if intake.request_id is not None:
+                        incident_id = None if incident is None else incident.id
+                        if outcome in TAKEN:
+                            verdict(True, outcome=outcome.value, incident_id=incident_id)
+                        else:
+                            asked = getattr(intake.event, "incident_id", None)
+                            why = not_taken_reason(intake.service_id, outcome, asked)
+                            verdict(False, outcome=outcome.value, reason=why)
                 case Refused(reason=reason, code="no_policy"):
                     dead(reason, "no_policy")  # pagerd's own reason: kept for the operator
                 case Refused(reason=reason, code=code):
                     self._reject(client, topic, quoted, reason, code)
                     self._ack(client, generation, mid)
+                    verdict(False, reason=reason)
                 case Retryable(reason=reason, code="internal_error") if self._dead_letters.failed(
                     topic, quoted
                 ):
@@ -531,6 +455,11 @@ class MqttLink:
         mids, self._acks = self._acks, []
         if generation == self._generation:  # not replaced meanwhile
             client.puback(mids)
+
+    def _verdict(self, client: MqttClient, verdict: Verdict) -> None:
+        """Answer a sender that asked, on a topic of its request's own (QoS 1)."""
+        topic = verdict_topic(self._prefix, verdict.request_id)
+        client.publish_nowait(topic, msgspec.json.encode(verdict), qos=1)
 
     def _reject(
         self,

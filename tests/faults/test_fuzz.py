@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pagerd.intake.mqtt import MAX_PAYLOAD_BYTES, REJECTED_PAYLOAD_BYTES, Rejected, parse_message
+from pagerd.intake.mqtt import REJECTED_PAYLOAD_BYTES
+from pagerd.intake.mqtt_messages import MAX_PAYLOAD_BYTES, Rejected, parse_message
 from tests.conftest import PagerdFactory
 from tests.faults.common import report
 from tests.harness import API_TOKEN, Monitor, Policy, SmsStandIn, eventually, sms
