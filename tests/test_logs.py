@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -16,12 +17,14 @@ from hypothesis import strategies as st
 
 from pagerd.telemetry.logs import (
     REDACTED,
+    RateLimitedLog,
     choose_format,
     configure_logging,
     get_logger,
     mask_text,
     mask_value,
 )
+from tests.harness import eventually
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
@@ -286,3 +289,34 @@ def test_console_lines_mask_exceptions_too() -> None:
         get_logger("pagerd.test").exception("notification.dispatch_error")
     assert "someone@" not in out.getvalue()
     assert "s*****@example.com" in out.getvalue()
+
+
+async def test_a_flood_of_one_event_is_one_line_then_one_that_counts_the_rest() -> None:
+    """Given 500 refusals within an interval, then one line at once, one at the interval's
+    end with the count left out and the latest fields, and nothing once it is quiet."""
+    out = io.StringIO()
+    configure_logging("json", "info", out)
+    limited = RateLimitedLog(get_logger("pagerd.test"), interval_s=0.2)
+    for n in range(500):
+        limited.warning("http.connection_refused", peer=f"10.0.0.{n % 250}")
+    limited.error("http.accept_failed", errno="EMFILE")  # another kind: its own line
+
+    first = _lines(out)
+    assert [(line["event"], line.get("peer")) for line in first] == [
+        ("http.connection_refused", "10.0.0.0"),
+        ("http.accept_failed", None),
+    ]
+    assert "suppressed" not in first[0]
+    await eventually(lambda: len(_lines(out)) == 3, timeout=2, what="the closing line")
+    closing = _lines(out)[2]
+    assert closing["event"] == "http.connection_refused"
+    assert (closing["level"], closing["suppressed"], closing["peer"]) == (
+        "warning",
+        499,
+        "10.0.0.249",
+    )
+    await asyncio.sleep(0.5)  # two more intervals, nothing new: nothing more written
+    assert len(_lines(out)) == 3
+
+    limited.warning("http.connection_refused", peer="10.0.0.1")  # later: a fresh line at once
+    assert "suppressed" not in _lines(out)[3]

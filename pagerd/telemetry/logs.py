@@ -11,12 +11,14 @@ provider said: an SMTP ``550 5.1.1 <someone@...>`` reaches the timeline,
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sys
 import time
-from collections.abc import Mapping
-from typing import TextIO
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TextIO
 
 import msgspec
 import structlog
@@ -254,3 +256,59 @@ def get_logger(name: str | None = None) -> FilteringBoundLogger:
     """A structlog logger; pass the module's ``__name__`` (under ``pagerd``)."""
     logger: FilteringBoundLogger = structlog.get_logger(name or ROOT_LOGGER_NAME)
     return logger
+
+
+@dataclass(slots=True)
+class _Window:
+    emit: Callable[..., Any]
+    suppressed: int = 0
+    fields: dict[str, object] = field(default_factory=dict)
+
+
+class RateLimitedLog:
+    """At most one line per event name per ``interval_s``; a closing line counts the rest.
+
+    For what a client can cause by the thousand (refused or timed-out connections,
+    failed accepts): the first is logged at once, those that follow within the
+    interval are only counted, and when the interval ends one line with the latest
+    one's fields says how many were left out (``suppressed``). A flood that goes on
+    gets one line per interval. Call it on the event loop, which closes the intervals.
+    """
+
+    def __init__(self, logger: FilteringBoundLogger, interval_s: float = 10.0) -> None:
+        self._logger = logger
+        self._interval_s = interval_s
+        self._windows: dict[str, _Window] = {}
+
+    def debug(self, event: str, **fields: object) -> None:
+        self._log(self._logger.debug, event, fields)
+
+    def info(self, event: str, **fields: object) -> None:
+        self._log(self._logger.info, event, fields)
+
+    def warning(self, event: str, **fields: object) -> None:
+        self._log(self._logger.warning, event, fields)
+
+    def error(self, event: str, **fields: object) -> None:
+        self._log(self._logger.error, event, fields)
+
+    def _log(self, emit: Callable[..., Any], event: str, fields: dict[str, object]) -> None:
+        window = self._windows.get(event)
+        if window is not None:
+            window.suppressed += 1
+            window.fields = fields
+            return
+        emit(event, **fields)
+        self._open(event, _Window(emit))
+
+    def _open(self, event: str, window: _Window) -> None:
+        self._windows[event] = window
+        asyncio.get_running_loop().call_later(self._interval_s, self._close, event)
+
+    def _close(self, event: str) -> None:
+        window = self._windows.pop(event)
+        if window.suppressed:
+            window.emit(
+                event, **window.fields, suppressed=window.suppressed, interval_s=self._interval_s
+            )
+            self._open(event, _Window(window.emit))
