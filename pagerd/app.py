@@ -42,7 +42,8 @@ from pagerd.systemd import SystemdNotifier
 from pagerd.telemetry import metrics
 from pagerd.web.acklinks import AckLinks, load_or_create_secret
 from pagerd.web.console import add_console_routes
-from pagerd.web.server import build_app, start_http
+from pagerd.web.limits import HttpLimits, descriptor_reserve, raise_descriptor_limit
+from pagerd.web.server import HttpServer, build_app, start_http
 
 log = structlog.get_logger("pagerd.app")
 
@@ -116,6 +117,19 @@ def delivery_policy(config: Config) -> DeliveryPolicy:
         concurrency=notify.concurrency,
         bundle_window_s=notify.bundle_window_s,
         bundle_after=notify.bundle_after,
+    )
+
+
+def http_limits(config: Config, session: aiohttp.ClientSession) -> HttpLimits:
+    """``[http]`` limits, keeping descriptors for every send that may be out at once."""
+    concurrency = config.notify.concurrency  # SMTP connections: one per email worker
+    # SMS and webhook connections, idle ones kept for reuse included: the session's
+    # limit, else one per worker of the two channels.
+    pooled = session.connector.limit if session.connector is not None else 0
+    return HttpLimits(
+        request_timeout_s=config.http.request_timeout_s,
+        max_connections=config.http.max_connections,
+        reserved_descriptors=descriptor_reserve((pooled or 2 * concurrency) + concurrency),
     )
 
 
@@ -258,7 +272,7 @@ async def _run(
             max_body_bytes=config.http.max_body_bytes,
             tokens=config.http_tokens(),
         )
-        http = await _serve_http(web_app, config, webhooks.rule)
+        http = await _serve_http(web_app, config, webhooks.rule, session)
         _resume_outbox(dispatcher, runtime, await store.pending_outbox(limit=1_000_000))
         log.info("pagerd.recovered", open_incidents=recovered)
 
@@ -296,13 +310,18 @@ async def _run(
         await _cancel(dispatch_task, follow_task, watchdog_task)
 
 
-async def _serve_http(app: web.Application, config: Config, egress: EgressRule) -> web.AppRunner:
+async def _serve_http(
+    app: web.Application,
+    config: Config,
+    egress: EgressRule,
+    session: aiohttp.ClientSession,
+) -> HttpServer:
     """The API, the console and the integrations beside the health routes, served."""
     add_api_routes(app, egress=egress)
     add_console_routes(app, config=config)
     add_integration_routes(app, config=config)
     host, port = config.http.host_port()
-    return await start_http(app, host, port)
+    return await start_http(app, host, port, limits=http_limits(config, session))
 
 
 def _resume_outbox(dispatcher: Dispatcher, runtime: Runtime, rows: list[OutboxRow]) -> None:
@@ -387,6 +406,7 @@ def _json_text(body: object) -> str:
 async def main(config: Config) -> int:
     """The daemon's entry point under ``asyncio.run``."""
     gc.set_threshold(*GC_THRESHOLDS)
+    raise_descriptor_limit()
     stop = asyncio.Event()
     install_signal_handlers(stop)
     return await serve(config, stop=stop)

@@ -7,13 +7,14 @@ import contextlib
 import getpass
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -263,6 +264,9 @@ class Pagerd:
     teams: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # name -> (dev, phone)
     database_url: str = ""  # a PostgreSQL database instead of the SQLite file ``db``
     mqtt: dict[str, Any] = field(default_factory=dict)  # more [mqtt] keys; hosts replaces host
+    http: dict[str, Any] = field(default_factory=dict)  # more [http] keys
+    # RLIMIT_NOFILE (soft and hard) of the process, as a unit's LimitNOFILE= sets it.
+    descriptor_limit: int | None = None
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -292,7 +296,8 @@ class Pagerd:
             + "".join(f"\n{k} = {toml_value(v)}" for k, v in self.mqtt.items()),
             (
                 f'[http]\nlisten = "127.0.0.1:{self.http_port}"\n'
-                f'public_url = "{self.public_url or self.base_url}"\ntokens = ["{API_TOKEN}"]'
+                f'public_url = "{self.public_url or self.base_url}"\ntokens = ["{API_TOKEN}"]\n'
+                + "\n".join(f"{k} = {toml_value(v)}" for k, v in self.http.items())
             ),
             f'[routing]\nfallback_policy = "{self.fallback_policy}"',
             "[notify]\n" + "\n".join(f"{k} = {toml_value(v)}" for k, v in self.notify.items()),
@@ -327,6 +332,12 @@ class Pagerd:
         self.notifications: list[str] = []
         env = os.environ | {"NOTIFY_SOCKET": str(notify_path), "PYTHONUNBUFFERED": "1"}
         env.pop("WATCHDOG_USEC", None)
+        limit = self.descriptor_limit
+
+        def limit_descriptors() -> None:
+            if limit is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "pagerd", "run", "--config", str(config)],
@@ -334,6 +345,8 @@ class Pagerd:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.directory,
+                # setrlimit alone between fork and exec takes no lock a thread could hold.
+                preexec_fn=limit_descriptors if limit is not None else None,  # noqa: PLW1509
             )
         if wait_ready:
             await self.ready()
@@ -455,3 +468,29 @@ def sqlite_rows(db: Path, query: str, *args: Any) -> list[tuple[Any, ...]]:
 
     with contextlib.closing(sqlite3.connect(db)) as conn:
         return list(conn.execute(query, args))
+
+
+@contextlib.contextmanager
+def descriptors_exhausted() -> Iterator[None]:
+    """No new file descriptor in this process (EMFILE) until the block ends.
+
+    A new descriptor takes the lowest free number, so a soft limit at that number
+    leaves none: the process runs short exactly as with every descriptor in use.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    listed = {int(name) for name in os.listdir("/proc/self/fd")}
+    in_use = {fd for fd in listed if _is_open(fd)}  # not the listing's own, closed since
+    lowest_free = min(set(range(len(in_use) + 1)) - in_use)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True

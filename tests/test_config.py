@@ -341,6 +341,15 @@ def test_notify_settings_at_their_bounds(tmp_path: Path) -> None:
     assert (notify.email.timeout_s, notify.webhook.timeout_s) == (0.3, 0.3)
 
 
+def test_http_limits_default_and_read(tmp_path: Path) -> None:
+    defaults = load_config(write(tmp_path, ""), env={}).http
+    text = "[http]\nrequest_timeout_s = 0.3\nmax_connections = 1\n"
+    http = load_config(write(tmp_path, text), env={}).http
+
+    assert (defaults.request_timeout_s, defaults.max_connections) == (10, 1000)
+    assert (http.request_timeout_s, http.max_connections) == (0.3, 1)
+
+
 def test_config_is_frozen(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, ""), env={})
 
@@ -666,6 +675,22 @@ BROKEN = {
     "zero max_body_bytes": (
         "[http]\nmax_body_bytes = 0\n",
         "http.max_body_bytes: must be >= 1, got 0",
+    ),
+    "zero request_timeout_s": (
+        "[http]\nrequest_timeout_s = 0\n",
+        "http.request_timeout_s: must be positive, got 0",
+    ),
+    "request_timeout_s as text": (
+        '[http]\nrequest_timeout_s = "10s"\n',
+        "http.request_timeout_s: expected float, got string",
+    ),
+    "zero max_connections": (
+        "[http]\nmax_connections = 0\n",
+        "http.max_connections: must be >= 1, got 0",
+    ),
+    "fractional max_connections": (
+        "[http]\nmax_connections = 10.5\n",
+        "http.max_connections: expected integer, got float",
     ),
     "repeat 10": (
         POLICY.replace('id = "p"', 'id = "p"\nrepeat = 10'),

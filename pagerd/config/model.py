@@ -69,6 +69,8 @@ class HttpConfig(_Section, frozen=True, kw_only=True):
     tokens: tuple[Text, ...] = ()
     tokens_file: str = ""
     max_body_bytes: Annotated[int, Meta(gt=0)] = 65536
+    request_timeout_s: PositiveSeconds = 10.0  # a client must send headers and body within this
+    max_connections: Annotated[int, Meta(ge=1, le=1_000_000)] = 1000  # past it: closed at once
 
     def host_port(self) -> tuple[str, int]:
         """Split ``listen`` into host and port; ValueError if it is not ``host:port``."""

@@ -107,3 +107,41 @@ CONSOLE_SIGN_INS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+HTTP_CONNECTIONS = Gauge(
+    "pagerd_http_connections", "HTTP connections open (admitted).", registry=REGISTRY
+)
+HTTP_MAX_CONNECTIONS = Gauge(
+    "pagerd_http_max_connections",
+    "HTTP connections admitted at most: [http] max_connections, lowered to fit the descriptors.",
+    registry=REGISTRY,
+)
+HTTP_CONNECTIONS_REFUSED = Counter(
+    "pagerd_http_connections_refused",
+    "HTTP connections closed at once because max_connections were open.",
+    registry=REGISTRY,
+)
+HTTP_TIMEOUTS = Counter(
+    "pagerd_http_timeouts",
+    "HTTP connections cut for not sending a whole request within [http] request_timeout_s,"
+    " by what was still missing (request: nothing sent; headers; body).",
+    ["waiting_for"],
+    registry=REGISTRY,
+)
+HTTP_ACCEPT_ERRORS = Counter(
+    "pagerd_http_accept_errors",
+    "Connections the listening socket could not accept (out of descriptors, buffers, memory).",
+    ["errno"],
+    registry=REGISTRY,
+)
+HTTP_PROTOCOL_ERRORS = Counter(
+    "pagerd_http_protocol_errors",
+    "Requests aiohttp could not parse or answer (malformed HTTP), answered 400 or 500.",
+    registry=REGISTRY,
+)
+NOTIFICATION_LOCAL_ERRORS = Counter(
+    "pagerd_notification_local_errors",
+    "Sends that failed on pagerd's own host (out of descriptors, buffers, memory): retried"
+    " soon, not counted as attempts.",
+    ["channel"],
+    registry=REGISTRY,
+)

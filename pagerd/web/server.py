@@ -8,12 +8,13 @@ their routes to it before ``start_http`` and reach the shared parts through
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import assert_never
+from typing import Any, assert_never
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -27,6 +28,14 @@ from pagerd.telemetry import metrics
 from pagerd.telemetry.logs import get_logger
 from pagerd.web.acklinks import EXPIRED, AckClaim, AckLinks, InvalidAckToken
 from pagerd.web.auth import bearer_auth
+from pagerd.web.limits import (
+    ACCEPT_BACKLOG,
+    ConnectionGate,
+    HttpLimits,
+    connection_budget,
+    protocol_factory,
+    quiet_accept_errors,
+)
 
 log = get_logger(__name__)
 
@@ -77,17 +86,54 @@ def build_app(
     return app
 
 
-async def start_http(app: web.Application, host: str, port: int) -> web.AppRunner:
-    """Serve ``app`` on host:port; the caller awaits ``runner.cleanup()`` at shutdown."""
+class HttpServer:
+    """The listening sockets and the aiohttp runner behind them; ``cleanup()`` stops both."""
+
+    def __init__(self, runner: web.AppRunner, server: asyncio.Server, gate: ConnectionGate) -> None:
+        self.runner = runner
+        self.gate = gate
+        self._server = server
+
+    @property
+    def addresses(self) -> list[Any]:
+        return [sock.getsockname() for sock in self._server.sockets]
+
+    async def cleanup(self) -> None:
+        """Stop listening, then let requests in flight finish (within the shutdown timeout)."""
+        self._server.close()
+        await self.runner.cleanup()
+
+
+async def start_http(
+    app: web.Application, host: str, port: int, *, limits: HttpLimits | None = None
+) -> HttpServer:
+    """Serve ``app`` on host:port within ``limits``; the caller awaits ``cleanup()`` at shutdown.
+
+    Each connection is aiohttp's protocol with a request deadline, admitted by a gate
+    (pagerd.web.limits); not a TCPSite, which would make aiohttp's own protocol.
+    """
+    limits = limits or HttpLimits()
     runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
+    assert runner.server is not None  # set by setup()
+    gate = ConnectionGate(connection_budget(limits), limits.request_timeout_s)
+    loop = asyncio.get_running_loop()
+    quiet_accept_errors(loop, gate)
     try:
-        await web.TCPSite(runner, host, port).start()
+        server = await loop.create_server(
+            protocol_factory(runner.server, gate), host, port, backlog=ACCEPT_BACKLOG
+        )
     except BaseException:
         await runner.cleanup()
         raise
-    log.info("http.listening", addresses=[str(a) for a in runner.addresses])
-    return runner
+    http = HttpServer(runner, server, gate)
+    log.info(
+        "http.listening",
+        addresses=[str(a) for a in http.addresses],
+        max_connections=gate.max_connections,
+        request_timeout_s=limits.request_timeout_s,
+    )
+    return http
 
 
 # --- problems and the error middleware ----------------------------------------------------
@@ -139,7 +185,12 @@ async def _errors(
         )
         headers = {k: v for k, v in error.headers.items() if k in ("Allow", "Retry-After")}
         return problem(error.status, error.reason, detail, headers=headers)
-    except Exception:
+    except Exception as error:
+        if isinstance(error, ConnectionError) and request.transport is None:
+            # The client left, or was cut at request_timeout_s, before its body was in:
+            # nobody is there to answer, and a cut is already counted and logged.
+            log.debug("http.client_gone", method=request.method, path=request.path)
+            return web.Response(status=400)
         log.exception("http.failed", method=request.method, path=request.path)
         if _is_page(request):
             return _refusal_page(500, "Something went wrong")
