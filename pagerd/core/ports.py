@@ -163,6 +163,9 @@ class Verdict(enum.Enum):
     SENT = "sent"
     RETRY = "retry"  # 5xx, 429, timeout, connection error: try again later
     FAIL = "fail"  # any other refusal: retrying will not help
+    # pagerd's own host ran short (descriptors, socket buffers, memory): no fault of the
+    # provider's, so not an attempt; tried again soon.
+    LOCAL = "local"
 
 
 @dataclass(frozen=True, slots=True)

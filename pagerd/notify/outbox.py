@@ -48,11 +48,14 @@ from pagerd.core.records import OutboxRow
 from pagerd.core.times import rfc3339
 from pagerd.notify.outcomes import OutcomeCommitter, outcome
 from pagerd.telemetry import metrics
+from pagerd.telemetry.logs import RateLimitedLog
 
 log = structlog.get_logger("pagerd.outbox")
 
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 60.0
+LOCAL_RETRY_S = 1.0  # after pagerd's own host ran short (Verdict.LOCAL), about this soon
+LOCAL_LOG_INTERVAL_S = 10.0
 CHANNELS = ("sms", "email", "webhook")
 BUNDLED_CHANNELS = frozenset({"sms", "email"})  # people; a webhook is a machine
 # A level's pages all reached nobody when each one ended so.
@@ -142,6 +145,7 @@ class Dispatcher:
         self._chores: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
         self._failed_levels: asyncio.Queue[FailedLevel] = asyncio.Queue()
         self._rng = random.Random()
+        self._local_log = RateLimitedLog(log, LOCAL_LOG_INTERVAL_S)
         self._pages: dict[str, _Tracked] = {}  # by notification id
         self._by_incident: dict[str, set[str]] = {}
         self._windows: dict[tuple[str, str], _Window] = {}  # by (channel, recipient)
@@ -371,15 +375,19 @@ class Dispatcher:
 
     def _settle(self, job: _Job, attempt: Attempt) -> None:
         """Hand the outcome of one attempt to the committer, then retry, report or go on."""
+        if attempt.verdict is Verdict.LOCAL and self._retry_local(job, attempt):
+            return
         now = self._clock.now()
         head = job.head
         attempts = head.attempts + 1
         retry_in = attempt.retry_after_s or backoff_delay(attempts, self._rng)
         too_old = (now - head.created_at).total_seconds() + retry_in > self._policy.max_age_s
+        moot = next((t.moot for r in job.rows if (t := self._pages.get(r.id)) and t.moot), None)
         verdict = attempt.verdict
+        if verdict is Verdict.LOCAL:  # moot, or too old to try again (see _retry_local)
+            verdict = Verdict.RETRY if moot is not None else Verdict.FAIL
         if verdict is Verdict.RETRY and (attempts >= self._policy.max_attempts or too_old):
             verdict = Verdict.FAIL
-        moot = next((t.moot for r in job.rows if (t := self._pages.get(r.id)) and t.moot), None)
         fields = {
             **head.log_fields(),
             "attempt": attempts,
@@ -417,7 +425,7 @@ class Dispatcher:
                     self._pages[row.id].row = row
                     self._pages[row.id].sending = False
                 self._retry_later(_Job(retried), retry_in)
-            case Verdict.FAIL:
+            case Verdict.FAIL | Verdict.LOCAL:  # LOCAL is made FAIL above; mypy cannot tell
                 self._record(
                     job,
                     "failed",
@@ -431,6 +439,32 @@ class Dispatcher:
                 self._forget(job.rows)
             case _:
                 assert_never(verdict)
+
+    def _retry_local(self, job: _Job, attempt: Attempt) -> bool:
+        """pagerd's own host ran short: try again soon, as if this attempt had not been made.
+
+        Nothing is committed (the row stays pending as it was), so a host out of
+        descriptors does not also write a timeline row per page per second. False when
+        the page is too old to try again, or moot.
+        """
+        head = job.head
+        delay = LOCAL_RETRY_S * self._rng.uniform(0.5, 1.5)
+        age_s = (self._clock.now() - head.created_at).total_seconds()
+        tracked = [self._pages.get(row.id) for row in job.rows]
+        if age_s + delay > self._policy.max_age_s or any(t and t.moot for t in tracked):
+            return False
+        for page in tracked:
+            if page is not None:
+                page.sending = False  # waiting now: an acknowledgement cancels it outright
+        metrics.NOTIFICATION_LOCAL_ERRORS.labels(channel=head.channel).inc(len(job.rows))
+        self._local_log.error(
+            "notification.local_error",
+            **head.log_fields(),
+            detail=attempt.detail,
+            retry_in_s=round(delay, 3),
+        )
+        self._retry_later(job, delay)
+        return True
 
     def _record(
         self,

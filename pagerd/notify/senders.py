@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 import ssl
 from collections.abc import Mapping
@@ -29,6 +30,27 @@ from pagerd.telemetry.logs import mask_text
 # Of any provider's answer, this much is read at most (CONTRACT §5); a longer one is cut
 # off with its connection. Only the status line decides the outcome.
 MAX_RESPONSE_BYTES = 64 * 1024
+
+# The errors of pagerd's own host running short, not of the provider or the network.
+LOCAL_ERRNOS = {
+    errno.EMFILE: "pagerd is out of file descriptors",
+    errno.ENFILE: "the host is out of file descriptors",
+    errno.ENOBUFS: "the host is out of socket buffers",
+    errno.ENOMEM: "the host is out of memory",
+}
+
+
+def local_failure(error: BaseException) -> Attempt | None:
+    """A LOCAL verdict if ``error``, or what it was raised from, is the host running short."""
+    seen: BaseException | None = error
+    for _ in range(8):  # aiohttp and aiosmtplib wrap the OSError once or twice
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.errno in LOCAL_ERRNOS:
+            code = seen.errno
+            return Attempt(Verdict.LOCAL, f"{errno.errorcode[code]}: {LOCAL_ERRNOS[code]}")
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def classify_http(status: int, retry_after: str | None) -> Attempt:
@@ -179,6 +201,9 @@ class EmailSender:
         except TimeoutError:
             return Attempt(Verdict.RETRY, "SMTP timeout")
         except OSError as error:  # refused, reset, disconnected (aiosmtplib's are OSErrors too)
+            local = local_failure(error)
+            if local is not None:
+                return local
             # aiosmtplib's connect error says what it could not reach in its cause.
             return Attempt(Verdict.RETRY, f"SMTP {os_failure(error.__cause__ or error)}")
         except aiosmtplib.SMTPException as error:  # e.g. STARTTLS or AUTH configured, not offered
@@ -239,7 +264,9 @@ async def post_json(
     except TimeoutError:
         return Attempt(Verdict.RETRY, "timeout")
     except aiohttp.ClientError as error:
-        return connection_failure(error)
+        return local_failure(error) or connection_failure(error)
+    except OSError as error:  # raised before aiohttp could wrap it (making the socket)
+        return local_failure(error) or Attempt(Verdict.RETRY, os_failure(error))
 
 
 async def _read_bounded(response: aiohttp.ClientResponse) -> None:
