@@ -8,18 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import resource
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import structlog
 from aiohttp import web
 
 from pagerd.telemetry import metrics
-from pagerd.web.limits import HttpLimits, connection_budget, raise_descriptor_limit
+from pagerd.web.limits import (
+    MAX_CONNECTIONS,
+    HttpLimits,
+    connection_budget,
+    descriptor_reserve,
+    raise_descriptor_limit,
+)
 from pagerd.web.server import HttpServer, start_http
 from tests.conftest import PagerdFactory
 from tests.harness import Monitor, Policy, SmsStandIn, descriptors_exhausted, eventually, sms
@@ -295,6 +303,15 @@ def test_the_soft_descriptor_limit_is_raised_to_the_hard_limit() -> None:
             "raised_from": 512,
         }
     ]
+
+
+def test_the_unit_gives_pagerd_descriptors_for_every_connection_and_send() -> None:
+    """systemd's default soft limit is 1,024: pagerd would lower max_connections at once."""
+    unit = (Path(__file__).resolve().parents[1] / "pagerd.service").read_text()
+    (value,) = re.findall(r"^LimitNOFILE=(\d+)$", unit, flags=re.MULTILINE)
+    reserve = descriptor_reserve(outgoing=100 + 1000)  # the session's pool, most SMTP workers
+
+    assert int(value) >= MAX_CONNECTIONS + reserve
 
 
 async def test_failed_accepts_are_counted_and_logged_once_not_per_try() -> None:
