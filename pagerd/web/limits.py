@@ -9,8 +9,9 @@ email sends. Here (CONTRACT §9):
   armed at accept and again at the end of each response; when it fires, a client
   that has not sent a whole request (headers and body) since is disconnected. While
   pagerd works on a request it has read, the timer has nothing to say.
-- ``ConnectionGate`` admits at most ``max_connections`` at once; a connection past
-  that is answered 503 and closed at once, so it holds nothing.
+- ``ConnectionGate`` admits at most ``max_connections`` at once (the listener,
+  pagerd.web.listener, asks it for each connection); a connection past that is
+  answered 503 and closed at once, so it holds nothing.
 - ``connection_budget`` lowers ``max_connections`` where the descriptors would not
   cover the connections plus what pagerd needs for itself and its sends.
 
@@ -21,9 +22,12 @@ them costs one line per kind per interval, never one per connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import resource
+import socket
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -42,16 +46,12 @@ log = get_logger(__name__)
 
 REQUEST_TIMEOUT_S = 10.0
 MAX_CONNECTIONS = 1000
-# Connections the listening socket takes per turn of the loop (asyncio accepts up to its
-# backlog at once), each holding a descriptor until it is admitted or refused.
-ACCEPT_BACKLOG = 128
 # What pagerd holds besides HTTP connections and sends: stdio, epoll, the SQLite files
-# of each connection, MQTT, the notify socket, the listening sockets (14 at rest), and room.
+# of each connection, MQTT, the notify socket, the listening sockets (14 at rest), a
+# refused connection for the moment it is answered, and room.
 OWN_DESCRIPTORS = 64
 LOG_INTERVAL_S = 10.0
-# asyncio reports a failed accept (EMFILE, ENFILE, ENOBUFS, ENOMEM) to the loop's
-# exception handler with this message, from every one of up to ``backlog`` tries a turn.
-_ACCEPT_FAILED = "socket.accept() out of system resource"
+CUT_BATCH = 32  # connections cut per turn of the loop (each ~0.1 ms, most of it the kernel's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +60,12 @@ class HttpLimits:
 
     request_timeout_s: float = REQUEST_TIMEOUT_S
     max_connections: int = MAX_CONNECTIONS
-    reserved_descriptors: int = OWN_DESCRIPTORS + ACCEPT_BACKLOG
+    reserved_descriptors: int = OWN_DESCRIPTORS
 
 
 def descriptor_reserve(outgoing: int) -> int:
-    """Descriptors no HTTP client may take: pagerd's own, an accept burst, ``outgoing`` sends."""
-    return OWN_DESCRIPTORS + ACCEPT_BACKLOG + outgoing
+    """Descriptors no HTTP client may take: pagerd's own, and ``outgoing`` sends at once."""
+    return OWN_DESCRIPTORS + outgoing
 
 
 def raise_descriptor_limit() -> int:
@@ -119,8 +119,8 @@ def _raw_response(status: int, title: str, detail: str, headers: dict[str, str])
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-def _peer(transport: asyncio.BaseTransport) -> str:
-    peer = transport.get_extra_info("peername")
+def _host(peer: object) -> str:
+    """The address of a peer as sockets name it (host, port[, ...]), without the port."""
     return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
 
 
@@ -153,6 +153,8 @@ class ConnectionGate:
             " the connection, or of the previous response on it",
             {},
         )
+        self._loop = asyncio.get_running_loop()
+        self._to_cut: deque[LimitedRequestHandler] = deque()
         metrics.HTTP_MAX_CONNECTIONS.set(max_connections)
         metrics.HTTP_CONNECTIONS.set(0)
 
@@ -167,23 +169,47 @@ class ConnectionGate:
         self.open -= 1
         metrics.HTTP_CONNECTIONS.set(self.open)
 
-    def refuse(self, transport: asyncio.Transport) -> None:
-        """Answer 503 and close at once: the connection costs no descriptor past this turn."""
+    def refuse(self, conn: socket.socket, peer: object) -> None:
+        """Answer 503 and close at once: the connection holds its descriptor no longer."""
         metrics.HTTP_CONNECTIONS_REFUSED.inc()
         self._log.warning(
-            "http.connection_refused", max_connections=self.max_connections, peer=_peer(transport)
+            "http.connection_refused", max_connections=self.max_connections, peer=_host(peer)
         )
-        _send_and_close(transport, self._refusal)
+        # Read what the client sent already, so that closing is a FIN after the 503
+        # rather than a reset that may overtake it; never wait for either.
+        with contextlib.suppress(OSError):
+            conn.recv(4096, socket.MSG_DONTWAIT)
+        with contextlib.suppress(OSError):
+            conn.send(self._refusal, socket.MSG_DONTWAIT)
+        conn.close()
+
+    def cut_soon(self, connection: LimitedRequestHandler) -> None:
+        """Cut ``connection`` within a few turns of the loop, ``CUT_BATCH`` a turn.
+
+        Clients that connected together time out together; cutting a thousand at once
+        would hold the loop ~0.1 s, and every page with it.
+        """
+        self._to_cut.append(connection)
+        if len(self._to_cut) == 1:
+            self._loop.call_soon(self._cut_some)
+
+    def _cut_some(self) -> None:
+        for _ in range(min(CUT_BATCH, len(self._to_cut))):
+            self._to_cut.popleft().cut_if_late()
+        if self._to_cut:
+            self._loop.call_soon(self._cut_some)
 
     def cut(self, transport: asyncio.Transport, waiting_for: str) -> None:
         """Disconnect a client that sent no whole request in time (408 if it sent part of one)."""
         metrics.HTTP_TIMEOUTS.labels(waiting_for=waiting_for).inc()
         fields = {"waiting_for": waiting_for, "timeout_s": self.request_timeout_s}
         if waiting_for == "request":  # an idle keep-alive connection: routine, just closed
-            self._log.debug("http.idle_closed", **fields, peer=_peer(transport))
+            peer = _host(transport.get_extra_info("peername"))
+            self._log.debug("http.idle_closed", **fields, peer=peer)
             transport.close()
         else:
-            self._log.info("http.request_timeout", **fields, peer=_peer(transport))
+            peer = _host(transport.get_extra_info("peername"))
+            self._log.info("http.request_timeout", **fields, peer=peer)
             _send_and_close(transport, self._timeout)
 
     def accept_failed(self, error: object) -> None:
@@ -206,14 +232,23 @@ class ConnectionGate:
 
 
 class LimitedRequestHandler(RequestHandler):
-    """aiohttp's HTTP/1 protocol, admitted by a ``ConnectionGate``, with a request deadline."""
+    """aiohttp's HTTP/1 protocol with a request deadline, holding a place at a gate."""
 
-    __slots__ = ("_admitted", "_deadline", "_deadline_handle", "_gate", "_heard", "_reading")
+    __slots__ = (
+        "_connected",
+        "_deadline",
+        "_deadline_handle",
+        "_gate",
+        "_has_place",
+        "_heard",
+        "_reading",
+    )
 
     def __init__(self, manager: web.Server, gate: ConnectionGate, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._gate = gate
-        self._admitted = False
+        self._has_place = True  # admitted by the gate before it was made
+        self._connected = False
         self._deadline = 0.0  # loop time by which a whole request must be in
         self._deadline_handle: asyncio.TimerHandle | None = None
         # The body of the newest request begun since the deadline was armed (None: none
@@ -221,20 +256,20 @@ class LimitedRequestHandler(RequestHandler):
         self._reading: StreamReader | None = None
         self._heard = False
 
+    def release_place(self) -> None:
+        """Give this connection's place at the gate back, once."""
+        if self._has_place:
+            self._has_place = False
+            self._gate.release()
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        if not self._gate.admit():
-            self._gate.refuse(transport)
-            return
-        self._admitted = True
+        self._connected = True
         super().connection_made(transport)
         self._arm()
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if not self._admitted:
-            return  # refused: aiohttp never knew of it
-        self._admitted = False
-        self._gate.release()
+        self._connected = False
+        self.release_place()
         if self._deadline_handle is not None:
             self._deadline_handle.cancel()
             self._deadline_handle = None
@@ -268,7 +303,7 @@ class LimitedRequestHandler(RequestHandler):
         self._gate.protocol_error(what, error if isinstance(error, BaseException) else None)
 
     def _arm(self) -> None:
-        if not self._admitted:
+        if not self._connected:
             return
         loop = self._loop
         self._deadline = loop.time() + self._gate.request_timeout_s
@@ -280,44 +315,39 @@ class LimitedRequestHandler(RequestHandler):
 
     def _on_deadline(self) -> None:
         self._deadline_handle = None
-        transport = self.transport
-        if not self._admitted or transport is None:
+        if not self._connected:
             return
         if self._loop.time() < self._deadline:  # re-armed by a response since: not yet
             self._deadline_handle = self._loop.call_at(self._deadline, self._on_deadline)
             return
+        if self._owed() is not None:
+            self._gate.cut_soon(self)
+
+    def _owed(self) -> str | None:
+        """What of a request the client still owes (None: a whole one is in, or none due)."""
         reading = self._reading
         if reading is not None and reading.is_eof():
-            return  # the whole request is in: answering it is pagerd's part, not the client's
-        waiting_for = "body" if reading is not None else "headers" if self._heard else "request"
-        self._gate.cut(transport, waiting_for)  # writes its answer, then closes
-        self.force_close()  # aiohttp stops reading and handling this connection
+            return None  # answering it is pagerd's part, not the client's
+        return "body" if reading is not None else "headers" if self._heard else "request"
+
+    def cut_if_late(self) -> None:
+        """Disconnect the client if its deadline passed with a request still owed."""
+        transport = self.transport
+        if not self._connected or transport is None or self._loop.time() < self._deadline:
+            return  # gone, or a response ended since and its deadline is a new one
+        owed = self._owed()
+        if owed is not None:
+            self._gate.cut(transport, owed)  # writes its answer, then closes
+            self.force_close()  # aiohttp stops reading and handling this connection
 
 
-def protocol_factory(server: web.Server, gate: ConnectionGate) -> Callable[[], RequestHandler]:
-    """What ``loop.create_server`` calls for each accepted connection."""
+def protocol_factory(
+    server: web.Server, gate: ConnectionGate
+) -> Callable[[], LimitedRequestHandler]:
+    """Makes the protocol of each admitted connection."""
     loop = asyncio.get_running_loop()
 
-    def make() -> RequestHandler:
+    def make() -> LimitedRequestHandler:
         return LimitedRequestHandler(server, gate, loop=loop)
 
     return make
-
-
-def quiet_accept_errors(loop: asyncio.AbstractEventLoop, gate: ConnectionGate) -> None:
-    """Route asyncio's failed-accept reports to the gate: counted, one line per interval.
-
-    asyncio logs each with a traceback, up to its backlog times a turn (392 MB in 3
-    minutes once, when the descriptors ran out); anything else goes on as before.
-    """
-    previous = loop.get_exception_handler()
-
-    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        if context.get("message") == _ACCEPT_FAILED:
-            gate.accept_failed(context.get("exception"))
-        elif previous is not None:
-            previous(loop, context)
-        else:
-            loop.default_exception_handler(context)
-
-    loop.set_exception_handler(handle)

@@ -8,7 +8,6 @@ their routes to it before ``start_http`` and reach the shared parts through
 
 from __future__ import annotations
 
-import asyncio
 import html
 import json
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,14 +27,8 @@ from pagerd.telemetry import metrics
 from pagerd.telemetry.logs import get_logger
 from pagerd.web.acklinks import EXPIRED, AckClaim, AckLinks, InvalidAckToken
 from pagerd.web.auth import bearer_auth
-from pagerd.web.limits import (
-    ACCEPT_BACKLOG,
-    ConnectionGate,
-    HttpLimits,
-    connection_budget,
-    protocol_factory,
-    quiet_accept_errors,
-)
+from pagerd.web.limits import ConnectionGate, HttpLimits, connection_budget, protocol_factory
+from pagerd.web.listener import Listener, bind
 
 log = get_logger(__name__)
 
@@ -89,18 +82,18 @@ def build_app(
 class HttpServer:
     """The listening sockets and the aiohttp runner behind them; ``cleanup()`` stops both."""
 
-    def __init__(self, runner: web.AppRunner, server: asyncio.Server, gate: ConnectionGate) -> None:
+    def __init__(self, runner: web.AppRunner, listener: Listener, gate: ConnectionGate) -> None:
         self.runner = runner
         self.gate = gate
-        self._server = server
+        self._listener = listener
 
     @property
     def addresses(self) -> list[Any]:
-        return [sock.getsockname() for sock in self._server.sockets]
+        return [sock.getsockname() for sock in self._listener.sockets]
 
     async def cleanup(self) -> None:
         """Stop listening, then let requests in flight finish (within the shutdown timeout)."""
-        self._server.close()
+        await self._listener.close()
         await self.runner.cleanup()
 
 
@@ -109,24 +102,21 @@ async def start_http(
 ) -> HttpServer:
     """Serve ``app`` on host:port within ``limits``; the caller awaits ``cleanup()`` at shutdown.
 
-    Each connection is aiohttp's protocol with a request deadline, admitted by a gate
-    (pagerd.web.limits); not a TCPSite, which would make aiohttp's own protocol.
+    Connections come through pagerd's own listener (pagerd.web.listener), which admits
+    or refuses each, into aiohttp's protocol with a request deadline (pagerd.web.limits).
     """
     limits = limits or HttpLimits()
     runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     assert runner.server is not None  # set by setup()
     gate = ConnectionGate(connection_budget(limits), limits.request_timeout_s)
-    loop = asyncio.get_running_loop()
-    quiet_accept_errors(loop, gate)
     try:
-        server = await loop.create_server(
-            protocol_factory(runner.server, gate), host, port, backlog=ACCEPT_BACKLOG
-        )
+        listener = Listener(bind(host, port), protocol_factory(runner.server, gate), gate)
     except BaseException:
         await runner.cleanup()
         raise
-    http = HttpServer(runner, server, gate)
+    listener.start()
+    http = HttpServer(runner, listener, gate)
     log.info(
         "http.listening",
         addresses=[str(a) for a in http.addresses],
