@@ -47,6 +47,7 @@ class Firehose:
     messages: list[Message]
     rate: float
     acked: set[str] = field(default_factory=set)
+    sent_at: dict[str, float] = field(default_factory=dict)  # key -> first write, monotonic
     reconnects: int = 0
     republished: int = 0
     _pending: dict[int, Message] = field(default_factory=dict)
@@ -86,6 +87,7 @@ class Firehose:
                                 message = self.messages[sent]
                                 packet_id = self._packet_id()
                                 self._pending[packet_id] = message
+                                self.sent_at.setdefault(message.key, time.monotonic())
                                 writer.write(
                                     publish_packet(
                                         message.topic, message.payload, packet_id, dup=False
