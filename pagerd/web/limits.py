@@ -202,14 +202,16 @@ class ConnectionGate:
     def cut(self, transport: asyncio.Transport, waiting_for: str) -> None:
         """Disconnect a client that sent no whole request in time (408 if it sent part of one)."""
         metrics.HTTP_TIMEOUTS.labels(waiting_for=waiting_for).inc()
-        fields = {"waiting_for": waiting_for, "timeout_s": self.request_timeout_s}
+        fields = {
+            "waiting_for": waiting_for,
+            "timeout_s": self.request_timeout_s,
+            "peer": _host(transport.get_extra_info("peername")),
+        }
         if waiting_for == "request":  # an idle keep-alive connection: routine, just closed
-            peer = _host(transport.get_extra_info("peername"))
-            self._log.debug("http.idle_closed", **fields, peer=peer)
+            self._log.debug("http.idle_closed", **fields)
             transport.close()
         else:
-            peer = _host(transport.get_extra_info("peername"))
-            self._log.info("http.request_timeout", **fields, peer=peer)
+            self._log.info("http.request_timeout", **fields)
             _send_and_close(transport, self._timeout)
 
     def accept_failed(self, error: object) -> None:
