@@ -30,9 +30,11 @@ ACCEPT_BATCH = 32
 ACCEPT_RETRY_S = 1.0  # after accept failed for want of resources, as asyncio waits
 
 
-def bind(host: str, port: int) -> list[socket.socket]:
+async def bind(host: str, port: int) -> list[socket.socket]:
     """Listening sockets for every address ``host`` names, as ``loop.create_server`` binds."""
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
     sockets: list[socket.socket] = []
     try:
         for family, kind, proto, _, address in dict.fromkeys(infos):

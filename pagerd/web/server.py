@@ -111,7 +111,8 @@ async def start_http(
     assert runner.server is not None  # set by setup()
     gate = ConnectionGate(connection_budget(limits), limits.request_timeout_s)
     try:
-        listener = Listener(bind(host, port), protocol_factory(runner.server, gate), gate)
+        sockets = await bind(host, port)
+        listener = Listener(sockets, protocol_factory(runner.server, gate), gate)
     except BaseException:
         await runner.cleanup()
         raise
