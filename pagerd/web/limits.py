@@ -51,7 +51,7 @@ MAX_CONNECTIONS = 1000
 # refused connection for the moment it is answered, and room.
 OWN_DESCRIPTORS = 64
 LOG_INTERVAL_S = 10.0
-CUT_BATCH = 32  # connections cut per turn of the loop (each ~0.1 ms, most of it the kernel's)
+CUT_BATCH = 8  # connections cut per turn of the loop (each ~0.1 ms, most of it the kernel's)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ log = get_logger(__name__)
 ACCEPT_BACKLOG = 128  # the kernel's queue of connections not yet accepted
 # Connections accepted per turn of the loop, so that pages get their turn in a flood;
 # each costs ~0.1 ms, most of it the kernel's.
-ACCEPT_BATCH = 32
+ACCEPT_BATCH = 8
 ACCEPT_RETRY_S = 1.0  # after accept failed for want of resources, as asyncio waits
 
 

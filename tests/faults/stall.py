@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import resource
 import sys
@@ -89,6 +90,9 @@ async def main(port: int, connections: int, seconds: float) -> None:
 
 
 if __name__ == "__main__":
+    # A real attacker's CPU is not the pager's: on this shared machine it yields to
+    # everything else, so the test measures what pagerd does, not what the attack costs.
+    os.nice(19)
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])))
