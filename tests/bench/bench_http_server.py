@@ -2,8 +2,9 @@
 
 pagerd serves HTTP through its own accept loop and aiohttp's protocol with a request
 deadline (pagerd.web.listener, pagerd.web.limits) instead of aiohttp's ``TCPSite``.
-Both serve the same small application from a process of their own, in turns, to the
-same client: requests on kept-alive connections, and one connection per request.
+Both serve the same small application from a process of their own, in turns (each
+round in the other order), to the same client: requests on kept-alive connections,
+and one connection per request.
 The figure is the server's CPU time per request (user + system, from /proc), which
 other load on the machine disturbs far less than latency; requests/s and latency
 are printed beside it. Refused connections, one more way in: past max_connections,
@@ -104,8 +105,10 @@ async def main() -> None:
     ways = ["kept alive", "new connection"] + (["refused"] if args.refused else [])
     cpu_per: dict[tuple[str, str], list[float]] = {}
     rows = []
-    for _ in range(args.rounds):
-        for kind in SERVERS:
+    for n in range(args.rounds):
+        # Each round in the other order, so that a machine growing busier or quieter
+        # during the run does not favour one server.
+        for kind in SERVERS if n % 2 == 0 else SERVERS[::-1]:
             for way in ways:
                 if way == "refused" and kind == "aiohttp":
                     continue  # aiohttp alone has no cap: it would hold them all
