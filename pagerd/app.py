@@ -123,13 +123,14 @@ def delivery_policy(config: Config) -> DeliveryPolicy:
 def http_limits(config: Config, session: aiohttp.ClientSession) -> HttpLimits:
     """``[http]`` limits, keeping descriptors for every send that may be out at once."""
     concurrency = config.notify.concurrency  # SMTP connections: one per email worker
-    # SMS and webhook connections, idle ones kept for reuse included: the session's
-    # limit, else one per worker of the two channels.
+    # SMS and webhook connections, idle ones kept for reuse included: two sessions (the
+    # one given, and the webhooks' checked one, made alike), each up to its pool's limit.
     pooled = session.connector.limit if session.connector is not None else 0
+    outgoing = 2 * (pooled or concurrency) + concurrency
     return HttpLimits(
         request_timeout_s=config.http.request_timeout_s,
         max_connections=config.http.max_connections,
-        reserved_descriptors=descriptor_reserve((pooled or 2 * concurrency) + concurrency),
+        reserved_descriptors=descriptor_reserve(outgoing),
     )
 
 

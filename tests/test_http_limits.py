@@ -30,7 +30,15 @@ from pagerd.web.limits import (
 )
 from pagerd.web.server import HttpServer, start_http
 from tests.conftest import PagerdFactory
-from tests.harness import Monitor, Policy, SmsStandIn, descriptors_exhausted, eventually, sms
+from tests.harness import (
+    API_TOKEN,
+    Monitor,
+    Policy,
+    SmsStandIn,
+    descriptors_exhausted,
+    eventually,
+    sms,
+)
 
 TIMEOUT_S = 0.5
 # How late a cut may come on a busy two-core machine; it must never come early.
@@ -309,7 +317,7 @@ def test_the_unit_gives_pagerd_descriptors_for_every_connection_and_send() -> No
     """systemd's default soft limit is 1,024: pagerd would lower max_connections at once."""
     unit = (Path(__file__).resolve().parents[1] / "pagerd.service").read_text()
     (value,) = re.findall(r"^LimitNOFILE=(\d+)$", unit, flags=re.MULTILINE)
-    reserve = descriptor_reserve(outgoing=100 + 1000)  # the session's pool, most SMTP workers
+    reserve = descriptor_reserve(outgoing=2 * 100 + 1000)  # two pools, most SMTP workers
 
     assert int(value) >= MAX_CONNECTIONS + reserve
 
@@ -423,8 +431,9 @@ async def test_pagerd_cuts_slow_clients_and_refuses_connections_as_configured(
     for _, writer in first:
         writer.write(
             b"POST /api/v1/services/api/alerts HTTP/1.1\r\nHost: pagerd\r\n"
-            b"Authorization: Bearer test-token\r\nContent-Type: application/json\r\n"
-            b'Content-Length: 100\r\n\r\n{"message": "half a'
+            + f"Authorization: Bearer {API_TOKEN}\r\n".encode()
+            + b"Content-Type: application/json\r\n"
+            + b'Content-Length: 100\r\n\r\n{"message": "half a'
         )
     answers = [await read_until_closed(reader) for reader, _ in first]
     cut_after = time.monotonic() - connected

@@ -18,8 +18,10 @@ import aiohttp
 import pytest
 
 from pagerd.config import EmailConfig
+from pagerd.core.egress import EgressRule
 from pagerd.core.ports import Page, Verdict
 from pagerd.core.records import OutboxRow, WriteBatch
+from pagerd.notify.egress import WebhookEgress
 from pagerd.notify.outbox import DeliveryPolicy, Dispatcher
 from pagerd.notify.senders import EmailSender, SmsSender, WebhookSender
 from pagerd.runtime.clock import SystemClock
@@ -56,13 +58,16 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 async def test_an_http_send_without_descriptors_is_a_local_failure(
     session: aiohttp.ClientSession, sms_service: SmsStandIn
 ) -> None:
-    """Given no descriptor left, then an SMS or webhook POST says LOCAL, naming EMFILE."""
+    """Given no descriptor left, then an SMS or webhook POST says LOCAL, naming EMFILE; the
+    webhook through the session that checks each address (a CIDR entry lets loopback in)."""
     sms = SmsSender(session, sms_service.url, timeout_s=2)
-    webhook = WebhookSender(session, timeout_s=2)
-    with descriptors_exhausted():
-        by_sms = await sms.send(page_of(sms_row()))
-        hook = replace(sms_row(), channel="webhook", recipient=sms_service.url)
-        by_webhook = await webhook.send(page_of(hook))
+    rule = EgressRule.from_allow_hosts(["127.0.0.0/8"])
+    hook = replace(sms_row(), channel="webhook", recipient=sms_service.url)
+    async with WebhookEgress(rule, session) as webhooks:
+        webhook = WebhookSender(webhooks, timeout_s=2)
+        with descriptors_exhausted():
+            by_sms = await sms.send(page_of(sms_row()))
+            by_webhook = await webhook.send(page_of(hook))
 
     for attempt in (by_sms, by_webhook):
         assert attempt.verdict is Verdict.LOCAL, attempt
