@@ -73,6 +73,8 @@ def require_phone_number(value: str, field: str = "phone_number") -> None:
 PhoneNumber = Annotated[str, msgspec.Meta(pattern=anchored(PHONE_NUMBER))]
 EmailAddress = Annotated[str, msgspec.Meta(pattern=anchored(EMAIL_ADDRESS))]
 HttpUrl = Annotated[str, msgspec.Meta(pattern=anchored(HTTP_URL), max_length=2048)]
+# A schedule's id follows the pattern of a service's.
+ScheduleId = Annotated[str, msgspec.Meta(pattern=anchored(SERVICE_ID))]
 
 
 # --- escalation policy -------------------------------------------------------------------
@@ -127,8 +129,17 @@ class WebhookTarget(_Target, frozen=True, tag="webhook"):
         _require(HTTP_URL_PATTERN, self.url, "url")
 
 
-Target = SmsTarget | EmailTarget | TeamTarget | WebhookTarget
-TARGET_TYPES = ("sms", "email", "team", "webhook")
+class ScheduleTarget(_Target, frozen=True, tag="schedule"):
+    """Page whoever is on call on a schedule at the moment of the page."""
+
+    schedule: ScheduleId
+
+    def __post_init__(self) -> None:
+        validate_service_id(self.schedule, "schedule")
+
+
+Target = SmsTarget | EmailTarget | TeamTarget | WebhookTarget | ScheduleTarget
+TARGET_TYPES = ("sms", "email", "team", "webhook", "schedule")
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ by walking shifts, and the override by bisection. The rules are in docs/schedule
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from heapq import heappop, heappush
@@ -251,6 +251,40 @@ def next_handovers(
         current = on_call(schedule, overrides, current.until)
         handovers.append(current)
     return tuple(handovers)
+
+
+@dataclass(frozen=True, slots=True)
+class Rota:
+    """A schedule as a page reads it: its layers, its overrides resolved once, and how to
+    reach its team's developers (``phones``, by developer id).
+
+    Made again whenever the schedule, its overrides or its team's developers change, so
+    a page asks only the arithmetic of ``on_call``.
+    """
+
+    schedule_id: str
+    schedule: Schedule
+    overrides: Overrides
+    phones: Mapping[int, str]
+
+    def on_call(self, at: datetime) -> OnCall:
+        """Who is on call at ``at``."""
+        return on_call(self.schedule, self.overrides, at)
+
+    def reach(self, at: datetime) -> tuple[int | None, str | None, str]:
+        """(developer on call, their phone number, why not) at ``at``.
+
+        Nobody on call: (None, None, why). On call but not of the team any more (the
+        config file dropped them): (developer, None, why).
+        """
+        developer_id = self.on_call(at).developer_id
+        if developer_id is None:
+            return None, None, f"nobody is on call on schedule {self.schedule_id!r}"
+        phone = self.phones.get(developer_id)
+        if phone is None:
+            where = f"on call on schedule {self.schedule_id!r}"
+            return developer_id, None, f"developer {developer_id}, {where}, is not in its team"
+        return developer_id, phone, ""
 
 
 # --- validation --------------------------------------------------------------------------
