@@ -446,13 +446,14 @@ def test_during_a_window_a_healthy_service_pages_nobody(
     alerts = 0
     for n, (seconds, kind) in enumerate(sorted(steps)):
         now = at(seconds)
-        event: Event = {
+        events: dict[str, Event] = {
             "alert": alert(n),
             "ack": Ack(),
             "healthy": Healthy(),
             "beat": Beat(),
             "miss": BeatMissed(state.beat_due or now, f"inc-{n}"),
-        }[kind]
+        }
+        event = events[kind]
         decision = decide(state, event, POLICY, now, heartbeat_s=BEAT_S)
         assert not any(isinstance(e, Notify) for e in decision.effects)
         recorded = [e for e in decision.effects if isinstance(e, RecordAlert)]
