@@ -8,7 +8,7 @@ import gc
 import signal
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -33,9 +33,17 @@ from pagerd.notify import texts as messages
 from pagerd.notify.egress import WebhookEgress
 from pagerd.notify.outbox import DeliveryPolicy, Dispatcher
 from pagerd.notify.senders import EmailSender, SmsSender, WebhookSender
-from pagerd.runtime.catalogue import Catalogue, Declared, DeclaredTeam, apply_declared
+from pagerd.runtime.catalogue import (
+    Catalogue,
+    Declared,
+    DeclaredRotation,
+    DeclaredSchedule,
+    DeclaredTeam,
+    apply_declared,
+)
 from pagerd.runtime.clock import SteadyClock, SystemClock, TimerWheel
 from pagerd.runtime.directory import Directory
+from pagerd.runtime.handovers import Handovers
 from pagerd.runtime.router import Runtime
 from pagerd.store import open_store
 from pagerd.systemd import SystemdNotifier
@@ -69,7 +77,18 @@ def declared(config: Config) -> Declared:
         ),
         policies=tuple(config.domain_policies().values()),
         services=tuple(
-            ServiceRow(s.id, s.name or s.id, s.policy, managed=True) for s in config.services
+            ServiceRow(s.id, s.name or s.id, s.policy, managed=True, heartbeat_s=s.heartbeat_s)
+            for s in config.services
+        ),
+        schedules=tuple(
+            DeclaredSchedule(
+                s.id,
+                s.team,
+                s.time_zone,
+                tuple(DeclaredRotation(r.start, r.shift_s, r.developers) for r in s.rotations),
+                s.notify_handover,
+            )
+            for s in config.schedules
         ),
         ack_timeout_s=config.escalation.ack_timeout_s,
     )
@@ -82,6 +101,9 @@ def make_composers(
     name_of = catalogue.service_name
 
     def compose(row: OutboxRow) -> Page:
+        if row.is_notice:  # a hand-over's SMS: its message is its whole text
+            text = messages.clip(row.message, messages.SMS_LIMIT)
+            return Page(row, "pagerd", text, subject=f"[pagerd] {row.message}", ack_url="")
         name = name_of(row.service_id)
         # Expiry counts from the row's creation, so every retry sends the same text.
         ack_url = links.link(row.id, row.incident_id, row.created_at)
@@ -242,26 +264,29 @@ async def _run(
             publisher=publisher,
             policy=delivery_policy(config),
         )
+        timers = TimerWheel(clock)
         runtime = Runtime(
             store=store,
             directory=directory,
-            clock=TimerWheel(clock),
+            clock=timers,
             outbox=dispatcher,
             publisher=publisher,
             spawner=group,
             fallback_policy=config.routing.fallback_policy,
         )
+        handovers = Handovers(
+            directory=directory,
+            clock=timers,
+            publisher=publisher,
+            store=store,
+            outbox=dispatcher,
+            spawner=group,
+        )
+        catalogue.schedules.changed = handovers.changed
         dead_letters = DeadLetters(store, clock)
         link = MqttLink(settings, runtime, publisher, dead_letters)
-        recovered = 0
-        arm_before = clock.now() + ARM_AT_ONCE
-
-        def recover(states: list[ServiceState]) -> None:
-            nonlocal recovered
-            recovered += runtime.recover(states, arm_before=arm_before)
-
-        with _collection_paused():
-            await store.read_open_states(recover)
+        recovered, watched = await _recover(store, runtime, clock.now() + ARM_AT_ONCE)
+        handovers.start()
         # Only after recovery: an ack arriving earlier would meet an actor with no incident.
         web_app = build_app(
             runtime=runtime,
@@ -275,7 +300,7 @@ async def _run(
         )
         http = await _serve_http(web_app, config, webhooks.rule, session)
         _resume_outbox(dispatcher, runtime, await store.pending_outbox(limit=1_000_000))
-        log.info("pagerd.recovered", open_incidents=recovered)
+        log.info("pagerd.recovered", open_incidents=recovered, watched_services=watched)
 
         dispatch_task = group.create_task(dispatcher.run(), name="pagerd[outbox]")
         follow_task = group.create_task(runtime.run(), name="pagerd[failed-levels]")
@@ -303,12 +328,28 @@ async def _run(
             )
             runtime.cancel_all()
         runtime.stop_timers()
+        handovers.stop()
         dispatcher.stop_retries()
         # 3. give sends in flight a moment; one cut off is resent on start with the same key.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(SENDERS_GRACE_S):
                 await dispatcher.idle()
         await _cancel(dispatch_task, follow_task, watchdog_task)
+
+
+async def _recover(store: Store, runtime: Runtime, arm_before: datetime) -> tuple[int, int]:
+    """Actors for the open incidents (their timers due before ``arm_before`` armed), then
+    for the services with a heartbeat or a maintenance window; how many of each."""
+    recovered = 0
+
+    def recover(states: list[ServiceState]) -> None:
+        nonlocal recovered
+        recovered += runtime.recover(states, arm_before=arm_before)
+
+    with _collection_paused():
+        await store.read_open_states(recover)
+        watched = runtime.watch(await store.read_watches())
+    return recovered, watched
 
 
 async def _serve_http(
@@ -331,6 +372,9 @@ def _resume_outbox(dispatcher: Dispatcher, runtime: Runtime, rows: list[OutboxRo
     live: list[OutboxRow] = []
     moot: list[OutboxRow] = []
     for row in rows:
+        if row.is_notice:  # a hand-over's SMS is of no incident: never moot
+            live.append(row)
+            continue
         incident = runtime.open_incident(row.service_id)
         still = incident is not None and incident.id == row.incident_id
         pending = still and incident is not None and incident.status is IncidentStatus.TRIGGERED

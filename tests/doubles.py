@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from pagerd.core.domain import RecordTimeline, ServiceState
-from pagerd.core.ports import FailedLevel
+from pagerd.core.ports import FailedLevel, OnCallNow
 from pagerd.core.records import OutboxRow
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -113,6 +113,7 @@ class Recorder:
     pages: list[OutboxRow] = field(default_factory=list)
     states: list[ServiceState] = field(default_factory=list)
     moots: list[tuple[str, str]] = field(default_factory=list)
+    on_call: list[tuple[str, OnCallNow | None]] = field(default_factory=list)
 
     def release(self, rows: Iterable[OutboxRow]) -> None:
         self.pages.extend(rows)
@@ -129,3 +130,6 @@ class Recorder:
 
     def publish_events(self, service_id: str, events: Iterable[RecordTimeline]) -> None:
         pass
+
+    def publish_on_call(self, schedule_id: str, on_call: OnCallNow | None) -> None:
+        self.on_call.append((schedule_id, on_call))

@@ -571,6 +571,8 @@ async def test_service_put_and_get_with_health_and_incident(site: ApiSite) -> No
         "policy_id": "p",
         "health": "healthy",
         "incident": None,
+        "heartbeat_s": None,
+        "maintenance": None,
     }
     status, renamed = await site.call(
         "PUT", "/services/checkout", {"name": "Checkout", "policy_id": "p"}

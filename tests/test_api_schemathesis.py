@@ -27,7 +27,8 @@ from pagerd.config import (
     TeamConfig,
 )
 from pagerd.core.policy import SmsTarget
-from pagerd.intake.api_schemas import OPERATIONS, openapi_document
+from pagerd.intake.api_schemas import OPERATIONS, Problem
+from pagerd.intake.openapi import openapi_document
 from tests.apisite import AUTH, threaded_site
 
 # Something to find for the ids schemathesis guesses (1, "0", ...): a team, a policy
@@ -39,7 +40,7 @@ CONFIG = Config(
     policies=(PolicyConfig(id="0", levels=(LevelConfig(targets=(SmsTarget("5550002"),)),)),),
     services=(ServiceConfig(id="0", name="zero", policy="0"),),
 )
-SCHEMA = schemathesis.openapi.from_dict(openapi_document(OPERATIONS, __version__))
+SCHEMA = schemathesis.openapi.from_dict(openapi_document(OPERATIONS, __version__, Problem))
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import re
 import shutil
+from datetime import datetime
 import socket
 import subprocess
 import time
@@ -25,13 +26,23 @@ from pagerd.config import (
     MqttConfig,
     NotifyConfig,
     PolicyConfig,
+    RotationConfig,
+    ScheduleConfig,
     ServiceConfig,
     TeamConfig,
     default_config_path,
     load_config,
     weak_token_problems,
 )
-from pagerd.core.policy import DomainError, EmailTarget, Level, SmsTarget, TeamTarget, WebhookTarget
+from pagerd.core.policy import (
+    DomainError,
+    EmailTarget,
+    Level,
+    ScheduleTarget,
+    SmsTarget,
+    TeamTarget,
+    WebhookTarget,
+)
 from tests.harness import free_port
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "pagerd.toml"
@@ -102,9 +113,22 @@ def test_example_config_loads_and_builds_its_policies(example: Config) -> None:
         ("someone", "999999999"),
         ("somebody", "9111111111"),
     ]
-    assert [(s.id, s.name, s.policy) for s in config.services] == [
-        ("payments-api", "Payments API", "payments")
+    assert [(s.id, s.name, s.policy, s.heartbeat_s) for s in config.services] == [
+        ("payments-api", "Payments API", "payments", None),
+        ("nightly-backup", "Nightly backup", "payments", 90000),
     ]
+    [schedule] = config.schedules
+    assert (schedule.id, schedule.team, schedule.time_zone) == (
+        "claims-weekly",
+        "claims",
+        "Europe/Paris",
+    )
+    [rotation] = schedule.rotations
+    assert (rotation.start, rotation.shift_s, rotation.developers) == (
+        datetime(2026, 11, 30, 9),
+        7 * 24 * 3600,
+        ("someone", "somebody"),
+    )
 
     policies = config.domain_policies()
     assert list(policies) == ["payments"]
@@ -117,6 +141,7 @@ def test_example_config_loads_and_builds_its_policies(example: Config) -> None:
         SmsTarget("+15550001111"),
         EmailTarget("oncall@example.com"),
         WebhookTarget("http://127.0.0.1:8025/hooks/chat"),
+        ScheduleTarget("claims-weekly"),
     )
 
 
@@ -139,13 +164,16 @@ def test_example_config_shows_every_key() -> None:
     assert set(document["policies"][0]) == _keys(PolicyConfig)
     assert set(document["policies"][0]["levels"][0]) == _keys(LevelConfig)
     assert set(document["teams"][0]) == _keys(TeamConfig)
-    assert set(document["services"][0]) == _keys(ServiceConfig)
+    assert set().union(*document["services"]) == _keys(ServiceConfig)
+    assert set(document["schedules"][0]) == _keys(ScheduleConfig)
+    assert set(document["schedules"][0]["rotations"][0]) == _keys(RotationConfig)
     levels = document["policies"][0]["levels"]
     assert {t["type"] for level in levels for t in level["targets"]} == {
         "sms",
         "email",
         "team",
         "webhook",
+        "schedule",
     }
 
 
@@ -708,12 +736,13 @@ BROKEN = {
         POLICY.replace('type = "sms"', 'type = "pager"'),
         (
             "policies[0].levels[0].targets[0].type: must be one of sms, email, team, webhook, "
-            "got 'pager'"
+            "schedule, got 'pager'"
         ),
     ),
     "target without type": (
         POLICY.replace('type = "sms", ', ""),
-        "policies[0].levels[0].targets[0].type: is required, one of sms, email, team, webhook",
+        "policies[0].levels[0].targets[0].type: is required, one of sms, email, team, webhook, "
+        "schedule",
     ),
     "bad email address": (
         POLICY.replace(

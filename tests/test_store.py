@@ -39,8 +39,8 @@ from pagerd.core.records import (
     TeamRow,
     WriteBatch,
 )
+from pagerd.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from pagerd.store.postgres import PostgresStore
-from pagerd.store.schema import MIGRATIONS, SCHEMA_VERSION
 from pagerd.store.sqlite import Store as SqliteStore
 from pagerd.store.sqlite import migrate
 from tests.postgres import StoreLocation

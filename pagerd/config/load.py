@@ -31,6 +31,7 @@ from pagerd.config.model import (
     NotifyConfig,
     PolicyConfig,
     RoutingConfig,
+    ScheduleConfig,
     Secrets,
     ServiceConfig,
     TeamConfig,
@@ -42,10 +43,12 @@ from pagerd.core.policy import (
     DomainError,
     Level,
     Policy,
+    ScheduleTarget,
     TeamTarget,
     WebhookTarget,
     validate_service_id,
 )
+from pagerd.core.schedules import Rotation, Schedule
 from pagerd.wire.explain import TOML, explain
 
 T = TypeVar("T")
@@ -91,6 +94,7 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
     teams = _elements(raw, "teams", TeamConfig, problems)
     policies = _elements(raw, "policies", PolicyConfig, problems)
     services = _elements(raw, "services", ServiceConfig, problems)
+    schedules = _elements(raw, "schedules", ScheduleConfig, problems)
 
     try:
         http.host_port()
@@ -107,7 +111,10 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
             validate_service_id(svc.id, "id")
         except DomainError as exc:
             problems.append(f"{key_path}.{exc.field}: {exc.problem}")
+    for key_path, schedule in schedules:
+        problems += _schedule_problems(schedule, key_path)
     problems += _cross_check(raw, routing, teams, policies, services)
+    problems += _schedule_references(raw, teams, policies, schedules)
     secrets = _read_secrets(mqtt, http, notify.email, problems, _credentials_directory(env))
 
     if problems:
@@ -125,6 +132,7 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
         teams=tuple(team for _, team in teams),
         policies=tuple(policy for _, policy in policies),
         services=tuple(service for _, service in services),
+        schedules=tuple(schedule for _, schedule in schedules),
         source=source,
         secrets=secrets,
     )
@@ -383,6 +391,61 @@ def _cross_check(
                     problems.append(
                         f"{path}.levels[{level_index}].targets[{target_index}].team: "
                         f"team {target.team!r} is not declared in [[teams]]"
+                    )
+    return problems
+
+
+def _schedule_problems(cfg: ScheduleConfig, path: str) -> list[str]:
+    """What the domain finds wrong with a schedule: its id, then its zone and rotations."""
+    problems: list[str] = []
+    try:
+        validate_service_id(cfg.id, "id")
+    except DomainError as exc:
+        problems.append(f"{path}.{exc.field}: {exc.problem}")
+    # Developers are named here, by name: stand-in ids let the domain check the rest.
+    rotations = tuple(
+        Rotation(r.start, r.shift_s, tuple(range(1, len(r.developers) + 1))) for r in cfg.rotations
+    )
+    try:
+        Schedule(0, cfg.time_zone, rotations)
+    except DomainError as exc:
+        field = exc.field.replace("developer_ids", "developers")
+        problems.append(f"{path}.{field}: {exc.problem}")
+    return problems
+
+
+def _schedule_references(
+    raw: Mapping[str, Any],
+    teams: list[tuple[str, TeamConfig]],
+    policies: list[tuple[str, PolicyConfig]],
+    schedules: list[tuple[str, ScheduleConfig]],
+) -> list[str]:
+    """Duplicate schedule ids; each schedule's team and developers, each schedule target's
+    schedule, declared in the file."""
+    problems = _duplicates("schedule id", [(f"{p}.id", s.id) for p, s in schedules])
+    members = {team.name: {d.name for d in team.developers} for _, team in teams}
+    declared_teams = _declared(raw, "teams", "name")
+    for path, schedule in schedules:
+        names = members.get(schedule.team)
+        if names is None:
+            if schedule.team not in declared_teams:
+                problems.append(f"{path}.team: team {schedule.team!r} is not declared in [[teams]]")
+            continue
+        for i, rotation in enumerate(schedule.rotations):
+            for j, name in enumerate(rotation.developers):
+                if name not in names:
+                    problems.append(
+                        f"{path}.rotations[{i}].developers[{j}]: "
+                        f"{name!r} is not a developer of team {schedule.team!r}"
+                    )
+    schedule_ids = _declared(raw, "schedules", "id") | {s.id for _, s in schedules}
+    for path, policy in policies:
+        for level_index, level in enumerate(policy.levels):
+            for target_index, target in enumerate(level.targets):
+                if isinstance(target, ScheduleTarget) and target.schedule not in schedule_ids:
+                    problems.append(
+                        f"{path}.levels[{level_index}].targets[{target_index}].schedule: "
+                        f"schedule {target.schedule!r} is not declared in [[schedules]]"
                     )
     return problems
 

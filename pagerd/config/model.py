@@ -7,6 +7,7 @@ a level are the domain's own (``pagerd.core.policy``), which check themselves.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Literal
 
 from msgspec import Meta, Struct, field
@@ -186,6 +187,22 @@ class ServiceConfig(_Section, frozen=True, kw_only=True):
     id: str
     name: str = ""
     policy: str
+    heartbeat_s: PositiveSeconds | None = None  # a beat is expected at least this often
+
+
+class RotationConfig(_Section, frozen=True, kw_only=True):
+    # Checked by pagerd.core.schedules.Schedule: a local time, a shift of 1 s to a year.
+    start: datetime  # a TOML local date-time (no offset): 2026-12-01T09:00:00
+    shift_s: int
+    developers: tuple[Text, ...] = ()  # names of the team's developers, in turn order
+
+
+class ScheduleConfig(_Section, frozen=True, kw_only=True):
+    id: str
+    team: Text  # a team of [[teams]]
+    time_zone: Text
+    notify_handover: bool = False  # an SMS to each developer as their turn begins
+    rotations: tuple[RotationConfig, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +232,7 @@ class Config(Struct, frozen=True, kw_only=True):
     teams: tuple[TeamConfig, ...] = ()
     policies: tuple[PolicyConfig, ...] = ()
     services: tuple[ServiceConfig, ...] = ()
+    schedules: tuple[ScheduleConfig, ...] = ()
     source: str = ""
     secrets: Secrets = field(default_factory=Secrets)
 

@@ -14,16 +14,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from pagerd.core.domain import Incident, RecordTimeline, ServiceState
 from pagerd.core.records import (
+    AlertRow,
     DeadLetter,
     DeveloperRow,
     OutboxRow,
+    OverrideRow,
     PolicyRow,
+    ScheduleRow,
     ServiceRow,
     TeamRow,
+    WatchRow,
     WriteBatch,
 )
+from pagerd.core.values import Incident, RecordTimeline, ServiceState
 
 # --- time --------------------------------------------------------------------------------
 
@@ -78,6 +82,12 @@ class DirectoryStore(Protocol):
 
     async def load_developers(self) -> list[DeveloperRow]: ...
 
+    async def load_schedules(self) -> list[ScheduleRow]: ...
+
+    async def load_overrides(self) -> list[OverrideRow]: ...
+
+    async def last_override_id(self) -> int: ...
+
 
 class OutboxStore(Writer, Protocol):
     """What the outbox dispatcher writes and reads."""
@@ -114,6 +124,12 @@ class Store(DirectoryStore, OutboxStore, MetaStore, Protocol):
 
     async def has_alert(self, incident_id: str, alert_id: str) -> bool: ...
 
+    async def read_watches(self) -> list[WatchRow]: ...
+
+    async def service_alerts(
+        self, service_id: str, *, limit: int, before: int | None = None
+    ) -> list[AlertRow]: ...
+
     async def list_incidents(
         self, *, service_id: str | None = None, status: str | None = None, limit: int = 100
     ) -> list[tuple[str, Incident]]: ...
@@ -148,12 +164,25 @@ class Outbox(Protocol):
     def failed_levels(self) -> AsyncIterator[FailedLevel]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class OnCallNow:
+    """Who is on call on a schedule (None: nobody) until when (None: without end)."""
+
+    developer_id: int | None
+    name: str | None
+    until: datetime | None
+
+
 class Publisher(Protocol):
-    """Announces state changes and timeline events (the MQTT topics of CONTRACT §3)."""
+    """Announces state changes, timeline events and hand-overs (the MQTT topics of
+    CONTRACT §3 and §8)."""
 
     def publish_state(self, service_id: str, state: ServiceState, at: datetime) -> None: ...
 
     def publish_events(self, service_id: str, events: Iterable[RecordTimeline]) -> None: ...
+
+    def publish_on_call(self, schedule_id: str, on_call: OnCallNow | None) -> None:
+        """The retained on-call of a schedule; None clears it (the schedule is gone)."""
 
 
 # --- channels ----------------------------------------------------------------------------

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from pagerd.core.domain import Incident, RecordAlert, RecordTimeline
 from pagerd.core.policy import Policy
+from pagerd.core.schedules import Override, Schedule
+from pagerd.core.values import Incident, Maintenance, RecordAlert, RecordTimeline
 
 
 class StoreError(Exception):
@@ -24,6 +25,7 @@ class ServiceRow:
     name: str
     policy_id: str
     managed: bool  # declared in the config file
+    heartbeat_s: float | None = None  # a beat is expected at least this often; None: none
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,50 @@ class PolicyRow:
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    """A schedule: its layers (``schedule``), and whether hand-overs are sent as SMS."""
+
+    id: str
+    schedule: Schedule
+    notify_handover: bool
+    managed: bool  # declared in the config file
+
+
+@dataclass(frozen=True, slots=True)
+class OverrideRow:
+    """An override of a schedule; its id grows with creation (the latest wins)."""
+
+    schedule_id: str
+    override: Override
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRow:
+    """An alert as stored: on its incident, or on none when maintenance suppressed it."""
+
+    seq: int  # grows with arrival: the order of a service's alerts, and their cursor
+    at: datetime
+    message: str
+    alert_id: str | None
+    source: str | None
+    incident_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WatchRow:
+    """A service start-up must watch: its heartbeat interval, its maintenance window."""
+
+    service_id: str
+    heartbeat_s: float | None
+    maintenance: Maintenance | None
+
+
+# A notification of no incident's level: a notice (the SMS that a turn on call begins),
+# sent as it is, never bundled, never cancelled as moot.
+NOTICE_LEVEL = 0
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxRow:
     """One notification to send; ``id`` is the domain's deterministic ``notification_id``."""
 
@@ -66,6 +112,11 @@ class OutboxRow:
     attempts: int = 0
     next_attempt_at: datetime | None = None  # None = now
     last_error: str | None = None
+
+    @property
+    def is_notice(self) -> bool:
+        """A notice (``NOTICE_LEVEL``): its ``message`` is its whole text."""
+        return self.level == NOTICE_LEVEL
 
     def log_fields(self) -> dict[str, str]:
         """What names this page in a log line."""
@@ -117,3 +168,8 @@ class WriteBatch:
     outbox_updates: tuple[OutboxUpdate, ...] = ()
     meta: tuple[tuple[str, str], ...] = ()  # (key, value) upsert
     dead_letters: tuple[DeadLetter, ...] = ()
+    schedules: tuple[ScheduleRow, ...] = ()  # upserted, their rotations replaced
+    schedules_deleted: tuple[str, ...] = ()  # with their rotations and overrides
+    overrides: tuple[OverrideRow, ...] = ()
+    overrides_deleted: tuple[tuple[str, int], ...] = ()  # (schedule_id, override id)
+    maintenance: tuple[tuple[str, Maintenance | None], ...] = ()  # (service_id, window)

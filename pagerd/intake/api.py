@@ -10,34 +10,43 @@ from __future__ import annotations
 
 import contextlib
 import typing
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TypeVar, assert_never
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import msgspec
 from aiohttp import web
 
 from pagerd import __version__
 from pagerd.core import policy as escalation
-from pagerd.core.domain import Ack, Alert, Event, Healthy, Incident, Outcome
+from pagerd.core.domain import Ack, Alert, Healthy, Outcome
 from pagerd.core.egress import EgressRule
 from pagerd.core.policy import DomainError, Policy
 from pagerd.core.records import StoreError
 from pagerd.core.times import rfc3339
 from pagerd.intake import api_schemas as wire
 from pagerd.intake import api_views as views
-from pagerd.runtime.answers import Committed, Refused, Retryable
-from pagerd.runtime.catalogue import (
-    Catalogue,
+from pagerd.intake.api_answers import RefusedError
+from pagerd.intake.api_answers import ask as _ask
+from pagerd.intake.api_answers import incident_of as _incident_of
+from pagerd.intake.api_answers import json_response as _json
+from pagerd.intake.api_answers import limit as _limit
+from pagerd.intake.api_answers import new_id as _new_id
+from pagerd.intake.api_answers import read_body as _read
+from pagerd.intake.api_answers import service_id_of as _service_id
+from pagerd.intake.api_schedules import ScheduleRoutes
+from pagerd.intake.openapi import openapi_document
+from pagerd.runtime.catalogue import KEEP, Catalogue
+from pagerd.runtime.ids import new_incident_id
+from pagerd.runtime.refusals import (
     CatalogueError,
     ConflictError,
     InvalidError,
     NotFoundError,
     NotSavedError,
 )
-from pagerd.runtime.ids import new_incident_id
 from pagerd.telemetry import metrics
 from pagerd.telemetry.logs import get_logger
-from pagerd.web.server import CONTEXT, PROBLEM_JSON, WebContext, problem
+from pagerd.web.server import CONTEXT, PROBLEM_JSON, problem
 
 log = get_logger(__name__)
 
@@ -53,15 +62,6 @@ _TITLES = {
     503: "Service Unavailable",
 }
 _CATALOGUE_STATUS = {NotFoundError: 404, ConflictError: 409, NotSavedError: 503}
-
-
-class RefusedError(Exception):
-    """A request the API turns down, answered as a problem."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -116,17 +116,6 @@ def _problem(
     return web.Response(status=status, body=msgspec.json.encode(body), content_type=PROBLEM_JSON)
 
 
-def _json(value: object, status: int = 200) -> web.Response:
-    return web.Response(
-        status=status, body=msgspec.json.encode(value), content_type="application/json"
-    )
-
-
-async def _read(request: web.Request, tp: type[B], *, empty: B | None = None) -> B:
-    # aiohttp raises 413 past client_max_size; web's middleware makes it a problem.
-    return wire.decode_body(await request.read(), tp, empty=empty)
-
-
 def add_api_routes(app: web.Application, *, egress: EgressRule | None = None) -> None:
     """Add the ``/api/v1`` routes; handlers find what they need in ``app[CONTEXT]``.
 
@@ -138,10 +127,11 @@ def add_api_routes(app: web.Application, *, egress: EgressRule | None = None) ->
         app.router.add_route(op.method, BASE + op.path, _answering(handler))
 
 
-class _Api:
+class _Api(ScheduleRoutes):
     def __init__(self, egress: EgressRule) -> None:
         self.egress = egress
-        self.document = msgspec.json.encode(wire.openapi_document(wire.OPERATIONS, __version__))
+        document = openapi_document(wire.OPERATIONS, __version__, wire.Problem)
+        self.document = msgspec.json.encode(document)
 
     # --- teams -------------------------------------------------------------------------------
 
@@ -261,7 +251,13 @@ class _Api:
         service_id = _new_id(request)
         ctx.catalogue.refuse_managed_service(service_id)
         body = await _read(request, wire.ServiceBody)
-        row, created = await ctx.catalogue.put_service(service_id, body.name, body.policy_id)
+        before = ctx.catalogue.directory.services.get(service_id)
+        heartbeat_s = KEEP if isinstance(body.heartbeat_s, msgspec.UnsetType) else body.heartbeat_s
+        row, created = await ctx.catalogue.put_service(
+            service_id, body.name, body.policy_id, heartbeat_s
+        )
+        if row.heartbeat_s != (None if before is None else before.heartbeat_s):
+            ctx.runtime.rewatch(service_id)  # a full interval from now before a beat is missed
         return _json(views.service_out(ctx.runtime, row), 201 if created else 200)
 
     async def alert_service(self, request: web.Request) -> web.Response:
@@ -356,57 +352,6 @@ class _Api:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-async def _ask(ctx: WebContext, service_id: str, event: Event) -> Committed:
-    """Hand the event to the runtime; the answer once committed, else a refusal."""
-    answer = await ctx.runtime.ask(service_id, event)
-    match answer:
-        case Committed():
-            return answer
-        case Refused(code="unknown_service", reason=reason):
-            raise RefusedError(404, reason)
-        case Refused(reason=reason):
-            raise RefusedError(409, reason)
-        case Retryable(reason=reason):
-            log.warning("api.not_committed", service_id=service_id, error=reason)
-            raise RefusedError(503, f"not saved ({reason}); sending it again is harmless")
-        case _:
-            assert_never(answer)
-
-
-def _incident_of(answer: Committed) -> Incident:
-    assert answer.incident is not None  # alerts and acks that succeed name their incident
-    return answer.incident
-
-
-def _limit(query: Mapping[str, str], problems: list[wire.FieldProblem]) -> int:
-    """``?limit=`` of a listing (default 100), or a problem recorded."""
-    text = query.get("limit")
-    if text is None:
-        return 100
-    if text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_INCIDENTS:
-        return int(text)
-    problems.append(
-        wire.FieldProblem(field="limit", problem=f"must be an integer 1..{MAX_INCIDENTS}")
-    )
-    return 100
-
-
-def _new_id(request: web.Request) -> str:
-    """The id in the path of a PUT, which must be a valid id."""
-    value = request.match_info["id"]
-    try:
-        return escalation.validate_service_id(value, "id")
-    except DomainError as error:
-        raise wire.invalid([wire.FieldProblem(field=error.field, problem=error.problem)]) from None
-
-
-def _service_id(request: web.Request) -> str:
-    service_id = request.match_info["id"]
-    if not escalation.SERVICE_ID_PATTERN.fullmatch(service_id):
-        raise RefusedError(404, f"no service {service_id!r}: ids match {escalation.SERVICE_ID}")
-    return service_id
-
-
 def _team_id(request: web.Request) -> int:
     text = request.match_info["id"]  # digits: the route says so
     # Ids are SQLite integers, at most 19 digits; int() of thousands of digits raised.
@@ -457,6 +402,12 @@ def _target(
         if refusal is None:
             return target
         problems.append(wire.FieldProblem(field=f"{path}.url", problem=refusal))
+        return None
+    if isinstance(target, escalation.ScheduleTarget):
+        if target.schedule in catalogue.directory.schedules:
+            return target
+        problem = f"no schedule {target.schedule!r}"
+        problems.append(wire.FieldProblem(field=f"{path}.schedule", problem=problem))
         return None
     if not isinstance(target, wire.TeamTargetIn):
         return target  # decoded as the domain's own, which checked itself

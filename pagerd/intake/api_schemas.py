@@ -8,14 +8,13 @@ element (as pagerd.config does for the file) until each problem is named.
 
 from __future__ import annotations
 
-import re
 import typing
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
-from msgspec import Meta, Struct
+from msgspec import UNSET, Meta, Struct, UnsetType
 
 from pagerd.core.policy import (
     MAX_ACK_TIMEOUT_S,
@@ -25,11 +24,14 @@ from pagerd.core.policy import (
     SERVICE_ID,
     EmailTarget,
     PhoneNumber,
+    ScheduleTarget,
     SmsTarget,
     WebhookTarget,
     anchored,
     require_phone_number,
 )
+from pagerd.core.schedules import MAX_SHIFT_S
+from pagerd.intake.openapi import INCIDENT_ID, Operation
 from pagerd.wire.explain import JSON, explain
 
 T = TypeVar("T")
@@ -38,6 +40,7 @@ MAX_DEPTH = 32
 MAX_DEVELOPERS = 1000
 MAX_PROBLEMS = 20
 MAX_INCIDENTS = 1000
+MAX_LAYERS = 100
 DEFAULT_TEAM_ALERT = "Too many 5xx!"
 
 _NOT_BLANK = r"\S"
@@ -49,6 +52,10 @@ ShortText = Annotated[str, Meta(min_length=1, max_length=255)]
 ServiceId = Annotated[str, Meta(pattern=anchored(SERVICE_ID))]
 Timeout = Annotated[float, Meta(gt=0, le=MAX_ACK_TIMEOUT_S)]
 Time = Annotated[str, Meta(description="RFC 3339 UTC with milliseconds")]
+Instant = Annotated[datetime, Meta(description="RFC 3339, with a UTC offset")]
+LocalTime = Annotated[
+    datetime, Meta(description="a local wall-clock time without UTC offset: 2026-12-01T09:00:00")
+]
 Status = Literal["triggered", "acknowledged", "resolved"]
 Health = Literal["healthy", "unhealthy"]
 Channel = Literal["sms", "email", "webhook"]
@@ -147,8 +154,8 @@ class TeamTargetOut(Struct, kw_only=True, tag="team", tag_field="type"):
     team_id: int | None
 
 
-TargetIn = SmsTarget | EmailTarget | TeamTargetIn | WebhookTarget
-TargetOut = SmsTarget | EmailTarget | TeamTargetOut | WebhookTarget
+TargetIn = SmsTarget | EmailTarget | TeamTargetIn | WebhookTarget | ScheduleTarget
+TargetOut = SmsTarget | EmailTarget | TeamTargetOut | WebhookTarget | ScheduleTarget
 
 
 class PolicyLevel(_Body):
@@ -185,8 +192,11 @@ class PolicyList(Struct, kw_only=True):
 
 
 class ServiceBody(_Body):
+    """A service; ``heartbeat_s`` absent keeps the service's interval, null removes it."""
+
     policy_id: ServiceId
     name: Name | None = None
+    heartbeat_s: Timeout | UnsetType | None = UNSET
 
 
 class IncidentBrief(Struct, kw_only=True):
@@ -198,12 +208,19 @@ class IncidentBrief(Struct, kw_only=True):
     acknowledged_at: Time | None
 
 
+class MaintenanceWindow(Struct, kw_only=True):
+    until: Time
+    reason: str | None
+
+
 class ServiceOut(Struct, kw_only=True):
     id: str
     name: str
     policy_id: str
     health: Health
     incident: IncidentBrief | None
+    heartbeat_s: float | None = None  # a beat is expected at least this often
+    maintenance: MaintenanceWindow | None = None
 
 
 class ServiceList(Struct, kw_only=True):
@@ -296,6 +313,113 @@ class DeadLetterList(Struct, kw_only=True):
     dead_letters: list[DeadLetterOut]
 
 
+# --- schedules, maintenance, heartbeats (CONTRACT §8) ---------------------------------------
+
+
+class RotationIn(_Body):
+    """A layer: ``developer_ids`` take turns of ``shift_s`` local seconds from ``start``."""
+
+    start: LocalTime
+    shift_s: Annotated[int, Meta(gt=0, le=MAX_SHIFT_S)]
+    developer_ids: Annotated[list[int], Meta(min_length=1, max_length=MAX_DEVELOPERS)]
+
+
+class ScheduleBody(_Body):
+    """Who of a team is on call when: rotations are layers, a later one wins."""
+
+    team_id: int
+    time_zone: Annotated[str, Meta(min_length=1, max_length=100)]
+    rotations: Annotated[list[RotationIn], Meta(max_length=MAX_LAYERS)]
+    notify_handover: bool = False  # an SMS to each developer as their turn begins
+
+
+class RotationOut(Struct, kw_only=True):
+    start: str  # local wall-clock time
+    shift_s: int
+    developer_ids: list[int]
+
+
+class OverrideOut(Struct, kw_only=True):
+    id: int
+    schedule_id: str
+    developer_id: int
+    start: Time
+    end: Time
+
+
+class ScheduleOut(Struct, kw_only=True):
+    """A schedule, and its overrides that have not ended, in the order they were made."""
+
+    id: str
+    team_id: int
+    time_zone: str
+    rotations: list[RotationOut]
+    notify_handover: bool
+    managed: bool  # declared in the config file: read-only here (its overrides are not)
+    overrides: list[OverrideOut]
+
+
+class ScheduleList(Struct, kw_only=True):
+    schedules: list[ScheduleOut]
+
+
+class OverrideBody(_Body):
+    """During [start, end) ``developer_id`` is on call, whatever the rotations say."""
+
+    developer_id: int
+    start: Instant
+    end: Instant
+
+
+class OnCallDeveloper(Struct, kw_only=True):
+    id: int
+    name: str
+    phone_number: str
+
+
+class OnCallOut(Struct, kw_only=True):
+    """Who is on call at ``at`` (null: nobody), until when (null: without end)."""
+
+    schedule_id: str
+    at: Time
+    developer: OnCallDeveloper | None
+    until: Time | None
+
+
+class MaintenanceBody(_Body):
+    """Alerts open no incident and page nobody until ``until``."""
+
+    until: Instant
+    reason: Message | None = None
+
+
+class MaintenanceOut(MaintenanceWindow, kw_only=True):
+    service_id: str
+
+
+class HeartbeatAccepted(Struct, kw_only=True):
+    """The beat is taken; the next is due by ``due``."""
+
+    service_id: str
+    due: Time
+
+
+class AlertOut(Struct, kw_only=True):
+    at: Time
+    message: str
+    alert_id: str | None
+    source: str | None
+    incident_id: str | None
+    suppressed: bool  # recorded during a maintenance window, on no incident
+
+
+class AlertList(Struct, kw_only=True):
+    """A page of alerts, newest first; ``next`` is the cursor of the page after it."""
+
+    alerts: list[AlertOut]
+    next: str | None
+
+
 class Problem(Struct, kw_only=True):
     """RFC 9457 problem details; ``errors`` names each invalid field of a 422."""
 
@@ -377,103 +501,10 @@ def decode_body(raw: bytes, tp: type[T], *, empty: T | None = None) -> T:
         raise invalid([FieldProblem(field=p.field, problem=p.problem) for p in found]) from None
 
 
-# --- the OpenAPI document --------------------------------------------------------------------
-
-_REF = "#/components/schemas/{name}"
-_PROBLEMS = {
-    400: "malformed JSON, or nested deeper than 32 levels",
-    401: "no token, or an unknown one",
-    404: "no such object",
-    409: "conflict",
-    413: "body over [http] max_body_bytes",
-    422: "invalid fields, each named",
-    503: "not committed; try again",
-}
-_ROUTE_PARAM = re.compile(r"\{(\w+)(?::([^{}]*))?\}")
-SERVICE_ID_SCHEMA = {"type": "string", "pattern": anchored(SERVICE_ID)}
-INCIDENT_ID = {"type": "string", "minLength": 1}
-
-
-@dataclass(frozen=True, slots=True)
-class Operation:
-    """One route: how aiohttp routes it and how the OpenAPI document describes it."""
-
-    method: str
-    path: str  # below /api/v1, as aiohttp writes it: {id:\d+} is a positive integer
-    name: str  # the operationId, and the name of the method that handles it
-    summary: str
-    answers: Mapping[int, tuple[type[Struct] | None, str]]
-    body: type[Struct] | None = None
-    body_required: bool = True
-    problems: tuple[int, ...] = ()
-    id_schema: Mapping[str, object] = field(default_factory=lambda: SERVICE_ID_SCHEMA)
-    query: tuple[Mapping[str, object], ...] = ()
-
-
-def openapi_document(operations: Iterable[Operation], version: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of ``/api/v1``, from the Structs that decode and encode it."""
-    operations = list(operations)
-    types_used: set[type[Struct]] = {Problem}
-    for op in operations:
-        types_used.update(tp for tp, _ in op.answers.values() if tp is not None)
-        if op.body is not None:
-            types_used.add(op.body)
-    ordered = sorted(types_used, key=lambda tp: tp.__name__)
-    _, schemas = msgspec.json.schema_components(ordered, ref_template=_REF)
-    paths: dict[str, dict[str, Any]] = {}
-    for op in operations:
-        path = _ROUTE_PARAM.sub(lambda m: "{" + m.group(1) + "}", op.path)
-        paths.setdefault(path, {})[op.method.lower()] = _operation(op)
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "pagerd", "version": version},
-        "servers": [{"url": "/api/v1"}],
-        "security": [{"bearer": []}],
-        "paths": paths,
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
-    }
-
-
-def _ref(tp: type[Struct]) -> dict[str, str]:
-    return {"$ref": _REF.format(name=tp.__name__)}
-
-
-def _operation(op: Operation) -> dict[str, Any]:
-    responses: dict[str, Any] = {}
-    for status, (tp, description) in op.answers.items():
-        responses[str(status)] = {"description": description}
-        if tp is not None:
-            responses[str(status)]["content"] = {"application/json": {"schema": _ref(tp)}}
-    problem = {"application/problem+json": {"schema": _ref(Problem)}}
-    for status in (401, *op.problems):
-        responses[str(status)] = {"description": _PROBLEMS[status], "content": problem}
-    parameters: list[dict[str, object]] = []
-    for m in _ROUTE_PARAM.finditer(op.path):
-        integer = m.group(2) == r"\d+"
-        schema = {"type": "integer", "minimum": 1} if integer else dict(op.id_schema)
-        parameters.append({"name": m.group(1), "in": "path", "required": True, "schema": schema})
-    parameters += [{"in": "query", "required": False, **q} for q in op.query]
-    operation: dict[str, Any] = {
-        "operationId": op.name,
-        "summary": op.summary,
-        "responses": responses,
-    }
-    if parameters:
-        operation["parameters"] = parameters
-    if op.body is not None:
-        operation["requestBody"] = {
-            "required": op.body_required,
-            "content": {"application/json": {"schema": _ref(op.body)}},
-        }
-    return operation
-
-
 # The API's routes: add_api_routes routes each to the _Api method of its name.
 _BODY = (400, 413, 422)
 _STATUSES = {"enum": list(typing.get_args(Status))}
+_LIMIT = {"name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_INCIDENTS}}
 OPERATIONS = (
     Operation("POST", "/teams", "create_team", "Create a team, its developers and its service",
               {201: (TeamWithDevelopers, "created, with ids")}, NewTeam,
@@ -525,5 +556,36 @@ OPERATIONS = (
               {200: (DeadLetterList, "the dead letters")}, problems=(422,),
               query=({"name": "limit", "schema": {"type": "integer", "minimum": 1,
                                                   "maximum": MAX_INCIDENTS}},)),
+    Operation("GET", "/services/{id}/alerts", "list_alerts", "The service's alerts, newest first",
+              {200: (AlertList, "a page of alerts")}, problems=(404, 422),
+              query=(_LIMIT, {"name": "after", "schema": {"type": "string"}})),
+    Operation("POST", "/services/{id}/maintenance", "start_maintenance",
+              "Put the service in maintenance: its alerts open no incident",
+              {201: (MaintenanceOut, "the window")}, MaintenanceBody,
+              problems=(*_BODY, 404, 409, 503)),
+    Operation("DELETE", "/services/{id}/maintenance", "end_maintenance",
+              "End the service's maintenance window", {204: (None, "ended, or there was none")},
+              problems=(404, 409, 503)),
+    Operation("POST", "/services/{id}/heartbeat", "heartbeat", "A heartbeat of the service",
+              {202: (HeartbeatAccepted, "taken")}, problems=(404, 409, 503)),
+    Operation("GET", "/schedules", "list_schedules", "Every schedule",
+              {200: (ScheduleList, "the schedules")}),
+    Operation("PUT", "/schedules/{id}", "put_schedule", "Create or replace a schedule",
+              {200: (ScheduleOut, "replaced"), 201: (ScheduleOut, "created")}, ScheduleBody,
+              problems=(*_BODY, 409, 503)),
+    Operation("GET", "/schedules/{id}", "get_schedule", "One schedule",
+              {200: (ScheduleOut, "the schedule")}, problems=(404,)),
+    Operation("DELETE", "/schedules/{id}", "delete_schedule",
+              "Delete a schedule no policy pages, with its overrides",
+              {204: (None, "deleted")}, problems=(404, 409, 503)),
+    Operation("POST", "/schedules/{id}/overrides", "add_override",
+              "Put a developer on call for a span, whatever the rotations say",
+              {201: (OverrideOut, "created; the most recently created override wins")},
+              OverrideBody, problems=(*_BODY, 404, 503)),
+    Operation("DELETE", r"/schedules/{id}/overrides/{override_id:\d+}", "delete_override",
+              "Delete an override", {204: (None, "deleted")}, problems=(404, 503)),
+    Operation("GET", "/schedules/{id}/oncall", "on_call", "Who is on call at an instant",
+              {200: (OnCallOut, "who, and until when")}, problems=(404, 422),
+              query=({"name": "at", "schema": {"type": "string", "format": "date-time"}},)),
     Operation("GET", "/openapi.json", "openapi", "This document", {200: (None, "OpenAPI 3.1")}),
 )  # fmt: skip

@@ -9,7 +9,16 @@ from typing import cast
 from pagerd.core import policy as escalation
 from pagerd.core.domain import Incident
 from pagerd.core.policy import Policy
-from pagerd.core.records import DeadLetter, DeveloperRow, OutboxRow, ServiceRow, TeamRow
+from pagerd.core.records import (
+    AlertRow,
+    DeadLetter,
+    DeveloperRow,
+    OutboxRow,
+    ScheduleRow,
+    ServiceRow,
+    TeamRow,
+)
+from pagerd.core.schedules import Override
 from pagerd.core.times import rfc3339
 from pagerd.intake import api_schemas as wire
 from pagerd.runtime.catalogue import Catalogue
@@ -51,7 +60,9 @@ def target_out(catalogue: Catalogue, target: escalation.Target) -> wire.TargetOu
 
 
 def service_out(runtime: Runtime, row: ServiceRow) -> wire.ServiceOut:
-    incident = runtime.open_incident(row.id)
+    state = runtime.state_of(row.id)
+    incident = None if state is None else state.open_incident
+    window = None if state is None else state.maintenance
     brief = None
     if incident is not None:
         brief = wire.IncidentBrief(
@@ -68,6 +79,10 @@ def service_out(runtime: Runtime, row: ServiceRow) -> wire.ServiceOut:
         policy_id=row.policy_id,
         health="healthy" if incident is None else "unhealthy",
         incident=brief,
+        heartbeat_s=row.heartbeat_s,
+        maintenance=None
+        if window is None
+        else wire.MaintenanceWindow(until=rfc3339(window.until), reason=window.reason),
     )
 
 
@@ -110,4 +125,44 @@ def dead_letter_out(letter: DeadLetter) -> wire.DeadLetterOut:
         topic=letter.topic,
         payload=letter.payload,
         reason=letter.reason,
+    )
+
+
+def schedule_out(row: ScheduleRow, overrides: Iterable[Override]) -> wire.ScheduleOut:
+    schedule = row.schedule
+    rotations = [
+        wire.RotationOut(
+            start=r.start.isoformat(), shift_s=r.shift_s, developer_ids=list(r.developer_ids)
+        )
+        for r in schedule.rotations
+    ]
+    return wire.ScheduleOut(
+        id=row.id,
+        team_id=schedule.team_id,
+        time_zone=schedule.time_zone,
+        rotations=rotations,
+        notify_handover=row.notify_handover,
+        managed=row.managed,
+        overrides=[override_out(row.id, o) for o in overrides],
+    )
+
+
+def override_out(schedule_id: str, override: Override) -> wire.OverrideOut:
+    return wire.OverrideOut(
+        id=override.id,
+        schedule_id=schedule_id,
+        developer_id=override.developer_id,
+        start=rfc3339(override.start),
+        end=rfc3339(override.end),
+    )
+
+
+def alert_out(row: AlertRow) -> wire.AlertOut:
+    return wire.AlertOut(
+        at=rfc3339(row.at),
+        message=row.message,
+        alert_id=row.alert_id,
+        source=row.source,
+        incident_id=row.incident_id,
+        suppressed=row.incident_id is None,
     )

@@ -22,7 +22,21 @@ import msgspec
 from aiohttp import web
 
 from pagerd.config import Config
-from pagerd.core.domain import Ack, AckTimeout, Alert, Event, Healthy, Incident, LevelFailed
+from pagerd.core.domain import (
+    Ack,
+    AckTimeout,
+    Alert,
+    Beat,
+    BeatMissed,
+    EndMaintenance,
+    Event,
+    Healthy,
+    Incident,
+    LevelFailed,
+    MaintenanceOver,
+    StartMaintenance,
+    Watch,
+)
 from pagerd.core.policy import (
     MAX_ALERT_ID_CHARS,
     MAX_MESSAGE_CHARS,
@@ -282,8 +296,12 @@ def _kind(event: Event) -> str:
             return "ack"
         case Healthy():
             return "healthy"
-        case AckTimeout() | LevelFailed():
+        case AckTimeout() | LevelFailed() | MaintenanceOver() | BeatMissed():
             return "timeout"
+        case StartMaintenance() | EndMaintenance():
+            return "maintenance"
+        case Beat() | Watch():
+            return "heartbeat"
         case _:
             assert_never(event)
 

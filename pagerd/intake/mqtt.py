@@ -24,6 +24,7 @@ import msgspec
 import structlog
 
 from pagerd.core.domain import RecordTimeline, ServiceState
+from pagerd.core.ports import OnCallNow
 from pagerd.core.times import rfc3339
 from pagerd.intake.dead_letters import FAILURES_BEFORE_DEAD, DeadLetters
 from pagerd.intake.mqtt_client import (
@@ -36,6 +37,7 @@ from pagerd.intake.mqtt_client import (
     connect_first,
 )
 from pagerd.intake.mqtt_messages import (
+    KINDS,
     MAX_PAYLOAD_BYTES,
     TAKEN,
     Intake,
@@ -64,9 +66,7 @@ REDELIVERY_DELAY_S = 1.0
 REPUBLISH_CHUNK = 1_000  # states republished per turn of the event loop after a connect
 
 # Counted once per message: the labelled children are looked up once, not each time.
-_RECEIVED = {
-    k: metrics.ALERTS_RECEIVED.labels(source="mqtt", kind=k) for k in ("alert", "ack", "healthy")
-}
+_RECEIVED = {k: metrics.ALERTS_RECEIVED.labels(source="mqtt", kind=k) for k in KINDS}
 
 
 # --- the link ------------------------------------------------------------------------------
@@ -145,6 +145,9 @@ class MqttPublisher:
         # States that changed while disconnected, the latest of each service.
         self._unpublished: dict[str, tuple[ServiceState, datetime]] = {}
         self._published_all = False  # until a connection has published every live state
+        # Each schedule's on-call as last announced, published again on every connection:
+        # they are few, and a retained message lost with a broker's state comes back.
+        self._on_call: dict[str, bytes] = {}
 
     def connected(self, client: MqttClient | None) -> None:
         """The link's connection is ``client`` from now on (None: there is none)."""
@@ -177,6 +180,27 @@ class MqttPublisher:
             }
             client.publish_nowait(topic, msgspec.json.encode(body))
 
+    def publish_on_call(self, schedule_id: str, on_call: OnCallNow | None) -> None:
+        if on_call is None:
+            payload = b""  # an empty retained message clears the topic
+            self._on_call.pop(schedule_id, None)
+        else:
+            payload = msgspec.json.encode(
+                {
+                    "developer_id": on_call.developer_id,
+                    "name": on_call.name,
+                    "until": None if on_call.until is None else rfc3339(on_call.until),
+                }
+            )
+            self._on_call[schedule_id] = payload
+        if self._client is not None:
+            self._publish_on_call(self._client, schedule_id, payload)
+
+    def _publish_on_call(self, client: MqttClient, schedule_id: str, payload: bytes) -> None:
+        # Not sent (the connection ended): the next connection publishes it (republish).
+        topic = f"{self._prefix}/oncall/{schedule_id}"
+        client.publish_nowait(topic, payload, qos=1, retain=True)
+
     async def republish(self, client: MqttClient, runtime: Runtime) -> None:
         """Publish what the retained states may not show yet, as the connection is new.
 
@@ -188,6 +212,8 @@ class MqttPublisher:
         is read as it is published, and one published directly meanwhile is not
         published again, so a newer state is never overwritten by an older one.
         """
+        for schedule_id, payload in list(self._on_call.items()):
+            self._publish_on_call(client, schedule_id, payload)
         if not self._published_all:
             now = runtime.clock.now()
             for live in runtime.live_states():
@@ -303,9 +329,7 @@ class MqttLink:
         try:
             self._publisher.connected(client)
             prefix = self._prefix
-            granted = await client.subscribe(
-                [(f"{prefix}/alert/+", 1), (f"{prefix}/ack/+", 1), (f"{prefix}/healthy/+", 1)]
-            )
+            granted = await client.subscribe([(f"{prefix}/{kind}/+", 1) for kind in KINDS])
             if min(granted) < 1:
                 # At QoS 0 the broker would not keep what pagerd has not committed.
                 raise SubscribeRefusedError(

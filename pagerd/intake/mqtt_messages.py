@@ -13,7 +13,7 @@ from typing import Literal, TypeVar
 
 import msgspec
 
-from pagerd.core.domain import Ack, Alert, Event, Healthy, Outcome
+from pagerd.core.domain import Ack, Alert, Beat, Event, Healthy, Outcome
 from pagerd.core.policy import (
     MAX_ALERT_ID_CHARS,
     MAX_MESSAGE_CHARS,
@@ -26,7 +26,8 @@ MAX_PAYLOAD_BYTES = 64 * 1024  # [mqtt] max_message_bytes by default
 # A request id names a topic level of its own: {prefix}/verdicts/{request_id}.
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
-Kind = Literal["alert", "ack", "healthy"]
+Kind = Literal["alert", "ack", "healthy", "heartbeat"]
+KINDS = ("alert", "ack", "healthy", "heartbeat")
 
 
 class Rejected(Exception):  # noqa: N818 - it is the verdict, not an error of ours
@@ -68,11 +69,13 @@ class Intake:
 
 
 def parse_topic(topic: str, prefix: str) -> tuple[Kind, str]:
-    """``{prefix}/{alert|ack|healthy}/{service_id}`` → (kind, service id)."""
+    """``{prefix}/{alert|ack|healthy|heartbeat}/{service_id}`` → (kind, service id)."""
     head = f"{prefix}/"
     parts = topic[len(head) :].split("/") if topic.startswith(head) else []
-    if len(parts) != 2 or parts[0] not in ("alert", "ack", "healthy"):
-        raise Rejected(f"topic {topic!r} is not {prefix}/alert|ack|healthy/SERVICE", "topic")
+    if len(parts) != 2 or parts[0] not in KINDS:
+        raise Rejected(
+            f"topic {topic!r} is not {prefix}/alert|ack|healthy|heartbeat/SERVICE", "topic"
+        )
     kind: Kind = parts[0]  # type: ignore[assignment]  # checked just above
     if not SERVICE_ID_PATTERN.fullmatch(parts[1]):
         raise Rejected(f"service id {parts[1]!r} must match {SERVICE_ID}", "topic")
@@ -86,6 +89,8 @@ def parse_message(
     kind, service_id = parse_topic(topic, prefix)
     if len(payload) > max_bytes:
         raise Rejected(too_large(len(payload), max_bytes), "too_large")
+    if kind == "heartbeat":
+        return Intake(topic, kind, service_id, _BEAT)  # any payload: it says only "still here"
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -101,6 +106,10 @@ def parse_message(
         case "healthy":
             healthy = _decode(text, HealthyBody) if text.strip() else HealthyBody()
             return Intake(topic, kind, service_id, Healthy(), _request_id(healthy.request_id))
+    raise AssertionError(kind)  # every kind is matched above
+
+
+_BEAT = Beat()  # a beat carries nothing: one value serves them all
 
 
 def too_large(size: int, max_bytes: int) -> str:
@@ -151,6 +160,7 @@ TAKEN = frozenset(
         Outcome.OPENED,
         Outcome.APPENDED,
         Outcome.DUPLICATE_ALERT,
+        Outcome.SUPPRESSED,  # recorded, during a maintenance window
         Outcome.ACKNOWLEDGED,
         Outcome.ALREADY_ACKNOWLEDGED,
         Outcome.RESOLVED,

@@ -247,7 +247,12 @@ class Dispatcher:
     def _admit(self, row: OutboxRow) -> None:
         """Send now, or hold for the person's bundle window if it let enough through."""
         policy = self._policy
-        if policy.bundle_window_s <= 0 or row.channel not in BUNDLED_CHANNELS or row.attempts:
+        if (
+            policy.bundle_window_s <= 0
+            or row.channel not in BUNDLED_CHANNELS
+            or row.attempts
+            or row.is_notice
+        ):
             self._enqueue(_Job((row,)))
             return
         key = (row.channel, row.recipient)
@@ -522,7 +527,8 @@ class Dispatcher:
 
     def _failed_for_good(self, row: OutboxRow) -> None:
         """A failure is committed: check the page's level once the chore runs."""
-        self._chores.put_nowait(partial(self._check_level, row))
+        if not row.is_notice:  # a notice is of no incident's level
+            self._chores.put_nowait(partial(self._check_level, row))
 
     async def _check_level(self, row: OutboxRow) -> None:
         """When every page of a level failed, say so, for the runtime to escalate now."""

@@ -127,7 +127,8 @@ class OutcomeCommitter:
         self.uncommitted -= len(outcomes)
         self._on_idle_change()
         for service_id, record in batch.timeline:
-            self._publisher.publish_events(service_id, (record,))
+            if service_id:  # a notice (a hand-over's SMS) is of no service
+                self._publisher.publish_events(service_id, (record,))
         for committed in outcomes:
             for row in committed.failed:
                 self._on_failed(row)

@@ -1,10 +1,16 @@
-"""One service's actor: serialises the service's events and owns its ack timer.
+"""One service's actor: serialises the service's events and owns its timers.
 
 An actor takes what is waiting in its mailbox, runs ``decide`` for each message in
-arrival order, commits the lot in one store write, and only then arms its timer,
+arrival order, commits the lot in one store write, and only then arms its timers,
 releases the outbox, publishes, and answers the senders (an MQTT PUBACK, an HTTP
 response). If the write fails, nothing of the batch happened: the state stays as
-committed and every sender is told to try again.
+committed and every sender is told to try again. A batch with nothing to write (a
+heartbeat that only moves its deadline) costs no write at all.
+
+Its timers follow the committed state: the ack timer of the open incident, the end
+of a maintenance window, and the deadline of the next heartbeat. The last moves at
+every beat; its timer is not moved each time but fires at the deadline it was armed
+for, and arms itself again if a beat has moved the deadline since.
 """
 
 from __future__ import annotations
@@ -25,23 +31,32 @@ from pagerd.core.domain import (
     AdvanceRotation,
     Alert,
     ArmTimer,
+    Beat,
+    BeatMissed,
     CancelTimer,
     Decision,
+    EndMaintenance,
     Event,
     Healthy,
     Incident,
     LevelFailed,
+    Maintenance,
+    MaintenanceOver,
     Notify,
     Outcome,
     RecordAlert,
+    RecordMaintenance,
     RecordTimeline,
     ServiceState,
+    StartMaintenance,
+    Watch,
     decide,
 )
 from pagerd.core.policy import Roster
 from pagerd.core.ports import TimerHandle
 from pagerd.core.records import OutboxRow, ServiceRow, StoreError, WriteBatch
 from pagerd.runtime.answers import Answer, Committed, Refused, Reply, Retryable
+from pagerd.runtime.ids import new_incident_id
 from pagerd.telemetry import metrics
 
 if TYPE_CHECKING:
@@ -58,7 +73,17 @@ MAX_MESSAGES_PER_WRITE = 512
 COMMIT_RETRY_DELAY = timedelta(seconds=1)
 # Counted once per message: the labelled children are looked up once, not each time.
 _DECIDED = {o: metrics.EVENTS_DECIDED.labels(outcome=o.value) for o in Outcome}
-QUIET_OUTCOMES = frozenset({Outcome.APPENDED, Outcome.DUPLICATE_ALERT, Outcome.STALE_TIMEOUT})
+QUIET_OUTCOMES = frozenset(
+    {
+        Outcome.APPENDED,
+        Outcome.DUPLICATE_ALERT,
+        Outcome.STALE_TIMEOUT,
+        Outcome.SUPPRESSED,
+        Outcome.BEAT,
+        Outcome.WATCHED,
+        Outcome.NO_MAINTENANCE,
+    }
+)
 # Decisions after which an incident's pages not yet sent are moot, and why (CONTRACT §5).
 _MOOTING = {Outcome.ACKNOWLEDGED: "acknowledged", Outcome.RESOLVED: "resolved"}
 
@@ -84,9 +109,17 @@ class _Batch:
     outbox: list[OutboxRow] = field(default_factory=list)
     rotations: dict[int, Roster] = field(default_factory=dict)  # advanced by this batch
     rotations_before: dict[int, Roster] = field(default_factory=dict)  # as they were before it
+    maintenance: list[Maintenance | None] = field(default_factory=list)  # the last one holds
 
     def is_empty(self) -> bool:
-        return not (self.service or self.incidents or self.alerts or self.timeline or self.outbox)
+        return not (
+            self.service
+            or self.incidents
+            or self.alerts
+            or self.timeline
+            or self.outbox
+            or self.maintenance
+        )
 
     def to_write(self) -> WriteBatch:
         return WriteBatch(
@@ -96,11 +129,12 @@ class _Batch:
             timeline=tuple(self.timeline),
             outbox=tuple(self.outbox),
             team_cursors=tuple((team_id, r.cursor) for team_id, r in self.rotations.items()),
+            maintenance=((self.service_id, self.maintenance[-1]),) if self.maintenance else (),
         )
 
 
 class ServiceActor:
-    """Serialises one service's events; owns its ack timer."""
+    """Serialises one service's events; owns its timers."""
 
     def __init__(self, service_id: str, state: ServiceState, runtime: Runtime) -> None:
         self.service_id = service_id
@@ -108,8 +142,12 @@ class ServiceActor:
         self.mailbox: deque[Envelope] = deque()
         self._runtime = runtime
         self._task: asyncio.Task[None] | None = None
-        self._timer: TimerHandle | None = None
+        self._timer: TimerHandle | None = None  # the ack timer
         self._timer_key: tuple[str, int] | None = None
+        self._window_timer: TimerHandle | None = None  # the end of the maintenance window
+        self._window_key: datetime | None = None
+        self._beat_timer: TimerHandle | None = None  # the heartbeat's deadline, or before it
+        self._beat_armed_at: datetime | None = None
         self.unsaved_service: ServiceRow | None = None
 
     @property
@@ -118,7 +156,14 @@ class ServiceActor:
 
     @property
     def retirable(self) -> bool:
-        return not self.busy and not self.mailbox and self._timer is None and self.state.healthy
+        return (
+            not self.busy
+            and not self.mailbox
+            and self._timer is None
+            and self._window_timer is None
+            and self._beat_timer is None
+            and self.state.healthy
+        )
 
     def post(self, envelope: Envelope) -> None:
         """Queue a message; the actor's task starts if it is not running."""
@@ -163,12 +208,20 @@ class ServiceActor:
         rows = _Batch(self.service_id, service=self.unsaved_service)
         decided: list[tuple[Envelope, Decision | None, tuple[OutboxRow, ...]]] = []
         for envelope in batch:
-            policy = directory.policy_for(self.service_id)
+            policy, heartbeat_s = directory.service_context(self.service_id)
             if policy is None:
                 decided.append((envelope, None, ()))
                 continue
             now = runtime.clock.now()
-            decision = decide(state, envelope.event, policy, now, directory.rosters)
+            decision = decide(
+                state,
+                envelope.event,
+                policy,
+                now,
+                directory.rosters,
+                rotas=directory.rotas,
+                heartbeat_s=heartbeat_s,
+            )
             notified = self._collect(state, decision, rows, now)
             decided.append((envelope, decision, notified))
             state = decision.state
@@ -186,7 +239,7 @@ class ServiceActor:
                     directory.give_back(advanced, rows.rotations_before[team_id])
                 # The state stays as committed; a timeout lost with this batch must come
                 # again, but not in a tight loop against a failing disk.
-                self._timer_key = None
+                self._timer_key = self._window_key = None
                 self.sync_timer(not_before=runtime.clock.now() + COMMIT_RETRY_DELAY)
                 return
         self.unsaved_service = None
@@ -214,8 +267,9 @@ class ServiceActor:
     ) -> tuple[OutboxRow, ...]:
         """Turn a decision's effects into rows of the pending write."""
         incident = decision.state.incident
-        # ``decide`` returns the very same state when nothing changed.
-        if incident is not None and decision.state is not before:
+        # ``decide`` returns the very same incident when it did not change (a beat that
+        # only moves its deadline changes the state, not the incident).
+        if incident is not None and incident is not before.incident:
             rows.incidents[incident.id] = incident
         notified: list[OutboxRow] = []
         for effect in decision.effects:
@@ -234,6 +288,8 @@ class ServiceActor:
                     rows.alerts.append((self.service_id, effect))
                 case RecordTimeline():
                     rows.timeline.append((self.service_id, effect))
+                case RecordMaintenance(window=window):
+                    rows.maintenance.append(window)
                 case ArmTimer() | CancelTimer():
                     # The timer follows the committed state (see sync_timer): a batch
                     # of several decisions nets out to its final state's timer.
@@ -243,7 +299,13 @@ class ServiceActor:
         return tuple(notified)
 
     def sync_timer(self, not_before: datetime | None = None) -> None:
-        """Arm the timer the committed state asks for; cancel any other."""
+        """Arm the timers the committed state asks for (none before ``not_before``); cancel
+        the others."""
+        self._sync_ack_timer(not_before)
+        self._sync_window_timer(not_before)
+        self._sync_beat_timer(not_before)
+
+    def _sync_ack_timer(self, not_before: datetime | None) -> None:
         incident = self.state.open_incident
         deadline = None if incident is None else incident.ack_deadline
         if deadline is not None and not_before is not None:
@@ -268,15 +330,67 @@ class ServiceActor:
         self._runtime.queued(1)
         self.post(Envelope(AckTimeout(incident_id, step)))
 
+    def _sync_window_timer(self, not_before: datetime | None) -> None:
+        window = self.state.maintenance
+        wanted = None if window is None else window.until
+        if wanted == self._window_key:
+            return
+        if self._window_timer is not None:
+            self._window_timer.cancel()
+            self._window_timer = None
+        self._window_key = wanted
+        if wanted is not None:
+            when = wanted if not_before is None else max(wanted, not_before)
+            self._window_timer = self._runtime.clock.call_at(
+                when, lambda: self._on_window_timer(wanted)
+            )
+
+    def _on_window_timer(self, until: datetime) -> None:
+        self._window_timer = None  # the key stays, as for the ack timer
+        self._runtime.queued(1)
+        self.post(Envelope(MaintenanceOver(until)))
+
+    def _sync_beat_timer(self, not_before: datetime | None) -> None:
+        due = self.state.beat_due
+        if due is not None and not_before is not None:
+            due = max(due, not_before)
+        armed_at = self._beat_armed_at
+        if due is not None and armed_at is not None and armed_at <= due:
+            return  # it fires first, and looks at the deadline then
+        if self._beat_timer is not None:
+            self._beat_timer.cancel()
+            self._beat_timer = None
+            self._beat_armed_at = None
+        if due is not None:
+            self._arm_beat_timer(due)
+
+    def _arm_beat_timer(self, when: datetime) -> None:
+        self._beat_armed_at = when
+        self._beat_timer = self._runtime.clock.call_at(when, self._on_beat_timer)
+
+    def _on_beat_timer(self) -> None:
+        self._beat_timer = None
+        self._beat_armed_at = None
+        due = self.state.beat_due
+        if due is None:
+            return
+        if due > self._runtime.clock.now():
+            self._arm_beat_timer(due)  # a beat came since it was armed
+            return
+        self._runtime.queued(1)
+        self.post(Envelope(BeatMissed(due, new_incident_id())))
+
     def cancel_task(self) -> None:
         if self._task is not None:
             self._task.cancel()
 
     def cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-            self._timer_key = None
+        """Cancel every timer (shutdown, or the actor is replaced)."""
+        for timer in (self._timer, self._window_timer, self._beat_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._window_timer = self._beat_timer = None
+        self._timer_key = self._window_key = self._beat_armed_at = None
 
     def _finish(
         self, envelope: Envelope, decision: Decision | None, notified: tuple[OutboxRow, ...]
@@ -287,6 +401,10 @@ class ServiceActor:
             log.error("policy.missing", service_id=self.service_id, policy_id=policy_id)
             why = f"service {self.service_id!r} has no policy {policy_id!r}"
             _reply(envelope, Refused(self.service_id, why, "no_policy"))
+            return
+        if decision.outcome is Outcome.BEAT_UNEXPECTED:
+            why = f"service {self.service_id!r} expects no heartbeat: it has no heartbeat_s"
+            _reply(envelope, Refused(self.service_id, why, "no_heartbeat"))
             return
         incident = decision.state.incident
         if decision.outcome is Outcome.OPENED:
@@ -341,6 +459,14 @@ def _log_outcome(
             name = f"level_failed.{outcome.value}"
         case Healthy():
             name = f"healthy.{outcome.value}"
+        case StartMaintenance() | EndMaintenance() | MaintenanceOver():
+            name = f"maintenance.{outcome.value}"
+        case Beat():
+            name = f"heartbeat.{outcome.value}"
+        case BeatMissed():
+            name = f"heartbeat.missed.{outcome.value}"
+        case Watch():
+            name = f"heartbeat.{outcome.value}"
         case _:
             assert_never(event)
     # "level" is the log line's own severity; the escalation level needs another key.

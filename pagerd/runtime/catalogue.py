@@ -10,47 +10,49 @@ command line all change the catalogue through here.
 from __future__ import annotations
 
 import asyncio
+import enum
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import structlog
 
-from pagerd.core.policy import Policy
+from pagerd.core.policy import Policy, ScheduleTarget
 from pagerd.core.ports import MetaStore, Store
-from pagerd.core.records import DeveloperRow, PolicyRow, ServiceRow, StoreError, TeamRow, WriteBatch
+from pagerd.core.records import (
+    DeveloperRow,
+    PolicyRow,
+    ScheduleRow,
+    ServiceRow,
+    StoreError,
+    TeamRow,
+    WriteBatch,
+)
+from pagerd.core.schedules import Rotation, Schedule
 from pagerd.runtime.directory import Directory, team_policy, team_service_id
+from pagerd.runtime.refusals import (
+    MANAGED,
+    ConflictError,
+    InvalidError,
+    NotFoundError,
+    NotSavedError,
+)
+from pagerd.runtime.schedule_book import ScheduleBook
 
 log = structlog.get_logger("pagerd.catalogue")
 
-MANAGED = "managed by config file"
 NAMED_USERS = 10  # services a refusal names when a policy in use cannot be deleted
 _TEAM_SERVICE = re.compile(r"team-([1-9][0-9]*)")
 
 
-class CatalogueError(Exception):
-    """A change or lookup the catalogue refuses; the message says what and why."""
+class Keep(enum.Enum):
+    """A value left as it is."""
+
+    KEEP = "keep"
 
 
-class NotFoundError(CatalogueError):
-    """No such team, policy or service."""
-
-
-class ConflictError(CatalogueError):
-    """The change conflicts with what exists: a name taken, an object managed or in use."""
-
-
-class InvalidError(CatalogueError):
-    """A field of the change is wrong: ``field`` names it, ``problem`` says what."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
-
-
-class NotSavedError(CatalogueError):
-    """The store did not commit the change; nothing changed. Trying again may work."""
+KEEP = Keep.KEEP
 
 
 def _custom_policy_key(team_id: int) -> str:
@@ -69,12 +71,29 @@ class DeclaredTeam:
 
 
 @dataclass(frozen=True, slots=True)
+class DeclaredRotation:
+    start: datetime  # local wall-clock time
+    shift_s: int
+    developers: tuple[str, ...]  # names of the team's developers, in turn order
+
+
+@dataclass(frozen=True, slots=True)
+class DeclaredSchedule:
+    id: str
+    team: str  # a declared team's name
+    time_zone: str
+    rotations: tuple[DeclaredRotation, ...]
+    notify_handover: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Declared:
     """The objects the config file declares: read-only through the API."""
 
     teams: tuple[DeclaredTeam, ...] = ()
     policies: tuple[Policy, ...] = ()
     services: tuple[ServiceRow, ...] = ()
+    schedules: tuple[DeclaredSchedule, ...] = ()
     ack_timeout_s: float = 900.0  # of the teams' own policies
 
 
@@ -119,14 +138,37 @@ async def apply_declared(store: Store, declared: Declared) -> None:
         ),
     ]
     policies = (*declared.policies, *team_policies)
+    schedules = _declared_schedules(declared.schedules, team_rows, developer_rows)
     await store.write(
         WriteBatch(
             teams=tuple(team_rows),
             developers=tuple(developer_rows),
             policies=tuple(PolicyRow(p, managed=True) for p in policies),
             services=tuple(services),
+            schedules=schedules,
         )
     )
+
+
+def _declared_schedules(
+    declared: Iterable[DeclaredSchedule], teams: list[TeamRow], developers: list[DeveloperRow]
+) -> tuple[ScheduleRow, ...]:
+    """The declared schedules, their teams and developers named by id (load_config has
+    checked that each names a declared team and its developers)."""
+    team_ids = {team.name: team.id for team in teams}
+    developer_ids = {(d.team_id, d.name): d.id for d in developers}
+    rows = []
+    for entry in declared:
+        team_id = team_ids[entry.team]
+        rotations = tuple(
+            Rotation(
+                r.start, r.shift_s, tuple(developer_ids[(team_id, name)] for name in r.developers)
+            )
+            for r in entry.rotations
+        )
+        schedule = Schedule(team_id, entry.time_zone, rotations)
+        rows.append(ScheduleRow(entry.id, schedule, entry.notify_handover, managed=True))
+    return tuple(rows)
 
 
 # --- the catalogue -------------------------------------------------------------------------
@@ -141,6 +183,12 @@ class Catalogue:
     default_ack_timeout_s: float = 900.0
     fallback_policy: str = ""
     _writes: asyncio.Lock = field(default_factory=asyncio.Lock)
+    schedules: ScheduleBook = field(init=False)
+
+    def __post_init__(self) -> None:
+        # One lock for both: a policy that pages a schedule and the schedule's deletion
+        # are checked and written one after the other.
+        self.schedules = ScheduleBook(self.store, self.directory, self._writes)
 
     # --- teams ---
 
@@ -290,11 +338,23 @@ class Catalogue:
         async with self._writes:
             existing = self.directory.policies.get(policy.id)
             _refuse_managed(existing, f"policy {policy.id!r}")
+            self._check_schedules(policy)
             row = PolicyRow(policy, managed=False)
             await self._write(WriteBatch(policies=(row,), meta=meta))
             self.directory.policies[policy.id] = row
         log.info("policy.saved", policy_id=policy.id, created=existing is None)
         return existing is None
+
+    def _check_schedules(self, policy: Policy) -> None:
+        """InvalidError naming the first schedule target whose schedule does not exist."""
+        for i, level in enumerate(policy.levels):
+            for j, target in enumerate(level.targets):
+                if (
+                    isinstance(target, ScheduleTarget)
+                    and target.schedule not in self.directory.schedules
+                ):
+                    where = f"levels[{i}].targets[{j}].schedule"
+                    raise InvalidError(where, f"no schedule {target.schedule!r}")
 
     async def delete_policy(self, policy_id: str) -> None:
         """Delete a policy no service uses; ConflictError naming the first users if any do."""
@@ -331,16 +391,25 @@ class Catalogue:
         _refuse_managed(self.directory.services.get(service_id), f"service {service_id!r}")
 
     async def put_service(
-        self, service_id: str, name: str | None, policy_id: str
+        self,
+        service_id: str,
+        name: str | None,
+        policy_id: str,
+        heartbeat_s: float | Keep | None = KEEP,
     ) -> tuple[ServiceRow, bool]:
-        """Create or change a service; the row, and True if it was created."""
+        """Create or change a service; the row, and True if it was created.
+
+        ``heartbeat_s`` KEEP leaves the service's heartbeat interval as it is.
+        """
         async with self._writes:
             existing = self.directory.services.get(service_id)
             _refuse_managed(existing, f"service {service_id!r}")
             if policy_id not in self.directory.policies:
                 raise InvalidError("policy_id", f"no policy {policy_id!r}")
             name = name or (service_id if existing is None else existing.name)
-            row = ServiceRow(service_id, name, policy_id, managed=False)
+            if isinstance(heartbeat_s, Keep):
+                heartbeat_s = None if existing is None else existing.heartbeat_s
+            row = ServiceRow(service_id, name, policy_id, managed=False, heartbeat_s=heartbeat_s)
             await self._write(WriteBatch(services=(row,)))
             self.directory.services.put(row)
         log.info("service.saved", service_id=service_id, created=existing is None)

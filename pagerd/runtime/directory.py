@@ -1,19 +1,28 @@
-"""The directory of services, policies and teams, kept in step with the store.
+"""The directory of services, policies, teams and schedules, kept in step with the store.
 
 The runtime reads the policy here at every step (CONTRACT §6.9), so an edit
-takes effect from the next step without touching running actors. Policies and
-teams are few and held in memory; services may be millions, so they are read
-from the store by id when first used (see ``ServiceTable``).
+takes effect from the next step without touching running actors. Policies,
+teams and schedules are few and held in memory; services may be millions, so they
+are read from the store by id when first used (see ``ServiceTable``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from pagerd.core.policy import MAX_REPEAT, Level, OnCall, Policy, Roster, TeamTarget
+from pagerd.core.policy import (
+    MAX_REPEAT,
+    Level,
+    OnCall,
+    Policy,
+    Roster,
+    ScheduleTarget,
+    TeamTarget,
+)
 from pagerd.core.ports import DirectoryStore, ServiceLookup
-from pagerd.core.records import DeveloperRow, PolicyRow, ServiceRow, TeamRow
+from pagerd.core.records import DeveloperRow, PolicyRow, ScheduleRow, ServiceRow, TeamRow
+from pagerd.core.schedules import Override, Overrides, Rota
 
 
 def team_service_id(team_id: int) -> str:
@@ -98,6 +107,12 @@ class Directory:
     reserved_team_names: set[str] = field(default_factory=set)
     reserved_team_ids: set[int] = field(default_factory=set)
     reserved_developer_ids: set[int] = field(default_factory=set)
+    schedules: dict[str, ScheduleRow] = field(default_factory=dict)
+    overrides: dict[str, dict[int, Override]] = field(default_factory=dict)  # by schedule, id
+    # Each schedule as decide() reads it: replaced whole at every change, never changed
+    # in place, so a decision reads one consistent set.
+    rotas: Mapping[str, Rota] = field(default_factory=dict)
+    last_override_id: int = 0  # ids are handed out above it, never twice
 
     @classmethod
     async def load(cls, store: DirectoryStore) -> Directory:
@@ -109,6 +124,13 @@ class Directory:
             directory.put_team(team)
         developers = sorted(await store.load_developers(), key=lambda d: d.id)
         directory.add_developers(developers)
+        for schedule in await store.load_schedules():
+            directory.schedules[schedule.id] = schedule
+            directory.overrides[schedule.id] = {}
+        for row in await store.load_overrides():
+            directory.overrides.setdefault(row.schedule_id, {})[row.override.id] = row.override
+        directory.last_override_id = await store.last_override_id()
+        directory._update_rotas(directory.schedules)
         return directory
 
     def close(self) -> None:
@@ -130,6 +152,7 @@ class Directory:
             teams.add(developer.team_id)
         for team_id in teams:
             self._update_roster(team_id)
+        self._update_rotas(s.id for s in self.schedules.values() if s.schedule.team_id in teams)
 
     def _update_roster(self, team_id: int) -> None:
         team = self.teams.get(team_id)
@@ -184,6 +207,75 @@ class Directory:
     def release_developer_ids(self, ids: Iterable[int]) -> None:
         """Drop developer id reservations whose write failed."""
         self.reserved_developer_ids.difference_update(ids)
+
+    # --- schedules ---
+
+    def put_schedule(self, row: ScheduleRow) -> None:
+        """Add or replace a committed schedule (its overrides stay)."""
+        self.schedules[row.id] = row
+        self.overrides.setdefault(row.id, {})
+        self._update_rotas((row.id,))
+
+    def drop_schedule(self, schedule_id: str) -> None:
+        """Forget a deleted schedule and its overrides."""
+        self.schedules.pop(schedule_id, None)
+        self.overrides.pop(schedule_id, None)
+        rotas = dict(self.rotas)
+        rotas.pop(schedule_id, None)
+        self.rotas = rotas
+
+    def add_override(self, schedule_id: str, override: Override) -> None:
+        """Add a committed override of a known schedule."""
+        self.overrides[schedule_id][override.id] = override
+        self._update_rotas((schedule_id,))
+
+    def drop_override(self, schedule_id: str, override_id: int) -> None:
+        """Forget a deleted override."""
+        self.overrides.get(schedule_id, {}).pop(override_id, None)
+        self._update_rotas((schedule_id,))
+
+    def reserve_override_id(self) -> int:
+        """A new override id, above every one handed out: ids grow with creation."""
+        self.last_override_id += 1
+        return self.last_override_id
+
+    def policies_using(self, schedule_id: str) -> list[str]:
+        """The ids, sorted, of the policies with a level paging the schedule."""
+        target = ScheduleTarget(schedule_id)
+        return sorted(
+            row.policy.id
+            for row in self.policies.values()
+            if any(target in level.targets for level in row.policy.levels)
+        )
+
+    def developer(self, team_id: int, developer_id: int | None) -> DeveloperRow | None:
+        """A developer of the team, or None (nobody, or not in the team)."""
+        return next((d for d in self.developers.get(team_id, ()) if d.id == developer_id), None)
+
+    def phones(self, team_id: int) -> dict[int, str]:
+        """How to reach each developer of the team, by developer id."""
+        return {d.id: d.phone_number for d in self.developers.get(team_id, ())}
+
+    def _update_rotas(self, schedule_ids: Iterable[str]) -> None:
+        rotas = dict(self.rotas)
+        for schedule_id in schedule_ids:
+            row = self.schedules[schedule_id]
+            overrides = Overrides(self.overrides.get(schedule_id, {}).values())
+            rotas[schedule_id] = Rota(
+                schedule_id, row.schedule, overrides, self.phones(row.schedule.team_id)
+            )
+        self.rotas = rotas
+
+    # --- services ---
+
+    def service_context(self, service_id: str) -> tuple[Policy | None, float | None]:
+        """The policy the service escalates through now (None if it has none) and its
+        heartbeat interval (None if it expects no beat)."""
+        service = self.services.get(service_id)
+        if service is None:
+            return None, None
+        row = self.policies.get(service.policy_id)
+        return (None if row is None else row.policy), service.heartbeat_s
 
     def policy_for(self, service_id: str) -> Policy | None:
         """The policy the service escalates through now, or None if it has none."""

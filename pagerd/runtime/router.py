@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
+from msgspec.structs import replace
 
-from pagerd.core.domain import Alert, Event, Incident, LevelFailed, ServiceState
+from pagerd.core.domain import Alert, Event, Incident, LevelFailed, ServiceState, Watch
 from pagerd.core.ports import Clock, Outbox, Publisher, Spawner, Writer
-from pagerd.core.records import ServiceRow, StoreError
+from pagerd.core.records import ServiceRow, StoreError, WatchRow
 from pagerd.runtime.actor import Envelope, ServiceActor
 from pagerd.runtime.answers import Answer, Refused, Reply, Retryable
 from pagerd.runtime.directory import Directory
@@ -183,6 +184,31 @@ class Runtime:
         metrics.ACTORS_ALIVE.set(len(self._actors))
         metrics.INCIDENTS_OPEN.inc(count)  # start-up recovers in several calls
         return count
+
+    def watch(self, rows: Iterable[WatchRow]) -> int:
+        """Give each service with a heartbeat interval or a maintenance window the state
+        that asks for its timers (``Store.read_watches``), after ``recover``.
+
+        A heartbeat's deadline is kept in memory only: after start-up each service gets
+        one full interval before a missed beat counts (CONTRACT §8).
+        """
+        now = self.clock.now()
+        count = 0
+        for row in rows:
+            actor = self._actors.get(row.service_id)
+            if actor is None:
+                actor = ServiceActor(row.service_id, ServiceState(row.service_id), self)
+                self._actors[row.service_id] = actor
+            due = None if row.heartbeat_s is None else now + timedelta(seconds=row.heartbeat_s)
+            actor.state = replace(actor.state, maintenance=row.maintenance, beat_due=due)
+            actor.sync_timer()
+            count += 1
+        metrics.ACTORS_ALIVE.set(len(self._actors))
+        return count
+
+    def rewatch(self, service_id: str) -> None:
+        """The service's heartbeat interval changed: watch it anew, from now."""
+        self.submit(service_id, Watch())
 
     async def arm_timers(self, chunk: int = 2_000) -> None:
         """Arm every timer an actor's state asks for and lacks, yielding between chunks."""

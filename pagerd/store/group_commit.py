@@ -51,12 +51,28 @@ class _Unit(Generic[Op]):
 # A merged round runs op by op, so a unit's delete or update runs after every upsert or
 # insert of the round. A later unit upserting a key that an earlier unit deletes or
 # updates would see its order reversed, so it waits for the next round instead.
+# A schedule's rotations are replaced by a delete then inserts: a second write of the same
+# schedule in one round would insert beside the first, so it waits too.
 def _late_keys(b: WriteBatch) -> set[tuple[str, object]]:
     return {
         *(("policy", key) for key in b.policies_deleted),
         *(("team", team) for team, _ in b.team_cursors),
         *(("outbox", u.id) for u in b.outbox_updates),
+        *(("schedule", key) for key in b.schedules_deleted),
+        *(("schedule", s.id) for s in b.schedules),
+        *(("override", key) for _, key in b.overrides_deleted),
     }
+
+
+def _has_late(b: WriteBatch) -> bool:
+    return bool(
+        b.policies_deleted
+        or b.team_cursors
+        or b.outbox_updates
+        or b.schedules_deleted
+        or b.schedules
+        or b.overrides_deleted
+    )
 
 
 def _early_keys(b: WriteBatch) -> Iterator[tuple[str, object]]:
@@ -64,6 +80,9 @@ def _early_keys(b: WriteBatch) -> Iterator[tuple[str, object]]:
     yield from (("policy", p.policy.id) for p in b.policies)
     yield from (("team", t.id) for t in b.teams)
     yield from (("outbox", o.id) for o in b.outbox)
+    yield from (("schedule", s.id) for s in b.schedules)
+    yield from (("schedule", o.schedule_id) for o in b.overrides)
+    yield from (("override", o.override.id) for o in b.overrides)
 
 
 def _merge(units: Sequence[_Unit[Op]], order: Callable[[Op], Any]) -> Parts[Op]:
@@ -110,8 +129,7 @@ class GroupCommit(Generic[Op]):
         """Commit ``batch`` (as ``parts``) with whatever else is waiting; return once committed."""
         if self._closing or self._writer.done():
             raise StoreError("the store is closed")
-        b = batch
-        has_late = bool(b.policies_deleted or b.team_cursors or b.outbox_updates)
+        has_late = _has_late(batch)
         done: asyncio.Future[None] = self._loop.create_future()
         self._pending.append(_Unit(batch, parts, done, has_late))
         self._wakeup.set()

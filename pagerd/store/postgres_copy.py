@@ -21,6 +21,7 @@ import asyncpg
 
 from pagerd.core.records import StoreError
 from pagerd.store import schema as sqlite_schema
+from pagerd.store.migrations import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from pagerd.store.postgres import connect, migrate, redact
 from pagerd.store.postgres_schema import MIGRATION_LOCK, TABLES, text
 
@@ -158,15 +159,15 @@ def _open_source(path: Path) -> sqlite3.Connection:
         (version,) = source.execute("PRAGMA user_version").fetchone()
     except sqlite3.Error as error:
         raise CopyRefusedError(f"{path}: cannot read it as a SQLite database: {error}") from error
-    if version != sqlite_schema.SCHEMA_VERSION:
+    if version != SQLITE_SCHEMA_VERSION:
         source.close()
         raise CopyRefusedError(
             f"{path}: the database is at schema version {version}, and this pagerd copies"
-            f" version {sqlite_schema.SCHEMA_VERSION}: start and stop this pagerd once on it"
+            f" version {SQLITE_SCHEMA_VERSION}: start and stop this pagerd once on it"
             " (it brings the file up to date at start), then run migrate again"
-            if version < sqlite_schema.SCHEMA_VERSION
+            if version < SQLITE_SCHEMA_VERSION
             else f"{path}: the database is at schema version {version}, newer than this"
-            f" pagerd knows ({sqlite_schema.SCHEMA_VERSION}): use a newer pagerd"
+            f" pagerd knows ({SQLITE_SCHEMA_VERSION}): use a newer pagerd"
         )
     return source
 

@@ -1,10 +1,7 @@
-"""What the store keeps and how: row types, their SQL, value encodings, migrations.
+"""What the store keeps and how: the SQL of each write, value encodings, row codecs.
 
-The schema is a list of forward migrations numbered by ``PRAGMA user_version``:
-``MIGRATIONS[n]`` takes a database at version ``n`` to version ``n + 1``, so a
-new database runs them all and an up-to-date one none. Never edit a released
-script; append one. Times are fixed-width UTC text (``YYYY-MM-DDTHH:MM:SS.ffffffZ``)
-so that text order is time order.
+The tables are made by ``pagerd.store.migrations``. Times are fixed-width UTC text
+(``YYYY-MM-DDTHH:MM:SS.ffffffZ``) so that text order is time order.
 """
 
 from __future__ import annotations
@@ -16,173 +13,16 @@ from typing import Any
 
 import msgspec
 
-from pagerd.core.domain import AlertIds, Incident, IncidentStatus, RecordAlert, RecordTimeline
 from pagerd.core.policy import (
     Level,
     Policy,
     Target,
 )
 from pagerd.core.records import OutboxRow, WriteBatch
+from pagerd.core.schedules import Rotation, Schedule
+from pagerd.core.values import AlertIds, Incident, IncidentStatus, RecordAlert, RecordTimeline
 
 Row = tuple[Any, ...]
-
-# CHECKs spell out ORs: SQLite builds a small table for each evaluation of an IN list,
-# on every insert.
-MIGRATIONS: tuple[str, ...] = (
-    # 0 -> 1: the first schema.
-    """
-    CREATE TABLE meta (
-        key   TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    ) WITHOUT ROWID;
-
-    CREATE TABLE policies (
-        id      TEXT PRIMARY KEY,
-        body    TEXT NOT NULL,   -- JSON: {"repeat", "levels": [{"ack_timeout_s", "targets"}]}
-        managed INTEGER NOT NULL CHECK (managed IN (0, 1))
-    );
-
-    -- No foreign key to policies: "delete in use" is the API's 409 to give, and
-    -- history must not block editing the configuration.
-    CREATE TABLE services (
-        id        TEXT PRIMARY KEY,
-        name      TEXT NOT NULL,
-        policy_id TEXT NOT NULL,
-        managed   INTEGER NOT NULL CHECK (managed IN (0, 1))
-    );
-
-    CREATE TABLE teams (
-        id      INTEGER PRIMARY KEY,
-        name    TEXT NOT NULL UNIQUE,
-        managed INTEGER NOT NULL CHECK (managed IN (0, 1)),
-        cursor  INTEGER NOT NULL DEFAULT 0
-    );
-
-    CREATE TABLE developers (
-        id           INTEGER PRIMARY KEY,
-        team_id      INTEGER NOT NULL REFERENCES teams (id),
-        name         TEXT NOT NULL,
-        phone_number TEXT NOT NULL
-    );
-    CREATE INDEX developers_team ON developers (team_id);
-
-    CREATE TABLE incidents (
-        id              TEXT PRIMARY KEY,
-        service_id      TEXT NOT NULL,
-        message         TEXT NOT NULL,
-        opened_at       TEXT NOT NULL,
-        status          TEXT NOT NULL
-                        CHECK (status = 'triggered' OR status = 'acknowledged'
-                               OR status = 'resolved'),
-        level_index     INTEGER NOT NULL,
-        round           INTEGER NOT NULL,
-        step            INTEGER NOT NULL,
-        ack_deadline    TEXT,
-        acknowledged_at TEXT,
-        acknowledged_by TEXT,
-        resolved_at     TEXT,
-        alert_count     INTEGER NOT NULL
-    );
-    -- Start-up reads the open incidents only; they are few, history is not.
-    CREATE INDEX incidents_open ON incidents (service_id) WHERE status != 'resolved';
-    CREATE INDEX incidents_service_opened ON incidents (service_id, opened_at);
-    CREATE INDEX incidents_opened ON incidents (opened_at);
-
-    -- alert_id NULLs are distinct in a UNIQUE index, so anonymous alerts never collide.
-    CREATE TABLE alerts (
-        seq         INTEGER PRIMARY KEY,
-        incident_id TEXT NOT NULL,
-        service_id  TEXT NOT NULL,
-        alert_id    TEXT,
-        message     TEXT NOT NULL,
-        source      TEXT,
-        at          TEXT NOT NULL,
-        UNIQUE (incident_id, alert_id)
-    );
-    CREATE INDEX alerts_service ON alerts (service_id);
-
-    CREATE TABLE timeline (
-        seq         INTEGER PRIMARY KEY,
-        incident_id TEXT NOT NULL,
-        service_id  TEXT NOT NULL,
-        at          TEXT NOT NULL,
-        type        TEXT NOT NULL,
-        detail      TEXT NOT NULL   -- JSON object
-    );
-    CREATE INDEX timeline_incident ON timeline (incident_id);
-
-    CREATE TABLE outbox (
-        id              TEXT PRIMARY KEY,
-        incident_id     TEXT NOT NULL,
-        service_id      TEXT NOT NULL,
-        channel         TEXT NOT NULL
-                        CHECK (channel = 'sms' OR channel = 'email' OR channel = 'webhook'),
-        recipient       TEXT NOT NULL,
-        developer_id    INTEGER,
-        level           INTEGER NOT NULL,
-        step            INTEGER NOT NULL,
-        message         TEXT NOT NULL,
-        created_at      TEXT NOT NULL,
-        status          TEXT NOT NULL
-                        CHECK (status = 'pending' OR status = 'sent' OR status = 'failed'),
-        attempts        INTEGER NOT NULL,
-        next_attempt_at TEXT,
-        last_error      TEXT
-    );
-    CREATE INDEX outbox_status ON outbox (status, created_at);
-    CREATE INDEX outbox_incident ON outbox (incident_id);
-    """,
-    # 1 -> 2: which services use a policy, without reading them all (deleting a policy
-    # asks; services are read by id, and there may be millions).
-    """
-    CREATE INDEX services_policy ON services (policy_id);
-    """,
-    # 2 -> 3: a notification may be held for a bundle, cancelled once its incident is
-    # acknowledged or resolved, or skipped (nobody on call). SQLite cannot change a
-    # CHECK in place: the table is made anew and its rows copied.
-    """
-    CREATE TABLE outbox_v3 (
-        id              TEXT PRIMARY KEY,
-        incident_id     TEXT NOT NULL,
-        service_id      TEXT NOT NULL,
-        channel         TEXT NOT NULL
-                        CHECK (channel = 'sms' OR channel = 'email' OR channel = 'webhook'),
-        recipient       TEXT NOT NULL,
-        developer_id    INTEGER,
-        level           INTEGER NOT NULL,
-        step            INTEGER NOT NULL,
-        message         TEXT NOT NULL,
-        created_at      TEXT NOT NULL,
-        status          TEXT NOT NULL
-                        CHECK (status = 'pending' OR status = 'held' OR status = 'sent'
-                               OR status = 'failed' OR status = 'cancelled'
-                               OR status = 'skipped'),
-        attempts        INTEGER NOT NULL,
-        next_attempt_at TEXT,
-        last_error      TEXT
-    );
-    INSERT INTO outbox_v3 SELECT id, incident_id, service_id, channel, recipient,
-        developer_id, level, step, message, created_at, status, attempts, next_attempt_at,
-        last_error FROM outbox;
-    DROP TABLE outbox;
-    ALTER TABLE outbox_v3 RENAME TO outbox;
-    CREATE INDEX outbox_status ON outbox (status, created_at);
-    CREATE INDEX outbox_incident ON outbox (incident_id);
-    """,
-    # 3 -> 4: events pagerd could not take, kept for an operator (CONTRACT §9).
-    """
-    CREATE TABLE dead_letters (
-        seq     INTEGER PRIMARY KEY,
-        at      TEXT NOT NULL,
-        source  TEXT NOT NULL,
-        topic   TEXT NOT NULL,
-        payload TEXT NOT NULL,
-        reason  TEXT NOT NULL
-    );
-    """,
-)
-
-SCHEMA_VERSION = len(MIGRATIONS)
 
 
 # --- values as stored ---------------------------------------------------------------------
@@ -238,6 +78,35 @@ def decode_policy(policy_id: str, body: str) -> Policy:
         raise ValueError(str(error)) from error
 
 
+class _RotationJson(msgspec.Struct):
+    start: str
+    shift_s: int
+    developer_ids: list[int]
+
+
+def rotation_rows(schedule_id: str, schedule: Schedule) -> list[Row]:
+    """The rows of a schedule's rotations: (schedule_id, position, start, shift_s, ids)."""
+    return [
+        (
+            schedule_id,
+            position,
+            rotation.start.isoformat(),
+            rotation.shift_s,
+            msgspec.json.encode(list(rotation.developer_ids)).decode(),
+        )
+        for position, rotation in enumerate(schedule.rotations)
+    ]
+
+
+def decode_rotation(start: str, shift_s: int, developer_ids: str) -> Rotation:
+    """A rotation as stored; ValueError if its values are not a rotation's."""
+    try:
+        ids = msgspec.json.decode(developer_ids, type=list[int])
+    except msgspec.DecodeError as error:  # ValidationError included
+        raise ValueError(str(error)) from error
+    return Rotation(datetime.fromisoformat(start), shift_s, tuple(ids))
+
+
 # --- writes: each op runs once per round, in this order -----------------------------------
 
 
@@ -249,7 +118,14 @@ class Op(enum.IntEnum):
     TEAMS = enum.auto()
     TEAM_CURSORS = enum.auto()
     DEVELOPERS = enum.auto()
+    SCHEDULES = enum.auto()
+    SCHEDULE_ROTATIONS_CLEARED = enum.auto()
+    SCHEDULE_ROTATIONS = enum.auto()
+    SCHEDULE_OVERRIDES = enum.auto()
+    SCHEDULE_OVERRIDES_DELETED = enum.auto()
+    SCHEDULES_DELETED = enum.auto()
     SERVICES = enum.auto()
+    MAINTENANCE = enum.auto()
     POLICIES_DELETED = enum.auto()
     INCIDENTS = enum.auto()
     ALERTS = enum.auto()
@@ -271,14 +147,29 @@ SQL: dict[Op, str] = {
     Op.DEVELOPERS: "INSERT INTO developers (id, team_id, name, phone_number) VALUES (?, ?, ?, ?)"
     " ON CONFLICT (id) DO UPDATE SET team_id = excluded.team_id, name = excluded.name,"
     " phone_number = excluded.phone_number",
-    Op.SERVICES: "INSERT INTO services (id, name, policy_id, managed) VALUES (?, ?, ?, ?)"
-    " ON CONFLICT (id) DO UPDATE SET name = excluded.name, policy_id = excluded.policy_id,"
+    Op.SCHEDULES: "INSERT INTO schedules (id, team_id, time_zone, notify_handover, managed)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET team_id = excluded.team_id,"
+    " time_zone = excluded.time_zone, notify_handover = excluded.notify_handover,"
     " managed = excluded.managed",
+    Op.SCHEDULE_ROTATIONS_CLEARED: "DELETE FROM schedule_rotations WHERE schedule_id = ?",
+    Op.SCHEDULE_ROTATIONS: "INSERT INTO schedule_rotations"
+    " (schedule_id, position, start, shift_s, developer_ids) VALUES (?, ?, ?, ?, ?)",
+    Op.SCHEDULE_OVERRIDES: "INSERT INTO schedule_overrides"
+    ' (id, schedule_id, developer_id, start, "end") VALUES (?, ?, ?, ?, ?)',
+    Op.SCHEDULE_OVERRIDES_DELETED: "DELETE FROM schedule_overrides"
+    " WHERE schedule_id = ? AND id = ?",
+    Op.SCHEDULES_DELETED: "DELETE FROM schedules WHERE id = ?",
+    Op.SERVICES: "INSERT INTO services (id, name, policy_id, managed, heartbeat_s)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
+    " policy_id = excluded.policy_id, managed = excluded.managed,"
+    " heartbeat_s = excluded.heartbeat_s",
+    Op.MAINTENANCE: "UPDATE services SET maintenance_until = ?, maintenance_reason = ?"
+    " WHERE id = ?",
     Op.POLICIES_DELETED: "DELETE FROM policies WHERE id = ?",
     Op.INCIDENTS: "INSERT INTO incidents (id, service_id, message, opened_at, status,"
     " level_index, round, step, ack_deadline, acknowledged_at, acknowledged_by, resolved_at,"
-    " alert_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    # id, service_id, message and opened_at never change: leaving them out of the SET
+    " alert_count, opened_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    # id, service_id, message, opened_at and opened_by never change: leaving them out of the SET
     # spares rewriting the index entries made of them.
     " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
     " level_index = excluded.level_index, round = excluded.round, step = excluded.step,"
@@ -317,6 +208,7 @@ def _incident_row(item: tuple[str, Incident]) -> Row:
         i.acknowledged_by,
         _db_time_or_none(i.resolved_at),
         i.alert_count,
+        i.opened_by,
     )
 
 
@@ -356,6 +248,39 @@ def _outbox_row(o: OutboxRow) -> Row:
     )
 
 
+def _schedule_parts(b: WriteBatch) -> list[tuple[Op, list[Row]]]:
+    """The unit's schedule, rotation and override rows per op, in execution order."""
+    parts: list[tuple[Op, list[Row]]] = []
+    rows: list[Row]
+    if b.schedules:
+        rows = [
+            (r.id, r.schedule.team_id, r.schedule.time_zone, int(r.notify_handover), int(r.managed))
+            for r in b.schedules
+        ]
+        parts.append((Op.SCHEDULES, rows))
+        parts.append((Op.SCHEDULE_ROTATIONS_CLEARED, [(r.id,) for r in b.schedules]))
+        rows = [row for r in b.schedules for row in rotation_rows(r.id, r.schedule)]
+        if rows:
+            parts.append((Op.SCHEDULE_ROTATIONS, rows))
+    if b.overrides:
+        rows = [
+            (
+                o.override.id,
+                o.schedule_id,
+                o.override.developer_id,
+                to_db_time(o.override.start),
+                to_db_time(o.override.end),
+            )
+            for o in b.overrides
+        ]
+        parts.append((Op.SCHEDULE_OVERRIDES, rows))
+    if b.overrides_deleted:
+        parts.append((Op.SCHEDULE_OVERRIDES_DELETED, list(b.overrides_deleted)))
+    if b.schedules_deleted:
+        parts.append((Op.SCHEDULES_DELETED, [(key,) for key in b.schedules_deleted]))
+    return parts
+
+
 def encode_batch(batch: WriteBatch) -> tuple[tuple[Op, list[Row]], ...]:
     """The unit's rows per op, in execution order; ValueError/TypeError if a value is unfit."""
     b = batch
@@ -373,9 +298,20 @@ def encode_batch(batch: WriteBatch) -> tuple[tuple[Op, list[Row]], ...]:
     if b.developers:
         rows = [(d.id, d.team_id, d.name, d.phone_number) for d in b.developers]
         parts.append((Op.DEVELOPERS, rows))
+    parts += _schedule_parts(b)
     if b.services:
-        rows = [(s.id, s.name, s.policy_id, int(s.managed)) for s in b.services]
+        rows = [(s.id, s.name, s.policy_id, int(s.managed), s.heartbeat_s) for s in b.services]
         parts.append((Op.SERVICES, rows))
+    if b.maintenance:
+        rows = [
+            (
+                None if window is None else to_db_time(window.until),
+                None if window is None else window.reason,
+                service_id,
+            )
+            for service_id, window in b.maintenance
+        ]
+        parts.append((Op.MAINTENANCE, rows))
     if b.policies_deleted:
         parts.append((Op.POLICIES_DELETED, [(key,) for key in b.policies_deleted]))
     if b.incidents:
@@ -403,7 +339,7 @@ def encode_batch(batch: WriteBatch) -> tuple[tuple[Op, list[Row]], ...]:
 # alert_ids come from the alerts table, in the same statement so that they match the row.
 SELECT_INCIDENTS = (
     "SELECT id, service_id, message, opened_at, status, level_index, round, step, ack_deadline,"
-    " acknowledged_at, acknowledged_by, resolved_at, alert_count,"
+    " acknowledged_at, acknowledged_by, resolved_at, alert_count, opened_by,"
     " (SELECT json_group_array(a.alert_id) FROM alerts AS a"
     "  WHERE a.incident_id = i.id AND a.alert_id IS NOT NULL)"
     " FROM incidents AS i"
@@ -431,6 +367,7 @@ def decode_incident(row: Row) -> tuple[str, Incident]:
         acknowledged_by,
         resolved_at,
         alert_count,
+        opened_by,
         alert_ids,
     ) = row
     incident = Incident(
@@ -447,6 +384,7 @@ def decode_incident(row: Row) -> tuple[str, Incident]:
         resolved_at=_from_db_time_or_none(resolved_at),
         alert_count=alert_count,
         alert_ids=AlertIds(msgspec.json.decode(alert_ids, type=list[str])),
+        opened_by=opened_by,
     )
     return service_id, incident
 

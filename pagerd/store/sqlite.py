@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-import weakref
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -20,22 +19,33 @@ from typing import Any
 import aiosqlite
 import msgspec
 
-from pagerd.core.domain import MAX_REMEMBERED_ALERT_IDS, AlertIds, Incident, ServiceState
+from pagerd.core.policy import DomainError
 from pagerd.core.records import (
+    AlertRow,
     DeadLetter,
     DeveloperRow,
     OutboxRow,
+    OverrideRow,
     PolicyRow,
-    ServiceRow,
+    ScheduleRow,
     StoreError,
     TeamRow,
+    WatchRow,
     WriteBatch,
+)
+from pagerd.core.schedules import Override, Rotation, Schedule
+from pagerd.core.values import (
+    MAX_REMEMBERED_ALERT_IDS,
+    AlertIds,
+    Incident,
+    Maintenance,
+    ServiceState,
 )
 from pagerd.store.aiosqlite_internals import on_db_thread
 from pagerd.store.files import private_files
 from pagerd.store.group_commit import GroupCommit, TransactionError
+from pagerd.store.migrations import MIGRATIONS
 from pagerd.store.schema import (
-    MIGRATIONS,
     SELECT_INCIDENTS,
     SELECT_OUTBOX,
     SQL,
@@ -44,9 +54,11 @@ from pagerd.store.schema import (
     decode_incident,
     decode_outbox,
     decode_policy,
+    decode_rotation,
     encode_batch,
     from_db_time,
 )
+from pagerd.store.service_reader import ServiceReader, connect_sync_reader
 from pagerd.telemetry.logs import get_logger
 
 log = get_logger(__name__)
@@ -245,6 +257,78 @@ class Store:
         )
         return [DeveloperRow(i, team, name, phone) for i, team, name, phone in rows]
 
+    async def load_schedules(self) -> list[ScheduleRow]:
+        """Every schedule with its rotations, by id."""
+        schedules = await self._fetch(
+            "SELECT id, team_id, time_zone, notify_handover, managed FROM schedules ORDER BY id"
+        )
+        rotations: dict[str, list[Rotation]] = {}
+        rows = await self._fetch(
+            "SELECT schedule_id, start, shift_s, developer_ids FROM schedule_rotations"
+            " ORDER BY schedule_id, position"
+        )
+        loaded = []
+        for schedule_id, team_id, time_zone, notify_handover, managed in schedules:
+            try:
+                for _, start, shift_s, ids in (r for r in rows if r[0] == schedule_id):
+                    rotations.setdefault(schedule_id, []).append(
+                        decode_rotation(start, shift_s, ids)
+                    )
+                schedule = Schedule(team_id, time_zone, tuple(rotations.get(schedule_id, ())))
+            except (ValueError, DomainError) as error:  # a zone this host lacks, say
+                raise StoreError(
+                    f"stored schedule {schedule_id!r} is unreadable: {error}"
+                ) from error
+            loaded.append(ScheduleRow(schedule_id, schedule, bool(notify_handover), bool(managed)))
+        return loaded
+
+    async def load_overrides(self) -> list[OverrideRow]:
+        """Every override, by id (the order of creation)."""
+        rows = await self._fetch(
+            'SELECT id, schedule_id, developer_id, start, "end" FROM schedule_overrides ORDER BY id'
+        )
+        return [
+            OverrideRow(schedule, Override(i, developer, from_db_time(start), from_db_time(end)))
+            for i, schedule, developer, start, end in rows
+        ]
+
+    async def last_override_id(self) -> int:
+        """The highest override id ever handed out (0 if none): ids are never reused."""
+        rows = await self._fetch(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'schedule_overrides'"
+        )
+        return int(rows[0][0]) if rows else 0
+
+    async def read_watches(self) -> list[WatchRow]:
+        """The services to watch at start-up: a heartbeat interval or a maintenance window."""
+        rows = await self._fetch(
+            "SELECT id, heartbeat_s, maintenance_until, maintenance_reason FROM services"
+            " WHERE heartbeat_s IS NOT NULL OR maintenance_until IS NOT NULL"
+        )
+        return [
+            WatchRow(
+                service_id,
+                heartbeat_s,
+                None if until is None else Maintenance(from_db_time(until), reason),
+            )
+            for service_id, heartbeat_s, until, reason in rows
+        ]
+
+    async def service_alerts(
+        self, service_id: str, *, limit: int, before: int | None = None
+    ) -> list[AlertRow]:
+        """The service's alerts newest first, those older than the alert ``before`` only."""
+        sql = (
+            "SELECT seq, at, message, alert_id, source, incident_id FROM alerts"
+            " WHERE service_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
+        )
+        last = (1 << 63) - 1 if before is None else before
+        rows = await self._fetch(sql, (service_id, last, max(limit, 0)))
+        return [
+            AlertRow(seq, from_db_time(at), message, alert_id, source, incident_id)
+            for seq, at, message, alert_id, source, incident_id in rows
+        ]
+
     async def count_services(self) -> int:
         """How many services are registered."""
         rows = await self._fetch("SELECT count(*) FROM services")
@@ -255,7 +339,7 @@ class Store:
         rows = await self._fetch("SELECT file FROM pragma_database_list WHERE name = 'main'")
         path = str(rows[0][0])
         try:
-            connection = await asyncio.to_thread(_connect_sync_reader, path)
+            connection = await asyncio.to_thread(connect_sync_reader, path)
         except sqlite3.Error as error:
             raise StoreError(f"cannot open a reader of {path}: {error}") from error
         return ServiceReader(connection)
@@ -390,7 +474,7 @@ SELECT '[' || group_concat(doc, ',') || ']', max(key), count(*) FROM (
             'level_index', i.level_index, 'round', i.round, 'step', i.step,
             'ack_deadline', i.ack_deadline, 'acknowledged_at', i.acknowledged_at,
             'acknowledged_by', i.acknowledged_by, 'resolved_at', i.resolved_at,
-            'alert_count', i.alert_count,
+            'alert_count', i.alert_count, 'opened_by', i.opened_by,
             'alert_ids', json((SELECT json_group_array(alert_id) FROM (
                 SELECT a.alert_id FROM alerts AS a
                 WHERE a.incident_id = i.id AND a.alert_id IS NOT NULL
@@ -421,9 +505,14 @@ SELECT_SERVICES_LISTING = """
 SELECT group_concat(doc, ','), max(id), count(*) FROM (
     SELECT json_object(
         'id', id, 'name', name, 'policy_id', policy_id,
-        'health', iif(brief IS NULL, 'healthy', 'unhealthy'), 'incident', json(brief)
+        'health', iif(brief IS NULL, 'healthy', 'unhealthy'), 'incident', json(brief),
+        'heartbeat_s', heartbeat_s,
+        'maintenance', iif(maintenance_until IS NULL, NULL, json_object(
+            'until', substr(maintenance_until, 1, 23) || 'Z', 'reason', maintenance_reason
+        ))
     ) AS doc, id FROM (
-        SELECT s.id, s.name, s.policy_id, (
+        SELECT s.id, s.name, s.policy_id, s.heartbeat_s, s.maintenance_until,
+            s.maintenance_reason, (
             SELECT json_object(
                 'id', i.id, 'message', i.message, 'status', i.status,
                 'level', i.level_index + 1, 'opened_at', substr(i.opened_at, 1, 23) || 'Z',
@@ -435,9 +524,6 @@ SELECT group_concat(doc, ','), max(id), count(*) FROM (
     )
 )
 """
-_SERVICE_COLUMNS = "SELECT id, name, policy_id, managed FROM services"
-# The directory's synchronous reads run on the event loop: they must not wait long.
-SYNC_READ_BUSY_TIMEOUT_MS = 1_000
 
 
 def _decode_open_states(text: str) -> list[ServiceState]:
@@ -445,58 +531,3 @@ def _decode_open_states(text: str) -> list[ServiceState]:
         return _OPEN_STATES.decode(text)
     except msgspec.DecodeError as error:  # ValidationError included
         raise StoreError(f"a stored open incident is unreadable: {error}") from error
-
-
-def _connect_sync_reader(path: str) -> sqlite3.Connection:
-    # Autocommit (isolation_level=None): each SELECT sees the latest commit and, read to
-    # its end, holds no snapshot that would keep the WAL from being checkpointed.
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
-        connection.execute(f"PRAGMA busy_timeout = {SYNC_READ_BUSY_TIMEOUT_MS}")
-        connection.execute("PRAGMA query_only = ON")
-    except BaseException:
-        connection.close()
-        raise
-    return connection
-
-
-class ServiceReader:
-    """Services read synchronously, by primary key, on a connection of its own.
-
-    The directory answers "is this service registered, and with which policy?" inside
-    synchronous code (the router, an actor's step) for up to millions of services, few
-    of them active at a time: one indexed read of some microseconds at a service's
-    first use beats reading every row before start-up. WAL readers never wait for the
-    writer. Made by ``Store.service_reader``; used from the event loop's thread.
-    """
-
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self._connection = connection
-        # Closed with the reader, or when it is dropped (a test's directory).
-        self._finalizer = weakref.finalize(self, connection.close)
-
-    def close(self) -> None:
-        """Close the connection; later reads raise StoreError."""
-        self._finalizer()
-
-    def get(self, service_id: str) -> ServiceRow | None:
-        """The service, or None if it is not registered."""
-        rows = self._read(_SERVICE_COLUMNS + " WHERE id = ?", (service_id,))
-        return _service_row(rows[0]) if rows else None
-
-    def ids_using(self, policy_id: str, limit: int) -> list[str]:
-        """The first ``limit`` ids, sorted, of the services escalating through ``policy_id``."""
-        sql = "SELECT id FROM services WHERE policy_id = ? ORDER BY id LIMIT ?"
-        return [str(row[0]) for row in self._read(sql, (policy_id, limit))]
-
-    def _read(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
-        try:
-            # fetchall, never fetchone: a statement left unfinished keeps its snapshot.
-            return self._connection.execute(sql, params).fetchall()
-        except sqlite3.Error as error:
-            raise StoreError(f"read failed: {error}") from error
-
-
-def _service_row(row: Row) -> ServiceRow:
-    service_id, name, policy_id, managed = row
-    return ServiceRow(service_id, name, policy_id, bool(managed))
