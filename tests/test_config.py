@@ -5,12 +5,12 @@ from __future__ import annotations
 import getpass
 import re
 import shutil
-from datetime import datetime
 import socket
 import subprocess
 import time
 import tomllib
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import msgspec
@@ -741,8 +741,10 @@ BROKEN = {
     ),
     "target without type": (
         POLICY.replace('type = "sms", ', ""),
-        "policies[0].levels[0].targets[0].type: is required, one of sms, email, team, webhook, "
-        "schedule",
+        (
+            "policies[0].levels[0].targets[0].type: is required, one of sms, email, team, "
+            "webhook, schedule"
+        ),
     ),
     "bad email address": (
         POLICY.replace(
