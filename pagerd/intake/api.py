@@ -176,9 +176,10 @@ class _Api(ScheduleRoutes):
             for row in result.notified
             if row.developer_id is not None
         ]
-        incident = _incident_of(result)
+        # None when the team's service is in maintenance: the alert opened nothing.
+        incident_id = None if result.incident is None else result.incident.id
         answer = wire.TeamAlertAccepted(
-            incident_id=incident.id, service_id=service_id, notified=notified
+            incident_id=incident_id, service_id=service_id, notified=notified
         )
         return _json(answer, 202)
 
@@ -267,9 +268,10 @@ class _Api(ScheduleRoutes):
         event = Alert(body.message, new_incident_id(), alert_id=body.alert_id, source="api")
         result = await _ask(ctx, service_id, event)
         metrics.ALERTS_RECEIVED.labels(source="api", kind="alert").inc()
-        incident = _incident_of(result)
         opened = result.outcome is Outcome.OPENED
-        return _json(wire.AlertAccepted(incident_id=incident.id, opened=opened), 202)
+        # None when the service is in maintenance: the alert is recorded on no incident.
+        incident_id = None if result.incident is None else result.incident.id
+        return _json(wire.AlertAccepted(incident_id=incident_id, opened=opened), 202)
 
     async def ack_service(self, request: web.Request) -> web.Response:
         ctx = request.app[CONTEXT]

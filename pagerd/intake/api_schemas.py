@@ -129,9 +129,10 @@ class Notified(Struct, kw_only=True):
 
 
 class TeamAlertAccepted(Struct, kw_only=True):
-    """Who was paged; empty when the team's service already had an open incident."""
+    """Who was paged; empty when the team's service already had an open incident, or
+    is in maintenance (then ``incident_id`` is None)."""
 
-    incident_id: str
+    incident_id: str | None
     service_id: str
     notified: list[Notified]
 
@@ -233,9 +234,10 @@ class ServiceAlert(_Body):
 
 
 class AlertAccepted(Struct, kw_only=True):
-    """The incident the alert belongs to; ``opened`` if this alert opened it."""
+    """The incident the alert belongs to; ``opened`` if this alert opened it. None when
+    the service is in maintenance: the alert is recorded on no incident."""
 
-    incident_id: str
+    incident_id: str | None
     opened: bool
 
 

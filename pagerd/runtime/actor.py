@@ -406,7 +406,9 @@ class ServiceActor:
             why = f"service {self.service_id!r} expects no heartbeat: it has no heartbeat_s"
             _reply(envelope, Refused(self.service_id, why, "no_heartbeat"))
             return
-        incident = decision.state.incident
+        # A suppressed alert belongs to no incident, whatever the service's last one was.
+        suppressed = decision.outcome is Outcome.SUPPRESSED
+        incident = None if suppressed else decision.state.incident
         if decision.outcome is Outcome.OPENED:
             metrics.INCIDENTS_OPEN.inc()
         elif decision.outcome is Outcome.RESOLVED:

@@ -16,7 +16,8 @@ from pagerd.core.records import OutboxRow
 
 @dataclass(frozen=True, slots=True)
 class Committed:
-    """The event's effect is committed; ``outcome`` says what it amounted to."""
+    """The event's effect is committed; ``outcome`` says what it amounted to. ``incident``
+    is the service's latest incident after it (None for an alert maintenance suppressed)."""
 
     service_id: str
     outcome: Outcome
