@@ -219,9 +219,7 @@ async def test_migration_5_keeps_the_alerts_of_a_version_4_database(tmp_path: Pa
         "INSERT INTO alerts (incident_id, service_id, alert_id, message, source, at)"
         " VALUES ('inc-1', 'api', 'a-1', 'down', 'nagios', '2026-11-22T10:00:00.000000Z')"
     )
-    raw.execute(
-        "INSERT INTO services (id, name, policy_id, managed) VALUES ('api', 'API', 'p', 0)"
-    )
+    raw.execute("INSERT INTO services (id, name, policy_id, managed) VALUES ('api', 'API', 'p', 0)")
     raw.close()
 
     store = await Store.open(path)
