@@ -1,5 +1,5 @@
-"""Command line: ``pagerd run | check-config | alert | ack | healthy | status | migrate |
-token | standin | version``.
+"""Command line: ``pagerd run | check-config | alert | ack | healthy | maintenance | status |
+migrate | token | standin | version``.
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config (CONTRACT §1).
 """
@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import secrets
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +35,11 @@ EXIT_BAD_USAGE = 2
 DEFAULT_WAIT_S = 5.0  # for pagerd's verdict on alert, ack and healthy (CONTRACT §9)
 # 32 random bytes: 43 URL-safe characters, well over the 32 characters a token needs.
 TOKEN_BYTES = 32
+API_TIMEOUT_S = 10.0
+# 30m, 2h, 1h30m, 90s, 1d; or plain seconds.
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)([smhd]))+|(\d+(?:\.\d+)?)")
+_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     ack = with_event("ack", "acknowledge a service's open incident over MQTT")
     ack.add_argument("--incident", default=None, help="acknowledge this incident only")
     with_event("healthy", "report a service healthy over MQTT")
+    maintenance = with_config(
+        "maintenance", "put a service in maintenance (or end it) through the HTTP API"
+    )
+    maintenance.add_argument("service")
+    how = maintenance.add_mutually_exclusive_group(required=True)
+    how.add_argument("--for", dest="duration", help="how long: 30m, 2h, 1h30m, 1d, or seconds")
+    how.add_argument("--end", action="store_true", help="end the service's maintenance now")
+    maintenance.add_argument("--reason", default=None, help="why, shown with the window")
     with_config("status", "services, health, open incidents, notifications not delivered")
     migrate = commands.add_parser(
         "migrate", help="copy a single node's SQLite database into an empty PostgreSQL one"
@@ -159,6 +174,8 @@ def _command(args: argparse.Namespace) -> int:
             return _publish(config, "ack", args.service, body, args.wait)
         case "healthy":
             return _publish(config, "healthy", args.service, {}, args.wait)
+        case "maintenance":
+            return _maintenance(config, args.service, args.duration, args.reason, end=args.end)
         case "status":
             return _status(config)
         case _:
@@ -216,6 +233,82 @@ def _publish(config: Config, kind: Kind, service: str, body: dict[str, str], wai
     incident = f", incident {verdict.incident_id}" if verdict.incident_id else ""
     print(f"{kind} for {service} taken: {verdict.outcome}{incident}")
     return EXIT_OK
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30m``, ``2h``, ``1h30m``, ``90s``, ``1d`` or plain seconds; ValueError otherwise."""
+    if not _DURATION.fullmatch(text):
+        raise ValueError(f"{text!r} is not a duration like 30m, 2h, 1h30m, 1d or 90")
+    parts = _PART.findall(text)
+    seconds = sum(float(n) * _UNIT_S[unit] for n, unit in parts) if parts else float(text)
+    if seconds <= 0:
+        raise ValueError(f"{text!r} is no time at all")
+    return timedelta(seconds=seconds)
+
+
+def _maintenance(
+    config: Config, service: str, duration: str | None, reason: str | None, *, end: bool
+) -> int:
+    """Start or end a maintenance window through the HTTP API (CONTRACT §8).
+
+    The API, not MQTT: a window is an operator's command that needs an answer (the
+    window as committed, or why not), and the contract defines it there only.
+    """
+    from pagerd.core.policy import DomainError, validate_service_id
+
+    try:
+        validate_service_id(service, "SERVICE")
+        until = None if end or duration is None else datetime.now(UTC) + parse_duration(duration)
+    except (DomainError, ValueError) as error:
+        print(f"pagerd maintenance: {error}", file=sys.stderr)
+        return EXIT_BAD_USAGE
+    tokens = config.http_tokens()
+    if not tokens:
+        print(
+            "pagerd maintenance: needs an API token in [http] tokens or tokens_file",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_USAGE
+    host, port = config.http.host_port()
+    # Listening on every address: this host reaches it on its loopback.
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104 - not a bind
+    base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    url = f"{base}/api/v1/services/{service}/maintenance"
+    body: dict[str, str] | None = None
+    if until is not None:
+        body = {"until": until.isoformat()} | ({} if reason is None else {"reason": reason})
+    try:
+        status, answer = asyncio.run(_call_api("DELETE" if end else "POST", url, tokens[0], body))
+    except OSError as error:
+        print(f"pagerd maintenance: cannot reach the API at {base}: {error}", file=sys.stderr)
+        return EXIT_RUNTIME_FAILURE
+    if status >= 300:
+        detail = answer.get("detail", "") if isinstance(answer, dict) else ""
+        print(f"pagerd maintenance: {status} {detail}".rstrip(), file=sys.stderr)
+        return EXIT_RUNTIME_FAILURE
+    if isinstance(answer, dict) and "until" in answer:
+        print(f"{service}: in maintenance until {answer['until']}")
+    else:
+        print(f"{service}: maintenance ended")
+    return EXIT_OK
+
+
+async def _call_api(
+    method: str, url: str, token: str, body: dict[str, str] | None
+) -> tuple[int, object]:
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {token}"}
+    timeout = aiohttp.ClientTimeout(total=API_TIMEOUT_S)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.request(method, url, json=body, headers=headers) as response,
+        ):
+            answer = await response.json(content_type=None) if response.status != 204 else None
+            return response.status, answer
+    except (aiohttp.ClientError, TimeoutError) as error:
+        raise OSError(str(error) or type(error).__name__) from error
 
 
 def _status(config: Config) -> int:

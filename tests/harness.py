@@ -267,6 +267,7 @@ class Pagerd:
     http: dict[str, Any] = field(default_factory=dict)  # more [http] keys
     # RLIMIT_NOFILE (soft and hard) of the process, as a unit's LimitNOFILE= sets it.
     descriptor_limit: int | None = None
+    extra: str = ""  # more of the config file, as TOML, appended to it
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -314,6 +315,7 @@ class Pagerd:
                 f'[[services]]\nid = "{sid}"\nname = "Service {sid}"\npolicy = "{pid}"'
                 for sid, pid in self.services.items()
             ),
+            self.extra,
         ]
         path.write_text("\n\n".join(parts) + "\n")
         return path

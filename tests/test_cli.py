@@ -564,3 +564,64 @@ def test_status_names_the_missing_database(tmp_path: Path) -> None:
     assert run.code == EXIT_RUNTIME_FAILURE
     assert str(missing) in run.err
     assert not missing.exists()  # status only reads: it never creates a database
+
+
+# --- maintenance -----------------------------------------------------------------------------
+
+
+async def test_maintenance_starts_and_ends_a_window_through_the_api(
+    tmp_path: Path, make_pagerd: PagerdFactory
+) -> None:
+    daemon = make_pagerd([Policy("oncall", [(30.0, [sms(ONE)])])], {"api": "oncall"})
+    await daemon.start()
+    config = daemon.directory / "pagerd.toml"
+    run = await pagerd_async(
+        "maintenance", "api", "--for", "1h30m", "--reason", "db upgrade", "--config", config,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert run.code == EXIT_OK, run.err
+    until = run.out.strip().removeprefix("api: in maintenance until ")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", until), run.out
+    ((stored, reason),) = sqlite_rows(
+        daemon.db, "SELECT maintenance_until, maintenance_reason FROM services WHERE id = 'api'"
+    )
+    assert (stored[:23] + "Z", reason) == (until, "db upgrade")
+
+    run = await pagerd_async("maintenance", "api", "--end", "--config", config, cwd=tmp_path)
+    assert (run.code, run.out.strip()) == (EXIT_OK, "api: maintenance ended")
+    assert sqlite_rows(daemon.db, "SELECT maintenance_until FROM services WHERE id = 'api'") == [
+        (None,)
+    ]
+    run = await pagerd_async("maintenance", "nope", "--for", "5m", "--config", config, cwd=tmp_path)
+    assert run.code == EXIT_RUNTIME_FAILURE
+    assert run.err.strip() == "pagerd maintenance: 404 no service 'nope'"
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["api", "--for", "soon"], "'soon' is not a duration like 30m, 2h, 1h30m, 1d or 90"),
+        (["api", "--for", "0m"], "'0m' is no time at all"),
+        (["bad/id", "--for", "5m"], "SERVICE: must match [A-Za-z0-9._-]{1,128}, got 'bad/id'"),
+    ],
+)
+def test_maintenance_refuses_bad_usage(tmp_path: Path, args: list[str], error: str) -> None:
+    config = write(tmp_path / "pagerd.toml", '[http]\ntokens = ["' + "t" * 40 + '"]\n')
+    run = pagerd("maintenance", *args, "--config", config, cwd=tmp_path)
+    assert (run.code, run.err.strip()) == (EXIT_BAD_USAGE, f"pagerd maintenance: {error}")
+
+
+def test_maintenance_needs_a_token_and_says_when_the_api_is_not_there(tmp_path: Path) -> None:
+    port = free_port()
+    config = write(tmp_path / "pagerd.toml", f'[http]\nlisten = "0.0.0.0:{port}"\n')
+    run = pagerd("maintenance", "api", "--for", "5m", "--config", config, cwd=tmp_path)
+    assert run.code == EXIT_BAD_USAGE
+    assert "needs an API token in [http] tokens or tokens_file" in run.err
+    config = write(
+        tmp_path / "pagerd.toml",
+        f'[http]\nlisten = "0.0.0.0:{port}"\ntokens = ["' + "t" * 40 + '"]\n',
+    )
+    run = pagerd("maintenance", "api", "--end", "--config", config, cwd=tmp_path)
+    assert run.code == EXIT_RUNTIME_FAILURE
+    assert f"cannot reach the API at http://127.0.0.1:{port}" in run.err
+    assert "Traceback" not in run.err
