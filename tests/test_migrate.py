@@ -13,18 +13,28 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from pagerd.core.domain import Incident, IncidentStatus, RecordAlert, RecordTimeline, ServiceState
+from pagerd.core.domain import (
+    Incident,
+    IncidentStatus,
+    Maintenance,
+    RecordAlert,
+    RecordTimeline,
+    ServiceState,
+)
 from pagerd.core.policy import Level, Policy, SmsTarget, TeamTarget
 from pagerd.core.records import (
     DeadLetter,
     DeveloperRow,
     OutboxRow,
     OutboxUpdate,
+    OverrideRow,
     PolicyRow,
+    ScheduleRow,
     ServiceRow,
     TeamRow,
     WriteBatch,
 )
+from pagerd.core.schedules import Override, Rotation, Schedule
 from pagerd.store.postgres import PostgresStore
 from pagerd.store.sqlite import Store as SqliteStore
 from pagerd.web.acklinks import AckLinks, load_or_create_secret
@@ -68,10 +78,42 @@ async def source(tmp_path: Path) -> Source:
                 DeveloperRow(12, 7, "bo", "+15550000012"),
                 DeveloperRow(13, 7, "cy", "+15550000013"),
             ),
-            services=tuple(ServiceRow(f"s{n}", f"S {n}", "p", managed=n == 0) for n in range(4)),
+            services=tuple(
+                ServiceRow(f"s{n}", f"S {n}", "p", managed=n == 0, heartbeat_s=30.0 if n else None)
+                for n in range(4)
+            ),
+            schedules=(
+                ScheduleRow(
+                    "week",
+                    Schedule(
+                        7,
+                        "Europe/Paris",
+                        (
+                            Rotation(datetime(2026, 3, 2, 9), 604800, (11, 12, 13)),
+                            Rotation(datetime(2026, 6, 1, 9, 30), 86400, (13,)),
+                        ),
+                    ),
+                    notify_handover=True,
+                    managed=False,
+                ),
+            ),
+            overrides=(
+                OverrideRow("week", Override(4, 12, T0, later)),
+                OverrideRow("week", Override(9, 11, T0, later)),
+            ),
+            maintenance=(("s2", Maintenance(later, "deploy")),),
             incidents=(
                 ("s0", Incident("iold", "gone", T0, IncidentStatus.RESOLVED, resolved_at=later)),
-                ("s0", Incident("iopen", "down", later, ack_deadline=later + timedelta(60))),
+                (
+                    "s0",
+                    Incident(
+                        "iopen",
+                        "down",
+                        later,
+                        ack_deadline=later + timedelta(60),
+                        opened_by="a-1",
+                    ),
+                ),
                 (
                     "s1",
                     Incident(
@@ -89,6 +131,7 @@ async def source(tmp_path: Path) -> Source:
                 ("s0", RecordAlert("iopen", "down", "a-1", "prometheus", later)),
                 ("s0", RecordAlert("iopen", "down", None, None, later)),
                 ("s1", RecordAlert("iacked", "slow", "b-1", None, T0)),
+                ("s2", RecordAlert(None, "deploying", "c-1", None, later)),
             ),
             timeline=(
                 ("s0", RecordTimeline("iopen", "incident.triggered", later, {"level": 1})),
@@ -103,7 +146,10 @@ async def source(tmp_path: Path) -> Source:
         )
     )
     await store.write(
-        WriteBatch(outbox_updates=(OutboxUpdate("iacked-0-0", "sent", 2, None, "HTTP 503"),))
+        WriteBatch(
+            outbox_updates=(OutboxUpdate("iacked-0-0", "sent", 2, None, "HTTP 503"),),
+            overrides_deleted=(("week", 9),),  # the highest id handed out, deleted
+        )
     )
     await store.close()
     return Source(path, secret)
@@ -134,6 +180,11 @@ async def everything(store: SqliteStore | PostgresStore) -> dict[str, object]:
         "pending": await store.pending_outbox(100),
         "dead letters": await store.dead_letters(100),
         "count": await store.count_services(),
+        "schedules": await store.load_schedules(),
+        "overrides": await store.load_overrides(),
+        "last override id": await store.last_override_id(),
+        "watches": sorted(await store.read_watches(), key=lambda w: w.service_id),
+        "alerts": [await store.service_alerts(f"s{n}", limit=10) for n in range(3)],
     }
 
 
@@ -151,6 +202,8 @@ async def test_migrate_copies_everything_and_links_keep_working(
         before = await everything(sqlite)
         assert await everything(postgres) == before
         assert before["teams"] == [TeamRow(7, "claims", managed=False, cursor=2)]
+        assert before["last override id"] == 9
+        assert len(before["watches"]) == 3  # type: ignore[arg-type]
 
         # A link sent before the move verifies after it: the secret came along.
         secret = await load_or_create_secret(postgres)

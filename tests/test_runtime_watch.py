@@ -1,5 +1,5 @@
 """Heartbeats, maintenance windows and the schedule target in the actor runtime: a driven
-clock, the real SQLite store (its writes counted), recorded pages."""
+clock, a real store (SQLite, then PostgreSQL; its writes counted), recorded pages."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -21,6 +20,7 @@ from pagerd.core.domain import (
     StartMaintenance,
 )
 from pagerd.core.policy import Level, Policy, ScheduleTarget, SmsTarget
+from pagerd.core.ports import Store as PortStore
 from pagerd.core.records import (
     DeveloperRow,
     OutboxRow,
@@ -36,9 +36,9 @@ from pagerd.core.schedules import Rotation, Schedule
 from pagerd.runtime.answers import Answer, Committed, Refused
 from pagerd.runtime.ids import new_incident_id
 from pagerd.runtime.router import Runtime
-from pagerd.store.sqlite import Store
 from tests.assembly import assembled
 from tests.doubles import T0, DrivenClock, Recorder
+from tests.postgres import StoreLocation
 
 ONE = SmsTarget("+15550000001")
 POLICY = Policy("p", (Level((ONE,), 60.0),))
@@ -54,7 +54,7 @@ BEAT_S = 30.0
 class CountingStore:
     """The real store, counting the writes it is asked for, and failing on demand."""
 
-    store: Store
+    store: PortStore
     writes: int = 0
     failing: bool = False
 
@@ -87,8 +87,8 @@ class World:
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    store = await Store.open(tmp_path / "pagerd.db")
+async def world(store_location: StoreLocation) -> AsyncIterator[World]:
+    store = await store_location.open()
     await store.write(
         WriteBatch(
             teams=(TeamRow(1, "claims", managed=False, cursor=0),),
@@ -222,8 +222,10 @@ async def test_a_window_suppresses_alerts_ends_by_its_timer_and_the_next_alert_p
     assert [p.message for p in world.pages_of("api")] == ["down again"]
 
 
-async def test_a_window_survives_a_restart_and_is_ended_at_once_if_past(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "pagerd.db")
+async def test_a_window_survives_a_restart_and_is_ended_at_once_if_past(
+    store_location: StoreLocation,
+) -> None:
+    store = await store_location.open()
     try:
         await store.write(
             WriteBatch(

@@ -1,5 +1,6 @@
-"""What migration 5 keeps (pagerd.store): schedules, overrides, heartbeats, maintenance
-windows, suppressed alerts and a service's alerts, against a real SQLite file."""
+"""What SQLite's migration 5 and PostgreSQL's 2 keep (pagerd.store): schedules, overrides,
+heartbeats, maintenance windows, suppressed alerts and a service's alerts, each test
+against a real SQLite file and a real PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
+import msgspec
 import pytest
 
 from pagerd.core.domain import Incident, Maintenance, RecordAlert, ServiceState
@@ -26,7 +29,13 @@ from pagerd.core.records import (
 )
 from pagerd.core.schedules import Override, Rotation, Schedule
 from pagerd.store.migrations import MIGRATIONS
-from pagerd.store.sqlite import Store, migrate
+from pagerd.store.postgres import PostgresStore
+from pagerd.store.sqlite import Store as SqliteStore
+from pagerd.store.sqlite import migrate
+from tests.postgres import StoreLocation
+from tests.test_store import fetch
+
+Store = SqliteStore | PostgresStore
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 WEEK_S = 7 * 24 * 3600
@@ -44,11 +53,20 @@ POLICY = Policy("p", (Level((SmsTarget("+15550009999"),), 300),))
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "pagerd.db")
+async def store(store_location: StoreLocation) -> AsyncIterator[Store]:
+    opened = await store_location.open()
+    assert isinstance(opened, SqliteStore | PostgresStore)
     await opened.write(WriteBatch(teams=(TEAM,), developers=DEVELOPERS))
     yield opened
     await opened.close()
+
+
+async def reopen(store: Store, location: StoreLocation) -> Store:
+    """The store closed, and opened again on the same database."""
+    await store.close()
+    reopened = await location.open()
+    assert isinstance(reopened, SqliteStore | PostgresStore)
+    return reopened
 
 
 def override(override_id: int, developer_id: int = 3, hours: int = 2) -> Override:
@@ -89,11 +107,12 @@ async def test_overrides_round_trip_and_go_with_their_schedule(store: Store) -> 
     await store.write(WriteBatch(schedules_deleted=("week",)))
     assert await store.load_schedules() == []
     assert await store.load_overrides() == []
-    rows = await store._fetch("SELECT count(*) FROM schedule_rotations")
-    assert rows == [(0,)]
+    assert await fetch(store, "SELECT count(*) FROM schedule_rotations") == [(0,)]
 
 
-async def test_override_ids_are_never_handed_out_twice(store: Store, tmp_path: Path) -> None:
+async def test_override_ids_are_never_handed_out_twice(
+    store: Store, store_location: StoreLocation
+) -> None:
     """The highest id stays known after its override is deleted, and after a restart: a
     retried DELETE of an old id never removes a newer override."""
     await store.write(WriteBatch(schedules=(ScheduleRow("week", WEEKLY, False, False),)))
@@ -101,8 +120,7 @@ async def test_override_ids_are_never_handed_out_twice(store: Store, tmp_path: P
     await store.write(WriteBatch(overrides=(OverrideRow("week", override(7)),)))
     await store.write(WriteBatch(overrides_deleted=(("week", 7),)))
     assert await store.last_override_id() == 7
-    await store.close()
-    reopened = await Store.open(tmp_path / "pagerd.db")
+    reopened = await reopen(store, store_location)
     try:
         assert await reopened.last_override_id() == 7
     finally:
@@ -110,18 +128,25 @@ async def test_override_ids_are_never_handed_out_twice(store: Store, tmp_path: P
 
 
 async def test_an_override_of_a_schedule_that_does_not_exist_is_refused(store: Store) -> None:
-    with pytest.raises(StoreError, match="FOREIGN KEY"):
+    with pytest.raises(StoreError, match=r"(?i)foreign key"):
         await store.write(WriteBatch(overrides=(OverrideRow("nope", override(1)),)))
 
 
 async def test_a_schedule_whose_zone_this_host_lacks_is_unreadable(
-    store: Store, tmp_path: Path
+    store: Store, store_location: StoreLocation
 ) -> None:
     await store.write(WriteBatch(schedules=(ScheduleRow("week", WEEKLY, False, False),)))
-    raw = sqlite3.connect(tmp_path / "pagerd.db")
-    with raw:
-        raw.execute("UPDATE schedules SET time_zone = 'Mars/Olympus_Mons'")
-    raw.close()
+    if isinstance(store, SqliteStore):
+        raw = sqlite3.connect(store_location.path)
+        with raw:
+            raw.execute("UPDATE schedules SET time_zone = 'Mars/Olympus_Mons'")
+        raw.close()
+    else:
+        admin = await asyncpg.connect(store_location.url)
+        try:
+            await admin.execute("UPDATE schedules SET time_zone = 'Mars/Olympus_Mons'")
+        finally:
+            await admin.close()
     with pytest.raises(StoreError, match="stored schedule 'week' is unreadable"):
         await store.load_schedules()
 
@@ -139,6 +164,14 @@ async def test_heartbeats_and_maintenance_are_what_start_up_watches(store: Store
         )
     )
     await store.write(WriteBatch(maintenance=(("deploying", window),)))
+    chunk = await anext(aiter(store.services_listing()))
+    listed = {s["id"]: s for s in msgspec.json.decode(b"[" + chunk + b"]")}
+    assert (listed["cron"]["heartbeat_s"], listed["cron"]["maintenance"]) == (1.5, None)
+    assert listed["deploying"]["maintenance"] == {
+        "until": "2026-11-22T11:00:00.000Z",
+        "reason": "deploy",
+    }
+    assert listed["quiet"]["heartbeat_s"] is None
     watches = sorted(await store.read_watches(), key=lambda w: w.service_id)
     assert watches == [
         WatchRow("cron", 1.5, None),
@@ -210,7 +243,9 @@ async def test_an_incident_remembers_the_alert_id_that_opened_it(store: Store) -
     assert found[1].opened_by == "heartbeat"
 
 
-async def test_migration_5_keeps_the_alerts_of_a_version_4_database(tmp_path: Path) -> None:
+async def test_migration_5_keeps_the_alerts_of_a_version_4_sqlite_database(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "old.db"
     raw = sqlite3.connect(path, isolation_level=None)
     for version, script in enumerate(MIGRATIONS[:4], start=1):
@@ -222,7 +257,7 @@ async def test_migration_5_keeps_the_alerts_of_a_version_4_database(tmp_path: Pa
     raw.execute("INSERT INTO services (id, name, policy_id, managed) VALUES ('api', 'API', 'p', 0)")
     raw.close()
 
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     try:
         [row] = await store.service_alerts("api", limit=10)
         assert (row.incident_id, row.alert_id, row.message, row.source) == (

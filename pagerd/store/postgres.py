@@ -18,16 +18,28 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
-from pagerd.core.domain import MAX_REMEMBERED_ALERT_IDS, AlertIds, Incident, ServiceState
+from pagerd.core.domain import (
+    MAX_REMEMBERED_ALERT_IDS,
+    AlertIds,
+    Incident,
+    Maintenance,
+    ServiceState,
+)
+from pagerd.core.policy import DomainError
 from pagerd.core.records import (
+    AlertRow,
     DeadLetter,
     DeveloperRow,
     OutboxRow,
+    OverrideRow,
     PolicyRow,
+    ScheduleRow,
     StoreError,
     TeamRow,
+    WatchRow,
     WriteBatch,
 )
+from pagerd.core.schedules import Override, Rotation, Schedule
 from pagerd.store.group_commit import GroupCommit, TransactionError
 from pagerd.store.postgres_schema import (
     MIGRATION_LOCK,
@@ -291,6 +303,76 @@ class PostgresStore:
         )
         return [DeveloperRow(*row) for row in rows]
 
+    async def load_schedules(self) -> list[ScheduleRow]:
+        """Every schedule with its rotations, by id."""
+        schedules = await self._fetch(
+            "SELECT id, team_id, time_zone, notify_handover, managed FROM schedules ORDER BY id"
+        )
+        rows = await self._fetch(
+            "SELECT schedule_id, start, shift_s, developer_ids FROM schedule_rotations"
+            " ORDER BY schedule_id, position"
+        )
+        rotations: dict[str, list[Rotation]] = {}
+        loaded = []
+        for schedule_id, team_id, time_zone, notify_handover, managed in schedules:
+            try:
+                for _, start, shift_s, ids in (r for r in rows if r[0] == schedule_id):
+                    developer_ids = tuple(msgspec.json.decode(ids, type=list[int]))
+                    rotations.setdefault(schedule_id, []).append(
+                        Rotation(start, shift_s, developer_ids)
+                    )
+                schedule = Schedule(team_id, time_zone, tuple(rotations.get(schedule_id, ())))
+            except (msgspec.DecodeError, DomainError) as error:  # a zone this host lacks
+                raise StoreError(
+                    f"stored schedule {schedule_id!r} is unreadable: {error}"
+                ) from error
+            loaded.append(ScheduleRow(schedule_id, schedule, notify_handover, managed))
+        return loaded
+
+    async def load_overrides(self) -> list[OverrideRow]:
+        """Every override, by id (the order of creation)."""
+        rows = await self._fetch(
+            'SELECT id, schedule_id, developer_id, start, "end" FROM schedule_overrides ORDER BY id'
+        )
+        return [
+            OverrideRow(schedule, Override(i, developer, start, end))
+            for i, schedule, developer, start, end in rows
+        ]
+
+    async def last_override_id(self) -> int:
+        """The highest override id ever handed out (0 if none): ids are never reused."""
+        [(last, called)] = await self._fetch(
+            "SELECT last_value, is_called FROM schedule_override_ids"
+        )
+        return int(last) if called else 0
+
+    async def read_watches(self) -> list[WatchRow]:
+        """The services to watch at start-up: a heartbeat interval or a maintenance window."""
+        rows = await self._fetch(
+            "SELECT id, heartbeat_s, maintenance_until, maintenance_reason FROM services"
+            " WHERE heartbeat_s IS NOT NULL OR maintenance_until IS NOT NULL"
+        )
+        return [
+            WatchRow(
+                service_id,
+                heartbeat_s,
+                None if until is None else Maintenance(until, reason),
+            )
+            for service_id, heartbeat_s, until, reason in rows
+        ]
+
+    async def service_alerts(
+        self, service_id: str, *, limit: int, before: int | None = None
+    ) -> list[AlertRow]:
+        """The service's alerts newest first, those older than the alert ``before`` only."""
+        sql = (
+            "SELECT seq, at, message, alert_id, source, incident_id FROM alerts"
+            " WHERE service_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+        )
+        last = (1 << 63) - 1 if before is None else before
+        rows = await self._fetch(sql, service_id, last, max(limit, 0))
+        return [AlertRow(*row) for row in rows]
+
     async def count_services(self) -> int:
         """How many services are registered."""
         rows = await self._fetch("SELECT count(*) FROM services")
@@ -438,7 +520,7 @@ SELECT (
             'level_index', c.level_index, 'round', c.round, 'step', c.step,
             'ack_deadline', c.ack_deadline, 'acknowledged_at', c.acknowledged_at,
             'acknowledged_by', c.acknowledged_by, 'resolved_at', c.resolved_at,
-            'alert_count', c.alert_count,
+            'alert_count', c.alert_count, 'opened_by', c.opened_by,
             'alert_ids', ARRAY(SELECT a.alert_id FROM alerts AS a
                                WHERE a.incident_id = c.id AND a.alert_id IS NOT NULL
                                ORDER BY a.seq DESC LIMIT $4)
@@ -471,7 +553,8 @@ SERVICES_LISTING_CHUNK = 5_000
 # chunk's last id and its size.
 SELECT_SERVICES_LISTING = """
 WITH chunk AS (
-    SELECT s.id, s.name, s.policy_id FROM services AS s WHERE s.id > $1 ORDER BY s.id LIMIT $2
+    SELECT s.id, s.name, s.policy_id, s.heartbeat_s, s.maintenance_until, s.maintenance_reason
+    FROM services AS s WHERE s.id > $1 ORDER BY s.id LIMIT $2
 ), docs AS (
     SELECT c.id, json_build_object(
         'id', c.id, 'name', c.name, 'policy_id', c.policy_id,
@@ -481,6 +564,12 @@ WITH chunk AS (
             'opened_at', to_char(b.opened_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
             'acknowledged_at',
             to_char(b.acknowledged_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+        ) END,
+        'heartbeat_s', c.heartbeat_s,
+        'maintenance', CASE WHEN c.maintenance_until IS NULL THEN NULL ELSE json_build_object(
+            'until',
+            to_char(c.maintenance_until AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+            'reason', c.maintenance_reason
         ) END
     )::text AS doc
     FROM chunk AS c LEFT JOIN LATERAL (

@@ -14,6 +14,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,11 @@ def _time(value: str | None) -> Any:
 
 def _flag(value: int) -> bool:
     return bool(value)
+
+
+def _local_time(value: str) -> Any:
+    """A rotation's start: a wall-clock time without zone, as PostgreSQL's timestamp."""
+    return datetime.fromisoformat(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +76,38 @@ _TABLES = (
         {},
     ),
     _Table(
+        "schedules",
+        ("id", "team_id", "time_zone", "notify_handover", "managed"),
+        "SELECT id, team_id, time_zone, notify_handover, managed FROM schedules ORDER BY id",
+        {3: _flag, 4: _flag},
+    ),
+    _Table(
+        "schedule_rotations",
+        ("schedule_id", "position", "start", "shift_s", "developer_ids"),
+        "SELECT schedule_id, position, start, shift_s, developer_ids FROM schedule_rotations"
+        " ORDER BY schedule_id, position",
+        {2: _local_time},
+    ),
+    _Table(
+        "schedule_overrides",
+        ("id", "schedule_id", "developer_id", "start", "end"),
+        'SELECT id, schedule_id, developer_id, start, "end" FROM schedule_overrides ORDER BY id',
+        {3: _time, 4: _time},
+    ),
+    _Table(
         "services",
-        ("id", "name", "policy_id", "managed"),
-        "SELECT id, name, policy_id, managed FROM services ORDER BY id",
-        {3: _flag},
+        (
+            "id",
+            "name",
+            "policy_id",
+            "managed",
+            "heartbeat_s",
+            "maintenance_until",
+            "maintenance_reason",
+        ),
+        "SELECT id, name, policy_id, managed, heartbeat_s, maintenance_until,"
+        " maintenance_reason FROM services ORDER BY id",
+        {3: _flag, 5: _time},
     ),
     _Table(
         "incidents",
@@ -92,9 +126,10 @@ _TABLES = (
             "acknowledged_by",
             "resolved_at",
             "alert_count",
+            "opened_by",
         ),
         "SELECT rowid, id, service_id, message, opened_at, status, level_index, round, step,"
-        " ack_deadline, acknowledged_at, acknowledged_by, resolved_at, alert_count"
+        " ack_deadline, acknowledged_at, acknowledged_by, resolved_at, alert_count, opened_by"
         " FROM incidents ORDER BY rowid",
         {4: _time, 9: _time, 10: _time, 12: _time},
         sequence="seq",
@@ -199,6 +234,15 @@ async def _refuse_unless_empty(conn: asyncpg.Connection, url: str) -> None:
         )
 
 
+async def _copy_override_ids(source: sqlite3.Connection, conn: asyncpg.Connection) -> None:
+    """The highest override id ever handed out, deleted or not: none is handed out twice."""
+    row = source.execute(
+        "SELECT seq FROM sqlite_sequence WHERE name = 'schedule_overrides'"
+    ).fetchone()
+    if row is not None and row[0]:
+        await conn.execute("SELECT setval('schedule_override_ids', $1)", int(row[0]))
+
+
 async def copy_sqlite_to_postgres(path: Path, url: str) -> dict[str, int]:
     """Copy the SQLite database at ``path`` into the empty PostgreSQL database at ``url``;
     return the rows copied per table. CopyRefusedError if it cannot start, StoreError if
@@ -238,6 +282,7 @@ async def _copy(source: sqlite3.Connection, conn: asyncpg.Connection, url: str) 
                             f" '{table.sequence}'), coalesce(max({table.sequence}), 0) + 1,"
                             f" false) FROM {table.name}"
                         )
+                await _copy_override_ids(source, conn)
             finally:
                 source.execute("ROLLBACK")
             await conn.execute("ANALYZE " + ", ".join(TABLES))

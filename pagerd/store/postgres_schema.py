@@ -17,7 +17,7 @@ import msgspec
 
 from pagerd.core.domain import AlertIds, Incident, IncidentStatus, RecordAlert, RecordTimeline
 from pagerd.core.records import OutboxRow, WriteBatch
-from pagerd.store.schema import Op, encode_policy
+from pagerd.store.schema import Op, encode_policy, rotation_rows
 
 Row = tuple[Any, ...]
 
@@ -144,6 +144,53 @@ MIGRATIONS: tuple[str, ...] = (
         reason  text NOT NULL
     );
     """,
+    # 1 -> 2: SQLite's version 5. Schedules with their rotations (layers, in order) and
+    # overrides (CONTRACT §8); a service's heartbeat interval and maintenance window; the
+    # alert id that opened an incident; alerts on no incident, suppressed by a window.
+    """
+    CREATE TABLE schedules (
+        id              text COLLATE "C" PRIMARY KEY,
+        team_id         bigint NOT NULL REFERENCES teams (id),
+        time_zone       text NOT NULL,
+        notify_handover boolean NOT NULL,
+        managed         boolean NOT NULL
+    );
+
+    CREATE TABLE schedule_rotations (
+        schedule_id   text COLLATE "C" NOT NULL REFERENCES schedules (id) ON DELETE CASCADE,
+        position      integer NOT NULL,   -- the layer's place: a later one wins
+        start         timestamp NOT NULL, -- local wall-clock time, without zone
+        shift_s       bigint NOT NULL,
+        developer_ids json NOT NULL,      -- in turn order
+        PRIMARY KEY (schedule_id, position)
+    );
+
+    -- Ids are handed out by the node (the most recently created override wins) and
+    -- recorded in this sequence as each is written (setval), so that the highest ever
+    -- handed out is known after it is deleted: no id is handed out twice.
+    CREATE SEQUENCE schedule_override_ids;
+    CREATE TABLE schedule_overrides (
+        id           bigint PRIMARY KEY,
+        schedule_id  text COLLATE "C" NOT NULL REFERENCES schedules (id) ON DELETE CASCADE,
+        developer_id bigint NOT NULL,
+        start        timestamptz NOT NULL,
+        "end"        timestamptz NOT NULL
+    );
+    CREATE INDEX schedule_overrides_schedule ON schedule_overrides (schedule_id);
+
+    ALTER TABLE services ADD COLUMN heartbeat_s double precision,
+        ADD COLUMN maintenance_until timestamptz, ADD COLUMN maintenance_reason text;
+    -- Start-up reads the services it must watch only; they are few, services are not.
+    CREATE INDEX services_watched ON services (id)
+        WHERE heartbeat_s IS NOT NULL OR maintenance_until IS NOT NULL;
+
+    ALTER TABLE incidents ADD COLUMN opened_by text;
+
+    ALTER TABLE alerts ALTER COLUMN incident_id DROP NOT NULL;
+    -- A service's alerts newest first.
+    DROP INDEX alerts_service;
+    CREATE INDEX alerts_service ON alerts (service_id, seq);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -154,6 +201,9 @@ TABLES = (
     "policies",
     "teams",
     "developers",
+    "schedules",
+    "schedule_rotations",
+    "schedule_overrides",
     "services",
     "incidents",
     "alerts",
@@ -177,14 +227,32 @@ SQL: dict[Op, str] = {
     " VALUES ($1, $2, $3, $4)"
     " ON CONFLICT (id) DO UPDATE SET team_id = excluded.team_id, name = excluded.name,"
     " phone_number = excluded.phone_number",
-    Op.SERVICES: "INSERT INTO services (id, name, policy_id, managed) VALUES ($1, $2, $3, $4)"
-    " ON CONFLICT (id) DO UPDATE SET name = excluded.name, policy_id = excluded.policy_id,"
+    Op.SCHEDULES: "INSERT INTO schedules (id, team_id, time_zone, notify_handover, managed)"
+    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET team_id = excluded.team_id,"
+    " time_zone = excluded.time_zone, notify_handover = excluded.notify_handover,"
     " managed = excluded.managed",
+    Op.SCHEDULE_ROTATIONS_CLEARED: "DELETE FROM schedule_rotations WHERE schedule_id = $1",
+    Op.SCHEDULE_ROTATIONS: "INSERT INTO schedule_rotations"
+    " (schedule_id, position, start, shift_s, developer_ids) VALUES ($1, $2, $3, $4, $5)",
+    # setval returns the id it records: see schedule_override_ids.
+    Op.SCHEDULE_OVERRIDES: "INSERT INTO schedule_overrides"
+    ' (id, schedule_id, developer_id, start, "end")'
+    " VALUES (setval('schedule_override_ids', $1), $2, $3, $4, $5)",
+    Op.SCHEDULE_OVERRIDES_DELETED: "DELETE FROM schedule_overrides"
+    " WHERE schedule_id = $1 AND id = $2",
+    Op.SCHEDULES_DELETED: "DELETE FROM schedules WHERE id = $1",
+    Op.SERVICES: "INSERT INTO services (id, name, policy_id, managed, heartbeat_s)"
+    " VALUES ($1, $2, $3, $4, $5)"
+    " ON CONFLICT (id) DO UPDATE SET name = excluded.name, policy_id = excluded.policy_id,"
+    " managed = excluded.managed, heartbeat_s = excluded.heartbeat_s",
+    Op.MAINTENANCE: "UPDATE services SET maintenance_until = $1, maintenance_reason = $2"
+    " WHERE id = $3",
     Op.POLICIES_DELETED: "DELETE FROM policies WHERE id = $1",
-    # id, service_id, message and opened_at never change, so the update leaves them be.
+    # id, service_id, message, opened_at and opened_by never change: the update leaves them.
     Op.INCIDENTS: "INSERT INTO incidents (id, service_id, message, opened_at, status,"
     " level_index, round, step, ack_deadline, acknowledged_at, acknowledged_by, resolved_at,"
-    " alert_count) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+    " alert_count, opened_by)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
     " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
     " level_index = excluded.level_index, round = excluded.round, step = excluded.step,"
     " ack_deadline = excluded.ack_deadline, acknowledged_at = excluded.acknowledged_at,"
@@ -241,6 +309,7 @@ def _incident_row(item: tuple[str, Incident]) -> Row:
         _text_or_none(i.acknowledged_by),
         _time_or_none(i.resolved_at),
         i.alert_count,
+        _text_or_none(i.opened_by),
     )
 
 
@@ -282,6 +351,44 @@ def _outbox_row(o: OutboxRow) -> Row:
     )
 
 
+def _schedule_parts(b: WriteBatch) -> list[tuple[Op, list[Row]]]:
+    """The unit's schedule, rotation and override rows per op, in execution order."""
+    parts: list[tuple[Op, list[Row]]] = []
+    rows: list[Row]
+    if b.schedules:
+        rows = [
+            (r.id, r.schedule.team_id, r.schedule.time_zone, r.notify_handover, r.managed)
+            for r in b.schedules
+        ]
+        parts.append((Op.SCHEDULES, rows))
+        parts.append((Op.SCHEDULE_ROTATIONS_CLEARED, [(r.id,) for r in b.schedules]))
+        # SQLite's rows, with the wall-clock start as a timestamp without zone.
+        rows = [
+            (schedule_id, position, datetime.fromisoformat(start), shift_s, ids)
+            for r in b.schedules
+            for schedule_id, position, start, shift_s, ids in rotation_rows(r.id, r.schedule)
+        ]
+        if rows:
+            parts.append((Op.SCHEDULE_ROTATIONS, rows))
+    if b.overrides:
+        rows = [
+            (
+                o.override.id,
+                o.schedule_id,
+                o.override.developer_id,
+                _time(o.override.start),
+                _time(o.override.end),
+            )
+            for o in b.overrides
+        ]
+        parts.append((Op.SCHEDULE_OVERRIDES, rows))
+    if b.overrides_deleted:
+        parts.append((Op.SCHEDULE_OVERRIDES_DELETED, list(b.overrides_deleted)))
+    if b.schedules_deleted:
+        parts.append((Op.SCHEDULES_DELETED, [(key,) for key in b.schedules_deleted]))
+    return parts
+
+
 def encode_batch(batch: WriteBatch) -> tuple[tuple[Op, list[Row]], ...]:
     """The unit's rows per op, in execution order; ValueError/TypeError if a value is unfit."""
     b = batch
@@ -299,9 +406,20 @@ def encode_batch(batch: WriteBatch) -> tuple[tuple[Op, list[Row]], ...]:
     if b.developers:
         rows = [(d.id, d.team_id, text(d.name), text(d.phone_number)) for d in b.developers]
         parts.append((Op.DEVELOPERS, rows))
+    parts += _schedule_parts(b)
     if b.services:
-        rows = [(s.id, text(s.name), s.policy_id, s.managed) for s in b.services]
+        rows = [(s.id, text(s.name), s.policy_id, s.managed, s.heartbeat_s) for s in b.services]
         parts.append((Op.SERVICES, rows))
+    if b.maintenance:
+        rows = [
+            (
+                None if window is None else _time(window.until),
+                None if window is None else _text_or_none(window.reason),
+                service_id,
+            )
+            for service_id, window in b.maintenance
+        ]
+        parts.append((Op.MAINTENANCE, rows))
     if b.policies_deleted:
         parts.append((Op.POLICIES_DELETED, [(key,) for key in b.policies_deleted]))
     if b.incidents:
@@ -338,7 +456,7 @@ def encode_batch(batch: WriteBatch) -> tuple[tuple[Op, list[Row]], ...]:
 SELECT_INCIDENTS = (
     "SELECT i.id, i.service_id, i.message, i.opened_at, i.status, i.level_index, i.round, i.step,"
     " i.ack_deadline, i.acknowledged_at, i.acknowledged_by, i.resolved_at, i.alert_count,"
-    " ARRAY(SELECT a.alert_id FROM alerts AS a"
+    " i.opened_by, ARRAY(SELECT a.alert_id FROM alerts AS a"
     "       WHERE a.incident_id = i.id AND a.alert_id IS NOT NULL ORDER BY a.seq)"
     " FROM incidents AS i"
 )
@@ -365,6 +483,7 @@ def decode_incident(row: Row) -> tuple[str, Incident]:
         acknowledged_by,
         resolved_at,
         alert_count,
+        opened_by,
         alert_ids,
     ) = row
     incident = Incident(
@@ -381,6 +500,7 @@ def decode_incident(row: Row) -> tuple[str, Incident]:
         resolved_at=resolved_at,
         alert_count=alert_count,
         alert_ids=AlertIds(alert_ids),
+        opened_by=opened_by,
     )
     return service_id, incident
 

@@ -22,7 +22,8 @@ from pagerd.core.records import ServiceRow, StoreError
 FILL_CHUNK = 50_000
 SELECT_SERVICES = """
 SELECT json_agg(json_build_object(
-    'id', id, 'name', name, 'policy_id', policy_id, 'managed', managed) ORDER BY id)::text,
+    'id', id, 'name', name, 'policy_id', policy_id, 'managed', managed,
+    'heartbeat_s', heartbeat_s) ORDER BY id)::text,
     max(id), count(*)
 FROM (SELECT * FROM services WHERE id > $1 ORDER BY id LIMIT $2) AS chunk
 """
@@ -70,12 +71,12 @@ class ServiceIndex:
         finally:
             self._committed_while_filling = None
 
-    def committed(self, rows: Iterable[tuple[str, str, str, bool]]) -> None:
-        """Apply services rows (id, name, policy_id, managed) just committed."""
-        for service_id, name, policy_id, managed in rows:
+    def committed(self, rows: Iterable[tuple[str, str, str, bool, float | None]]) -> None:
+        """Apply services rows (id, name, policy_id, managed, heartbeat_s) just committed."""
+        for service_id, name, policy_id, managed, heartbeat_s in rows:
             if self._committed_while_filling is not None:
                 self._committed_while_filling.add(service_id)
-            self._put(ServiceRow(service_id, name, policy_id, managed))
+            self._put(ServiceRow(service_id, name, policy_id, managed, heartbeat_s))
 
     def _put(self, row: ServiceRow) -> None:
         before = self._rows.get(row.id)
