@@ -156,6 +156,18 @@ async def test_before_any_rotation_starts_nobody_is_on_call(site: ApiSite) -> No
     assert answer["until"] == "2030-01-07T09:00:00.000Z"
 
 
+async def test_an_offset_whose_plus_was_not_escaped_is_read_as_meant(site: ApiSite) -> None:
+    """curl users write ?at=...+01:00, which a query string reads as a space."""
+    _, escaped = await site.call(
+        "GET", "/schedules/ops-daily/oncall?at=2026-05-01T10:00:00%2B02:00"
+    )
+    _, unescaped = await site.call(
+        "GET", "/schedules/ops-daily/oncall?at=2026-05-01T10:00:00+02:00"
+    )
+    assert escaped == unescaped
+    assert escaped["at"] == "2026-05-01T08:00:00.000Z"
+
+
 @pytest.mark.parametrize(
     "at",
     ["yesterday", "2026-03-10T10:00:00", "1066-10-14T09:00:00Z"],

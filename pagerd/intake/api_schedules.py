@@ -8,6 +8,7 @@ changes nothing has nothing to commit, and is answered at once).
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 
 from aiohttp import web
@@ -192,10 +193,15 @@ def _schedule(book: ScheduleBook, body: wire.ScheduleBody) -> Schedule:
     return schedule
 
 
+# A "+" left unescaped in a query string arrives as a space: "...T10:00:00 01:00".
+_UNESCAPED_PLUS = re.compile(r" (\d\d:\d\d)$")
+
+
 def _instant(text: str | None, field: str) -> datetime | None:
     """A query parameter's RFC 3339 time with a UTC offset, in UTC; None if absent."""
     if text is None:
         return None
+    text = _UNESCAPED_PLUS.sub(r"+\1", text)
     try:
         value = datetime.fromisoformat(text)
     except ValueError:

@@ -11,18 +11,27 @@ least an answer in local time can cost. Each case is the best of three passes ov
 the same instants, the cases interleaved. Building the schedules and the override
 indexes (what a change of schedule costs) is timed too.
 
+With ``--api``, the same schedules are stored and served by the API in this process
+(a real SQLite store, aiohttp on loopback), and ``GET /api/v1/schedules/{id}/oncall?at=``
+is asked sequentially, against ``GET /healthz`` on the same server as the peer: what
+the API's path adds to an answer.
+
 Run from the repository root: ``.venv/bin/python -m tests.bench.bench_oncall``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import random
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from pagerd.core.records import DeveloperRow, OverrideRow, ScheduleRow, TeamRow, WriteBatch
 from pagerd.core.schedules import (
     NO_OVERRIDES,
     Override,
@@ -32,6 +41,8 @@ from pagerd.core.schedules import (
     next_handovers,
     on_call,
 )
+from pagerd.store.sqlite import Store
+from tests.apisite import serve_api
 from tests.bench.common import report
 
 ZONES = ("Europe/Paris", "America/New_York", "Australia/Sydney", "Asia/Kolkata", "UTC")
@@ -110,6 +121,69 @@ def measure(seed: int, schedules: int, layers: int, overrides: int, rounds: int)
     ]
 
 
+async def through_api(seed: int, schedules: int, layers: int, overrides: int, asks: int) -> None:
+    """µs per ``GET .../oncall?at=`` through the API, against ``GET /healthz``."""
+    rng = random.Random(seed)
+    plans = [make_schedule(rng, layers) for _ in range(schedules)]
+    raw = [make_overrides(rng, overrides) for _ in range(schedules)]
+    with tempfile.TemporaryDirectory(prefix="bench-oncall-") as tmp:
+        database = Path(tmp) / "pagerd.db"
+        store = await Store.open(database)
+        next_id = 1
+        override_rows = []
+        for index, chosen in enumerate(raw):
+            for override in chosen:  # ids unique across schedules, as the store hands them out
+                renumbered = Override(next_id, override.developer_id, override.start, override.end)
+                override_rows.append(OverrideRow(f"s{index}", renumbered))
+                next_id += 1
+        await store.write(
+            WriteBatch(
+                teams=(TeamRow(1, "team", managed=False, cursor=0),),
+                developers=tuple(
+                    DeveloperRow(i, 1, f"d{i}", f"+1555000{i:04d}") for i in range(1, 50)
+                ),
+                schedules=tuple(ScheduleRow(f"s{i}", p, False, False) for i, p in enumerate(plans)),
+                overrides=tuple(override_rows),
+            )
+        )
+        await store.close()
+        async with serve_api(database) as site:
+            paths = [
+                f"/schedules/s{rng.randrange(schedules)}/oncall?at="
+                + (FROM + timedelta(seconds=rng.randrange(2 * YEAR_S))).strftime(
+                    "%Y-%m-%dT%H:%M:%SZ"
+                )
+                for _ in range(asks)
+            ]
+            best = {"peer": float("inf"), "oncall": float("inf")}
+            for _ in range(PASSES):
+                start = time.perf_counter()
+                for _path in paths:
+                    async with site.http.get(f"{site.base}/healthz") as response:
+                        await response.read()
+                best["peer"] = min(best["peer"], time.perf_counter() - start)
+                start = time.perf_counter()
+                for path in paths:
+                    async with site.http.get(site.url(path)) as response:
+                        assert response.status == 200, await response.text()
+                        await response.read()
+                best["oncall"] = min(best["oncall"], time.perf_counter() - start)
+    report(
+        f"Who is on call through the API: {schedules:,} schedules of {layers} layers and"
+        f" {overrides} overrides, {asks:,} requests one after another",
+        ["case", "requests", "µs per request", "times the peer (same run)"],
+        [
+            ["peer: GET /healthz", f"{asks:,}", f"{best['peer'] / asks * 1e6:.0f}", "1.0"],
+            [
+                "GET /api/v1/schedules/{id}/oncall?at=",
+                f"{asks:,}",
+                f"{best['oncall'] / asks * 1e6:.0f}",
+                f"{best['oncall'] / best['peer']:.2f}",
+            ],
+        ],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--schedules", type=int, default=1_000)
@@ -117,7 +191,11 @@ def main() -> None:
     parser.add_argument("--overrides", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=20, help="instants asked per schedule")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--api", action="store_true", help="ask through the API instead")
     args = parser.parse_args()
+    if args.api:
+        asyncio.run(through_api(1, args.schedules, args.layers, args.overrides, asks=2_000))
+        return
     for run in range(1, args.runs + 1):
         rows = measure(run, args.schedules, args.layers, args.overrides, args.rounds)
         report(
