@@ -146,6 +146,20 @@ async def test_beats_that_change_nothing_cost_no_write_and_move_no_timer(world: 
     assert world.store.writes == 0
 
 
+async def test_beats_during_an_incident_another_alert_opened_write_nothing(
+    world: World,
+) -> None:
+    """The incident is open and unchanged by a beat: it is not written again."""
+    world.send("cron", Alert("disk full", new_incident_id()))
+    await world.settle()
+    writes = world.store.writes
+    for _ in range(100):
+        world.send("cron", Beat())
+        await world.settle()
+    assert world.store.writes == writes
+    assert world.runtime.open_incident("cron") is not None
+
+
 async def test_one_missed_beat_pages_once_and_the_next_beat_resolves(world: World) -> None:
     world.clock.advance(BEAT_S)
     await world.settle()
