@@ -170,8 +170,8 @@ async def test_an_offset_whose_plus_was_not_escaped_is_read_as_meant(site: ApiSi
 
 @pytest.mark.parametrize(
     "at",
-    ["yesterday", "2026-03-10T10:00:00", "1066-10-14T09:00:00Z"],
-    ids=["not a time", "no offset", "before 1900"],
+    ["yesterday", "2026-03-10T10:00:00", "1066-10-14T09:00:00Z", "9999-12-31T23:59:59-05:00"],
+    ids=["not a time", "no offset", "before 1900", "past datetime's range in UTC"],
 )
 async def test_a_bad_at_is_422(site: ApiSite, at: str) -> None:
     status, answer = await site.call("GET", f"/schedules/ops-daily/oncall?at={at}")
@@ -458,6 +458,7 @@ async def test_an_invalid_override_is_refused_naming_the_field(site: ApiSite) ->
         assert fields(answer) == {field}, answer
     assert (await site.call("POST", "/schedules/nope/overrides", good))[0] == 404
     assert (await site.call("DELETE", "/schedules/nope/overrides/1"))[0] == 404
+    assert (await site.call("DELETE", "/schedules/week/overrides/" + "9" * 5000))[0] == 404
 
 
 # --- maintenance, heartbeats and a service's alerts -------------------------------------------
@@ -519,6 +520,7 @@ async def test_a_bad_maintenance_window_is_refused(site: ApiSite) -> None:
         ({"until": "soon"}, "until"),
         ({"reason": "x"}, "until"),
         ({"until": far, "reason": ""}, "reason"),
+        ({"until": "9999-12-31T23:59:59-23:59"}, "until"),
     ]:
         status, answer = await site.call("POST", "/services/payments-api/maintenance", body)
         assert status == 422, body

@@ -385,6 +385,15 @@ def override(**fields: Any) -> Callable[[], object]:
         (lambda: on_call(PARIS, NO_OVERRIDES, datetime(2026, 3, 31, 12)), "at"),
         (lambda: on_call(PARIS, NO_OVERRIDES, utc("1899-12-31T23:59:59")), "at"),
         (lambda: on_call(PARIS, NO_OVERRIDES, utc("9000-01-01T00:00:00")), "at"),
+        # Past datetime's own range once in UTC: refused, not an OverflowError.
+        (
+            lambda: on_call(PARIS, NO_OVERRIDES, datetime.fromisoformat("9999-12-31T23:59-05:00")),
+            "at",
+        ),
+        (
+            lambda: on_call(PARIS, NO_OVERRIDES, datetime.fromisoformat("0001-01-01T00:00+05:00")),
+            "at",
+        ),
         (lambda: next_handovers(PARIS, NO_OVERRIDES, datetime(2026, 3, 31), 3), "after"),
         (lambda: next_handovers(PARIS, NO_OVERRIDES, AT, -1), "count"),
         (lambda: next_handovers(PARIS, NO_OVERRIDES, AT, MAX_HANDOVERS + 1), "count"),

@@ -308,12 +308,13 @@ def instant(value: datetime, path: str) -> datetime:
     """``value`` in UTC, if it carries an offset and lies within bounds; else DomainError."""
     if not isinstance(value, datetime) or value.utcoffset() is None:
         raise DomainError(path, f"must be a time with a UTC offset, got {value!r}")
-    moment = value.astimezone(UTC)
+    bounds = f"must be between {EARLIEST.year} and {LATEST.year}"
+    try:
+        moment = value.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59-05:00 is past datetime's last instant in UTC
+        raise DomainError(path, f"{bounds}, got {value.isoformat()}") from None
     if not EARLIEST <= moment < LATEST:
-        raise DomainError(
-            path,
-            f"must be between {EARLIEST.year} and {LATEST.year}, got {moment.isoformat()}",
-        )
+        raise DomainError(path, f"{bounds}, got {moment.isoformat()}")
     return moment
 
 

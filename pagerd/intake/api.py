@@ -25,7 +25,7 @@ from pagerd.core.records import StoreError
 from pagerd.core.times import rfc3339
 from pagerd.intake import api_schemas as wire
 from pagerd.intake import api_views as views
-from pagerd.intake.api_answers import RefusedError
+from pagerd.intake.api_answers import MAX_ID_DIGITS, RefusedError
 from pagerd.intake.api_answers import ask as _ask
 from pagerd.intake.api_answers import incident_of as _incident_of
 from pagerd.intake.api_answers import json_response as _json
@@ -53,7 +53,6 @@ log = get_logger(__name__)
 B = TypeVar("B")
 BASE = "/api/v1"
 MAX_INCIDENTS = wire.MAX_INCIDENTS
-MAX_ID_DIGITS = 19  # a team's or developer's id is a 64-bit integer
 _TITLES = {
     400: "Bad Request",
     404: "Not Found",

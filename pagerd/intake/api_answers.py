@@ -24,6 +24,7 @@ log = get_logger("pagerd.intake.api")
 
 B = TypeVar("B")
 MAX_INCIDENTS = wire.MAX_INCIDENTS
+MAX_ID_DIGITS = 19  # a team's, developer's or override's id is a 64-bit integer
 
 
 class RefusedError(Exception):

@@ -20,6 +20,8 @@ from pagerd.core.times import rfc3339
 from pagerd.intake import api_schemas as wire
 from pagerd.intake import api_views as views
 from pagerd.intake.api_answers import (
+    MAX_ID_DIGITS,
+    RefusedError,
     ask,
     json_response,
     limit,
@@ -80,8 +82,12 @@ class ScheduleRoutes:
 
     async def delete_override(self, request: web.Request) -> web.Response:
         book = request.app[CONTEXT].catalogue.schedules
-        override_id = int(request.match_info["override_id"])  # digits: the route says so
-        await book.delete_override(request.match_info["id"], override_id)
+        schedule_id, digits = request.match_info["id"], request.match_info["override_id"]
+        # Digits only (the route says so), but int() of thousands of them raises.
+        if len(digits) > MAX_ID_DIGITS:
+            why = f"no such override: ids have at most {MAX_ID_DIGITS} digits"
+            raise RefusedError(404, f"schedule {schedule_id!r} has {why}")
+        await book.delete_override(schedule_id, int(digits))
         return web.Response(status=204)
 
     async def on_call(self, request: web.Request) -> web.Response:
