@@ -115,7 +115,7 @@ def test_example_config_loads_and_builds_its_policies(example: Config) -> None:
     ]
     assert [(s.id, s.name, s.policy, s.heartbeat_s) for s in config.services] == [
         ("payments-api", "Payments API", "payments", None),
-        ("nightly-backup", "Nightly backup", "payments", 90000),
+        ("backups", "Backups", "payments", 90000),
     ]
     [schedule] = config.schedules
     assert (schedule.id, schedule.team, schedule.time_zone) == (

@@ -119,7 +119,10 @@ async def test_an_alert_for_a_service_without_a_policy_is_kept_as_a_dead_letter(
     import sqlite3
 
     with contextlib.closing(sqlite3.connect(daemon.db)) as conn, conn:
-        conn.execute("INSERT INTO services VALUES ('orphan', 'Orphan', 'gone', 0)")
+        conn.execute(
+            "INSERT INTO services (id, name, policy_id, managed)"
+            " VALUES ('orphan', 'Orphan', 'gone', 0)"
+        )
     await daemon.start()
 
     await monitor.publish("alert", "orphan", json.dumps({"message": "disk full"}))
