@@ -16,6 +16,7 @@ import re
 import sys
 import typing
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,7 +25,8 @@ from msgspec import Struct
 
 from pagerd import __version__
 from pagerd.config import Config
-from pagerd.intake.api_schemas import OPERATIONS, openapi_document
+from pagerd.intake.api_schemas import OPERATIONS, Problem
+from pagerd.intake.openapi import openapi_document
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config" / "pagerd.toml"
@@ -34,12 +36,12 @@ OPENAPI = DOCS / "openapi.json"
 # Filled in by load_config, not keys of the file.
 _NOT_KEYS = {"source", "secrets"}
 # Arrays of tables: documented by their element's keys.
-_ARRAYS_OF_TABLES = {"teams", "policies", "services"}
+_ARRAYS_OF_TABLES = {"teams", "policies", "services", "schedules"}
 
 
 def generated() -> dict[Path, str]:
     """Every generated file's path and what it must hold."""
-    document = openapi_document(OPERATIONS, __version__)
+    document = openapi_document(OPERATIONS, __version__, Problem)
     return {
         CONFIG_REFERENCE: config_reference(_comments(EXAMPLE.read_text(encoding="utf-8"))),
         OPENAPI: json.dumps(document, indent=2, sort_keys=True) + "\n",
@@ -123,7 +125,14 @@ def _type(tp: Any) -> str:
         else:
             name = " or ".join(_type(m) for m in members)
     else:
-        name = {str: "string", int: "integer", float: "number", bool: "boolean"}.get(tp, str(tp))
+        names = {
+            str: "string",
+            int: "integer",
+            float: "number",
+            bool: "boolean",
+            datetime: "local date-time",
+        }
+        name = names.get(tp, str(tp))
     return name + (f" ({', '.join(constraints)})" if constraints else "")
 
 
