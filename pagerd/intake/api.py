@@ -325,12 +325,14 @@ class _Api(ScheduleRoutes):
         if found is None:
             raise RefusedError(404, f"no incident {incident_id!r}")
         service_id, incident = found
+        # Read in the order things are committed in: the timeline last, so that it holds
+        # every event of the state and the outcomes read before it.
+        notifications = [
+            views.notification_out(row) for row in await store.notifications(incident_id)
+        ]
         timeline = [
             wire.TimelineEntry(at=rfc3339(at), type=kind, detail=detail)
             for at, kind, detail in await store.timeline(incident_id)
-        ]
-        notifications = [
-            views.notification_out(row) for row in await store.notifications(incident_id)
         ]
         brief = views.incident_out(service_id, incident)
         detail = wire.IncidentDetail(
