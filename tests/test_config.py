@@ -18,6 +18,7 @@ import pytest
 
 from pagerd.config import (
     DEFAULT_SMS_URL,
+    ClusterConfig,
     Config,
     ConfigError,
     HttpConfig,
@@ -153,7 +154,10 @@ def test_example_config_shows_every_key() -> None:
     document = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
     file_keys = _keys(Config) - {"source", "secrets"}
 
-    assert set(document) == file_keys
+    # [cluster] needs a PostgreSQL url, which the example leaves empty: commented out.
+    assert set(document) == file_keys - {"cluster"}
+    commented = re.findall(r"^# (\w+) = ", EXAMPLE.read_text(encoding="utf-8"), re.MULTILINE)
+    assert _keys(ClusterConfig) <= set(commented)
     for name in ("database", "mqtt", "http", "escalation", "routing", "integrations", "log"):
         field_type = next(f.type for f in msgspec.structs.fields(Config) if f.name == name)
         assert set(document[name]) == _keys(field_type), name
@@ -283,6 +287,36 @@ def test_database_path_and_url_together_are_refused(tmp_path: Path) -> None:
     ]
     assert problems_of(tmp_path, '[database]\nurl = "mysql://db/pagerd"\n') == [
         "database.url: must be a postgresql:// URL"
+    ]
+
+
+def test_cluster_keys_need_a_postgresql_url(tmp_path: Path) -> None:
+    assert problems_of(tmp_path, '[cluster]\nnode_id = "a"\n') == [
+        "cluster: only with a PostgreSQL [database] url; a SQLite database serves one node"
+    ]
+
+
+def test_cluster_node_id_defaults_to_the_host_name(tmp_path: Path) -> None:
+    url = "postgresql://pagerd@db/pagerd"
+    path = write(tmp_path, f'[database]\nurl = "{url}"\n')
+
+    cluster = load_config(path, env={}).cluster
+
+    assert cluster.node_id == socket.gethostname()
+    assert cluster.lease_ttl_s == 5.0
+
+
+def test_cluster_keys_are_checked(tmp_path: Path) -> None:
+    url = '[database]\nurl = "postgresql://pagerd@db/pagerd"\n'
+    path = write(tmp_path, url + '[cluster]\nnode_id = "db-1.example"\nlease_ttl_s = 1.5\n')
+    cluster = load_config(path, env={}).cluster
+    assert (cluster.node_id, cluster.lease_ttl_s) == ("db-1.example", 1.5)
+
+    assert problems_of(tmp_path, url + "[cluster]\nlease_ttl_s = 0.5\n") == [
+        "cluster.lease_ttl_s: must be >= 1, got 0.5"
+    ]
+    assert problems_of(tmp_path, url + '[cluster]\nnode_id = "a/b"\n') == [
+        "cluster.node_id: must match [A-Za-z0-9._-]{1,128}, got 'a/b'"
     ]
 
 

@@ -8,6 +8,7 @@ from pagerd.config.load import (
 )
 from pagerd.config.model import (
     DEFAULT_SMS_URL,
+    ClusterConfig,
     Config,
     DatabaseConfig,
     DeveloperConfig,
@@ -33,6 +34,7 @@ from pagerd.config.tokens import weak_token_problems
 __all__ = [
     "DEFAULT_SMS_URL",
     "SYSTEM_CONFIG_PATH",
+    "ClusterConfig",
     "Config",
     "ConfigError",
     "DatabaseConfig",

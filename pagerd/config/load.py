@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import ssl
 import tomllib
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from pagerd.config.model import (
+    ClusterConfig,
     Config,
     DatabaseConfig,
     EmailConfig,
@@ -40,6 +42,9 @@ from pagerd.config.model import (
 )
 from pagerd.core.egress import EgressRule, allow_hosts_problems
 from pagerd.core.policy import (
+    PATTERN_MEANINGS,
+    SERVICE_ID,
+    SERVICE_ID_PATTERN,
     DomainError,
     Level,
     Policy,
@@ -84,6 +89,7 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
     known = {f.encode_name for f in msgspec.structs.fields(Config)} - {"source", "secrets"}
     problems += [f"{key}: unknown key" for key in raw if key not in known]
     database = _section(raw, "database", DatabaseConfig, problems)
+    cluster = _section(raw, "cluster", ClusterConfig, problems)
     mqtt = _section(raw, "mqtt", MqttConfig, problems)
     http = _section(raw, "http", HttpConfig, problems)
     escalation = _section(raw, "escalation", EscalationConfig, problems)
@@ -104,6 +110,7 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
     problems += _check_mqtt(raw.get("mqtt"), mqtt)
     problems += _check_database(database)
     problems += _check_webhooks(notify.webhook, policies)
+    node_id = _node_id(cluster, database, "cluster" in raw, problems)
     for key_path, cfg in policies:
         problems += _policy_problems(cfg, escalation.ack_timeout_s, key_path)
     for key_path, svc in services:
@@ -121,6 +128,7 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
         raise ConfigError([f"{source}: {problem}" for problem in problems])
     return Config(
         database=msgspec.structs.replace(database, path=_database_path(database, env)),
+        cluster=msgspec.structs.replace(cluster, node_id=node_id),
         mqtt=mqtt,
         # Links are built as f"{public_url}/ack/...": a trailing slash would double.
         http=msgspec.structs.replace(http, public_url=http.public_url.rstrip("/")),
@@ -169,6 +177,22 @@ def _check_database(database: DatabaseConfig) -> list[str]:
     if database.url and not database.url.startswith(("postgresql://", "postgres://")):
         return ["database.url: must be a postgresql:// URL"]
     return []
+
+
+def _node_id(
+    cluster: ClusterConfig, database: DatabaseConfig, declared: bool, problems: list[str]
+) -> str:
+    """The node's id: ``[cluster] node_id``, else the host name; checked."""
+    if declared and not database.url:
+        problems.append(
+            "cluster: only with a PostgreSQL [database] url; a SQLite database serves one node"
+        )
+        return cluster.node_id
+    node_id = cluster.node_id or socket.gethostname()
+    if not SERVICE_ID_PATTERN.fullmatch(node_id):
+        where = "cluster.node_id" if cluster.node_id else "cluster.node_id (the host name)"
+        problems.append(f"{where}: {PATTERN_MEANINGS[SERVICE_ID]}, got {node_id!r}")
+    return node_id
 
 
 def _database_path(database: DatabaseConfig, env: Mapping[str, str]) -> str:

@@ -33,6 +33,8 @@ Seconds = Annotated[float, Meta(ge=0, le=MAX_ACK_TIMEOUT_S)]
 Text = Annotated[str, Meta(min_length=1)]
 Url = Annotated[str, Meta(pattern=anchored(HTTP_URL))]
 PhoneNumber = Annotated[str, Meta(pattern=anchored(PHONE_NUMBER))]
+# A lease longer than this would leave a pager without a node for as long after a crash.
+MAX_LEASE_TTL_S = 300.0
 
 
 class _Section(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -42,6 +44,17 @@ class _Section(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
 class DatabaseConfig(_Section, frozen=True, kw_only=True):
     path: str = ""  # empty in the file: resolved by load_config (see _database_path)
     url: str = ""  # instead of path: the PostgreSQL store (CONTRACT §7)
+
+
+LeaseSeconds = Annotated[float, Meta(ge=1, le=MAX_LEASE_TTL_S)]
+
+
+class ClusterConfig(_Section, frozen=True, kw_only=True):
+    """``[cluster]``: this node among others on one PostgreSQL database (CONTRACT §7)."""
+
+    # Checked by load_config, which puts the host name in place of an empty one.
+    node_id: str = ""
+    lease_ttl_s: LeaseSeconds = 5.0
 
 
 class MqttConfig(_Section, frozen=True, kw_only=True):
@@ -222,6 +235,7 @@ class Config(Struct, frozen=True, kw_only=True):
     """The whole configuration. ``source`` and ``secrets`` are filled in by load_config."""
 
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     escalation: EscalationConfig = field(default_factory=EscalationConfig)
