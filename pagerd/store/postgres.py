@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import datetime
+from typing import Protocol
 
 import asyncpg
 import msgspec
@@ -54,6 +55,7 @@ from pagerd.store.postgres_schema import (
 )
 from pagerd.store.postgres_services import ServiceIndex, ServiceReader
 from pagerd.store.schema import Op, decode_policy
+from pagerd.telemetry import metrics
 from pagerd.telemetry.logs import get_logger
 
 log = get_logger(__name__)
@@ -81,7 +83,7 @@ _UNIT_AT_FAULT: tuple[type[Exception], ...] = (
     ValueError,
     TypeError,
 )
-_FAILURES: tuple[type[Exception], ...] = (
+FAILURES: tuple[type[Exception], ...] = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
@@ -97,8 +99,31 @@ _CONNECTION_LOST: tuple[type[Exception], ...] = (
     asyncpg.InternalClientError,
     OSError,
 )
-_READ_FAILURES: tuple[type[Exception], ...] = (*_FAILURES, ValueError)
-_TRANSACTION_FAILURES: tuple[type[Exception], ...] = (*_FAILURES, *_UNIT_AT_FAULT)
+_READ_FAILURES: tuple[type[Exception], ...] = (*FAILURES, ValueError)
+_TRANSACTION_FAILURES: tuple[type[Exception], ...] = (*FAILURES, *_UNIT_AT_FAULT)
+
+
+# The first statement of every round of a node in a cluster (see ``pagerd.store.lease``):
+# the round goes on only while the lease is still of this node's epoch and unexpired.
+# KEY SHARE lets renewals (an UPDATE of non-key columns) through; a take-over's
+# FOR UPDATE waits until the round ends, and a round after it finds the epoch changed.
+FENCE = (
+    "SELECT true FROM cluster_lease WHERE id = 1 AND epoch = $1"
+    " AND expires_at > clock_timestamp() FOR KEY SHARE"
+)
+
+
+class Fence(Protocol):
+    """A node's hold on the lease, as its commits check it."""
+
+    @property
+    def epoch(self) -> int: ...
+
+    def held(self) -> bool: ...
+
+
+class NotActiveError(Exception):
+    """A write by a node that does not hold the lease (CONTRACT §7: it commits nothing)."""
 
 
 def redact(url: str) -> str:
@@ -117,7 +142,7 @@ async def connect(url: str) -> asyncpg.Connection:
         return await asyncpg.connect(
             url, timeout=CONNECT_TIMEOUT_S, server_settings=SESSION_SETTINGS
         )
-    except _FAILURES as error:
+    except FAILURES as error:
         raise StoreError(f"cannot connect to {redact(url)}: {error}") from error
 
 
@@ -150,7 +175,7 @@ async def migrate(conn: asyncpg.Connection, migrations: Sequence[str] = MIGRATIO
                     continue
                 await conn.execute(migrations[target - 1])
                 await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", target)
-        except _FAILURES as error:
+        except FAILURES as error:
             raise StoreError(f"migration to schema version {target} failed: {error}") from error
         ran += 1
         log.info("store.migrated", version=target)
@@ -168,6 +193,9 @@ class PostgresStore:
         self._loading_services: asyncio.Lock = asyncio.Lock()
         self._commits = GroupCommit(self._transaction, order=int)
         self._closed = False
+        # In a cluster, commits are fenced (see ``fence``); alone, nothing is checked.
+        self._fenced = False
+        self._fence: Fence | None = None
 
     @classmethod
     async def open(cls, url: str) -> PostgresStore:
@@ -185,7 +213,7 @@ class PostgresStore:
             )
         except BaseException as error:
             await writer.close()
-            if isinstance(error, _FAILURES):
+            if isinstance(error, FAILURES):
                 raise StoreError(f"cannot open {redact(url)}: {error}") from error
             raise
         return cls(url, writer, readers)
@@ -203,6 +231,19 @@ class PostgresStore:
             await self._readers.close()
             if self._writer is not None:
                 await self._writer.close()
+
+    def fence(self, holder: Fence | None) -> None:
+        """Commit from now on only while ``holder`` holds the lease; None: commit nothing.
+
+        Each round first checks the hold locally (a lapsed node sends nothing to the
+        database), then in its own transaction (``FENCE``).
+        """
+        self._fenced = True
+        self._fence = holder
+
+    def forget_write_error(self) -> None:
+        """A node that became standby: its last failed round says nothing of the database."""
+        self._commits.write_error = None
 
     @property
     def write_error(self) -> str | None:
@@ -234,12 +275,26 @@ class PostgresStore:
             raise TransactionError("connect", error, unit_at_fault=False) from error
         return self._writer
 
+    def _refuse_unfenced(self) -> Fence | None:
+        """The fence of this round; TransactionError if this node may not commit at all."""
+        fence = self._fence
+        if self._fenced and (fence is None or not fence.held()):
+            metrics.FENCED_ROUNDS.inc()
+            why = "this node does not hold the lease: it is standby"
+            raise TransactionError("lease", NotActiveError(why), unit_at_fault=False)
+        return fence
+
     async def _transaction(self, parts: list[tuple[Op, list[Row]]]) -> None:
         for attempt in (1, 2):
+            fence = self._refuse_unfenced()
             conn = await self._writer_connection()
             where = "begin"
             try:
                 async with asyncio.timeout(TRANSACTION_TIMEOUT_S), conn.transaction():
+                    if fence is not None and not await conn.fetchval(FENCE, fence.epoch):
+                        metrics.FENCED_ROUNDS.inc()
+                        why = f"the lease of epoch {fence.epoch} is no longer this node's"
+                        raise TransactionError("lease", NotActiveError(why), unit_at_fault=False)
                     for op, rows in parts:
                         where = op.name.lower()
                         await conn.executemany(SQL[op], rows)
@@ -378,6 +433,16 @@ class PostgresStore:
         rows = await self._fetch("SELECT count(*) FROM services")
         return int(rows[0][0])
 
+    async def refresh_services(self) -> None:
+        """Read every service anew: a node taking over, or a standby's view, must see the
+        other nodes' commits, which its index only saw its own of."""
+        async with self._loading_services:
+            index = ServiceIndex()
+            await index.fill(self._fetch)
+            stale, self._services = self._services, index
+            if stale is not None:
+                stale.close()
+
     async def service_reader(self) -> ServiceReader:
         """A synchronous reader of services by id (see ``ServiceIndex``)."""
         async with self._loading_services:
@@ -442,6 +507,12 @@ class PostgresStore:
         """(service_id, incident), or None if there is no such incident."""
         rows = await self._fetch(SELECT_INCIDENTS + " WHERE i.id = $1", incident_id)
         return decode_incident(tuple(rows[0])) if rows else None
+
+    async def open_incident_of(self, service_id: str) -> Incident | None:
+        """The service's open incident as committed (for a node that runs no actors)."""
+        sql = SELECT_INCIDENTS + " WHERE i.service_id = $1 AND i.status <> 'resolved'"
+        rows = await self._fetch(sql + " ORDER BY i.seq DESC LIMIT 1", service_id)
+        return decode_incident(tuple(rows[0]))[1] if rows else None
 
     async def has_alert(self, incident_id: str, alert_id: str) -> bool:
         """Whether the incident has an alert with this id (by the unique index)."""

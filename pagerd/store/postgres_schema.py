@@ -191,6 +191,36 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX alerts_service;
     CREATE INDEX alerts_service ON alerts (service_id, seq);
     """,
+    # 2 -> 3: the lease of the active node, and the nodes that joined (CONTRACT §7).
+    """
+    -- One row: the lease one node holds at a time. epoch counts the grants; every commit
+    -- checks that its node's epoch is still the lease's and unexpired, in its own
+    -- transaction, so a node that lost the lease commits nothing. Times are the
+    -- database's clock, the one every node agrees on. The id leaves room for more
+    -- than one lease (partitions of services, each leased to a node: README).
+    CREATE TABLE cluster_lease (
+        id          integer PRIMARY KEY CHECK (id = 1),
+        epoch       bigint NOT NULL,
+        holder      text COLLATE "C",   -- node_id, NULL before the first grant
+        instance    text,               -- the holder's process (see cluster_nodes)
+        acquired_at timestamptz,
+        expires_at  timestamptz NOT NULL
+    );
+    INSERT INTO cluster_lease (id, epoch, expires_at) VALUES (1, 0, 'epoch');  -- long expired
+
+    -- Each node that joined, its role as it last said, and when. instance tells a live
+    -- process from another started with the same node_id (refused while the row is
+    -- seen within ttl_s).
+    CREATE TABLE cluster_nodes (
+        node_id  text COLLATE "C" PRIMARY KEY,
+        instance text NOT NULL,
+        role     text NOT NULL CHECK (role IN ('standby', 'active', 'offline')),
+        since    timestamptz NOT NULL,
+        seen_at  timestamptz NOT NULL,
+        ttl_s    double precision NOT NULL,
+        reason   text
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

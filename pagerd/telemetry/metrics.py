@@ -145,3 +145,23 @@ NOTIFICATION_LOCAL_ERRORS = Counter(
     ["channel"],
     registry=REGISTRY,
 )
+
+# --- more than one node (CONTRACT §7) --------------------------------------------------------
+
+ROLE = Gauge(
+    "pagerd_role",
+    "1 for this node's role: active (holds the lease and acts) or standby.",
+    ["role"],
+    registry=REGISTRY,
+)
+LEASE_EVENTS = Counter(
+    "pagerd_lease_events",
+    "Lease changes of this node: acquired, lost, released, renew_failed.",
+    ["event"],
+    registry=REGISTRY,
+)
+FENCED_ROUNDS = Counter(
+    "pagerd_fenced_commits",
+    "Commit rounds refused because this node does not hold the lease.",
+    registry=REGISTRY,
+)
