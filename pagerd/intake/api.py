@@ -244,7 +244,8 @@ class _Api(ScheduleRoutes):
     async def get_service(self, request: web.Request) -> web.Response:
         ctx = request.app[CONTEXT]
         row = ctx.catalogue.service(request.match_info["id"])
-        return _json(views.service_out(ctx.runtime, row))
+        # A standby runs no actors: it reads the open incident from the database.
+        return _json(views.service_out(row, *await ctx.service_state(row.id)))
 
     async def put_service(self, request: web.Request) -> web.Response:
         ctx = request.app[CONTEXT]
@@ -258,7 +259,8 @@ class _Api(ScheduleRoutes):
         )
         if row.heartbeat_s != (None if before is None else before.heartbeat_s):
             ctx.runtime.rewatch(service_id)  # a full interval from now before a beat is missed
-        return _json(views.service_out(ctx.runtime, row), 201 if created else 200)
+        out = views.service_out(row, *await ctx.service_state(row.id))
+        return _json(out, 201 if created else 200)
 
     async def alert_service(self, request: web.Request) -> web.Response:
         ctx = request.app[CONTEXT]

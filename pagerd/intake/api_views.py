@@ -20,9 +20,9 @@ from pagerd.core.records import (
 )
 from pagerd.core.schedules import Override
 from pagerd.core.times import rfc3339
+from pagerd.core.values import Maintenance
 from pagerd.intake import api_schemas as wire
 from pagerd.runtime.catalogue import Catalogue
-from pagerd.runtime.router import Runtime
 
 
 def developer_out(row: DeveloperRow) -> wire.Developer:
@@ -59,10 +59,10 @@ def target_out(catalogue: Catalogue, target: escalation.Target) -> wire.TargetOu
     return target
 
 
-def service_out(runtime: Runtime, row: ServiceRow) -> wire.ServiceOut:
-    state = runtime.state_of(row.id)
-    incident = None if state is None else state.open_incident
-    window = None if state is None else state.maintenance
+def service_out(
+    row: ServiceRow, incident: Incident | None, window: Maintenance | None
+) -> wire.ServiceOut:
+    """A service, its open incident and its maintenance window, as committed."""
     brief = None
     if incident is not None:
         brief = wire.IncidentBrief(

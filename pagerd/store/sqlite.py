@@ -401,6 +401,12 @@ class Store:
         rows = await self._fetch(SELECT_INCIDENTS + " WHERE i.id = ?", (incident_id,))
         return decode_incident(rows[0]) if rows else None
 
+    async def open_incident_of(self, service_id: str) -> Incident | None:
+        """The service's open incident as committed (for a node that runs no actors)."""
+        sql = SELECT_INCIDENTS + " WHERE i.service_id = ? AND i.status != 'resolved'"
+        rows = await self._fetch(sql + " ORDER BY i.rowid DESC LIMIT 1", (service_id,))
+        return decode_incident(rows[0])[1] if rows else None
+
     async def has_alert(self, incident_id: str, alert_id: str) -> bool:
         """Whether the incident has an alert with this id (by the unique index)."""
         sql = "SELECT 1 FROM alerts WHERE incident_id = ? AND alert_id = ?"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, assert_never
 
@@ -20,6 +19,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pagerd.core.domain import Ack, Incident, IncidentStatus, Outcome
 from pagerd.core.ports import Clock, Store
+from pagerd.core.records import StoreError
+from pagerd.core.values import Maintenance
 from pagerd.runtime.answers import Committed, Refused, Retryable
 from pagerd.runtime.catalogue import Catalogue
 from pagerd.runtime.router import Runtime
@@ -29,6 +30,7 @@ from pagerd.web.acklinks import EXPIRED, AckClaim, AckLinks, InvalidAckToken
 from pagerd.web.auth import bearer_auth
 from pagerd.web.limits import ConnectionGate, HttpLimits, connection_budget, protocol_factory
 from pagerd.web.listener import Listener, bind
+from pagerd.web.role import PROBES, READS, RETRY_AFTER_S, NodeRole
 
 log = get_logger(__name__)
 
@@ -37,16 +39,102 @@ SHUTDOWN_TIMEOUT_S = 5.0
 PROBLEM_JSON = "application/problem+json"
 
 
-@dataclass(frozen=True, slots=True)
 class WebContext:
-    """What request handlers share; ``not_ready`` names each part not ready (empty: ready)."""
+    """What request handlers share; ``not_ready`` names each part not ready (empty: ready).
 
-    runtime: Runtime
-    catalogue: Catalogue
-    store: Store
-    links: AckLinks
-    not_ready: Callable[[], Sequence[str]]
-    clock: Clock
+    On a node of a cluster (``role`` set) the runtime, catalogue and acknowledge links
+    are those of what the node does now: the active node's, installed by ``serve``, or
+    a standby's view of the database (``view``: no runtime). A part the node lacks
+    answers 503, with ``Retry-After``.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        not_ready: Callable[[], Sequence[str]],
+        store: Store | None = None,
+        runtime: Runtime | None = None,
+        catalogue: Catalogue | None = None,
+        links: AckLinks | None = None,
+        role: NodeRole | None = None,
+    ) -> None:
+        self.clock = clock
+        self.not_ready = not_ready
+        self.role = role
+        self._store = store
+        self._runtime = runtime
+        self._catalogue = catalogue
+        self._links = links
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise _unavailable("the database is not open yet")
+        return self._store
+
+    @property
+    def store_if_open(self) -> Store | None:
+        return self._store
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            raise _unavailable(self.role.refusal() if self.role else "not started")
+        return self._runtime
+
+    @property
+    def catalogue(self) -> Catalogue:
+        if self._catalogue is None:
+            raise _unavailable("the catalogue is not loaded yet")
+        return self._catalogue
+
+    @property
+    def links(self) -> AckLinks:
+        if self._links is None:
+            raise _unavailable("no acknowledge-link secret yet: no node has been active")
+        return self._links
+
+    def open_store(self, store: Store) -> None:
+        """The database is open from now on (a node that waited for it)."""
+        self._store = store
+
+    def serve(
+        self,
+        *,
+        runtime: Runtime,
+        catalogue: Catalogue,
+        links: AckLinks,
+        not_ready: Callable[[], Sequence[str]],
+    ) -> None:
+        """Answer from this active node's runtime from now on."""
+        self._runtime, self._catalogue, self._links = runtime, catalogue, links
+        self.not_ready = not_ready
+
+    def view(self, *, catalogue: Catalogue | None, links: AckLinks | None) -> None:
+        """Answer reads from a standby's view of the database from now on (no runtime)."""
+        self._runtime, self._catalogue, self._links = None, catalogue, links
+        self.not_ready = list
+
+    async def open_incident(self, service_id: str) -> Incident | None:
+        """The service's open incident as committed: the actor's, or the database's."""
+        if self._runtime is not None:
+            return self._runtime.open_incident(service_id)
+        return await self.store.open_incident_of(service_id)
+
+    async def service_state(self, service_id: str) -> tuple[Incident | None, Maintenance | None]:
+        """The service's open incident and maintenance window as committed."""
+        if self._runtime is not None:
+            state = self._runtime.state_of(service_id)
+            return (None, None) if state is None else (state.open_incident, state.maintenance)
+        watched = (w for w in await self.store.read_watches() if w.service_id == service_id)
+        return await self.store.open_incident_of(service_id), next(
+            (w.maintenance for w in watched), None
+        )
+
+
+def _unavailable(detail: str) -> web.HTTPServiceUnavailable:
+    return web.HTTPServiceUnavailable(text=detail, headers={"Retry-After": RETRY_AFTER_S})
 
 
 CONTEXT = web.AppKey("pagerd.web", WebContext)
@@ -68,9 +156,26 @@ def build_app(
     Routes under ``/api/v1`` and ``/integrations`` (added by other modules) need one
     of ``tokens``; with none configured, they are closed to everyone.
     """
+    context = WebContext(
+        clock=clock,
+        not_ready=not_ready,
+        store=store,
+        runtime=runtime,
+        catalogue=catalogue,
+        links=links,
+    )
+    return make_app(context, max_body_bytes=max_body_bytes, tokens=tokens)
+
+
+def make_app(
+    context: WebContext, *, max_body_bytes: int, tokens: Sequence[str] = ()
+) -> web.Application:
+    """``build_app`` for a context made by the caller: a node of a cluster keeps one
+    application across its roles, and a standby refuses writes (``_standby_gate``)."""
     auth = bearer_auth(tokens, _unauthorized)
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[_errors, auth])
-    app[CONTEXT] = WebContext(runtime, catalogue, store, links, not_ready, clock)
+    middlewares = [_errors, auth] if context.role is None else [_errors, _standby_gate, auth]
+    app = web.Application(client_max_size=max_body_bytes, middlewares=middlewares)
+    app[CONTEXT] = context
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
@@ -188,6 +293,41 @@ async def _errors(
         return problem(500, "Internal Server Error", "the request failed; the error is logged")
 
 
+@web.middleware
+async def _standby_gate(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """On a node that is not serving as the active one: writes 503, reads from the database."""
+    context = request.app[CONTEXT]
+    role = context.role
+    if role is None or role.serving:
+        return await handler(request)
+    if request.method not in READS:
+        metrics.HTTP_REFUSED.labels(status="503").inc()
+        detail = role.refusal()
+        log.info("http.standby_refused", method=request.method, path=request.path)
+        headers = {"Retry-After": RETRY_AFTER_S}
+        if _is_page(request):
+            page = _refusal_page(503, "Try again in a moment", _STANDBY_PAGE)
+            page.headers.update(headers)
+            return page
+        return problem(503, "Service Unavailable", detail, headers=headers)
+    if role.refresh_view is not None and request.path not in PROBES:
+        try:
+            await role.refresh_view()
+        except StoreError as error:
+            metrics.HTTP_STORE_FAILURES.inc()
+            log.error("http.store_failed", path=request.path, error=str(error))  # noqa: TRY400
+            raise _unavailable(f"the database cannot be read: {error}") from None
+    return await handler(request)
+
+
+_STANDBY_PAGE = (
+    "This pagerd node is standing by for another. Nothing was changed: try again in a"
+    " moment (acknowledging twice is harmless)."
+)
+
+
 # --- health, readiness, metrics -----------------------------------------------------------
 
 
@@ -198,8 +338,12 @@ async def _healthz(_: web.Request) -> web.Response:
 async def _readyz(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
     missing = list(context.not_ready())
-    if context.store.write_error is not None:
-        missing.append(f"database: {context.store.write_error}")
+    store = context.store_if_open
+    if store is not None and store.write_error is not None:
+        missing.append(f"database: {store.write_error}")
+    if context.role is not None:
+        status, body = context.role.readiness(missing)
+        return web.json_response(body, status=status)
     if missing:
         return problem(503, "Not Ready", "; ".join(missing))
     return web.json_response({"status": "ready"})
