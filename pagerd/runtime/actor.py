@@ -71,6 +71,7 @@ _level_of = logging.getLogger("pagerd.runtime")
 # cannot hold a huge transaction while others wait.
 MAX_MESSAGES_PER_WRITE = 512
 COMMIT_RETRY_DELAY = timedelta(seconds=1)
+ABANDONED = "not committed: pagerd stopped handling it"
 # Counted once per message: the labelled children are looked up once, not each time.
 _DECIDED = {o: metrics.EVENTS_DECIDED.labels(outcome=o.value) for o in Outcome}
 QUIET_OUTCOMES = frozenset(
@@ -180,6 +181,11 @@ class ServiceActor:
                 batch = [self.mailbox.popleft() for _ in range(count)]
                 try:
                     await self._handle_isolating(batch)
+                except asyncio.CancelledError:
+                    # Only the runtime cancels an actor (``abandon``): what it was deciding
+                    # is answered, so no sender waits for an answer that never comes.
+                    _reply_all(batch, Retryable(self.service_id, ABANDONED, "abandoned"))
+                    raise
                 finally:
                     self._runtime.queued(-len(batch))
         finally:
@@ -380,9 +386,14 @@ class ServiceActor:
         self._runtime.queued(1)
         self.post(Envelope(BeatMissed(due, new_incident_id())))
 
-    def cancel_task(self) -> None:
+    def abandon(self) -> None:
+        """Stop: cancel the task, and answer what waits in the mailbox as not committed."""
         if self._task is not None:
             self._task.cancel()
+        waiting = list(self.mailbox)
+        self.mailbox.clear()
+        self._runtime.queued(-len(waiting))
+        _reply_all(waiting, Retryable(self.service_id, ABANDONED, "abandoned"))
 
     def cancel_timer(self) -> None:
         """Cancel every timer (shutdown, or the actor is replaced)."""

@@ -32,7 +32,8 @@ class Retryable:
 
     service_id: str
     reason: str
-    code: str = "not_committed"  # not_committed | internal_error | unreadable | timeout
+    # not_committed | internal_error | unreadable | timeout | abandoned
+    code: str = "not_committed"
 
 
 @dataclass(frozen=True, slots=True)

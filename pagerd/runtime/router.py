@@ -225,9 +225,10 @@ class Runtime:
             metrics.ACTORS_ALIVE.set(len(self._actors))
 
     def cancel_all(self) -> None:
-        """Cancel actors still working (at shutdown, past the drain deadline)."""
-        for actor in self._actors.values():
-            actor.cancel_task()
+        """Stop every actor, answering what it had not committed as not committed (at
+        shutdown past the drain deadline, or when a node loses its lease)."""
+        for actor in list(self._actors.values()):
+            actor.abandon()
 
     def stop_timers(self) -> None:
         """Cancel every timer (at shutdown: deadlines are in the database)."""
