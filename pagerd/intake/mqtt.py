@@ -15,7 +15,7 @@ import json
 import random
 import secrets
 import ssl
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import assert_never
@@ -63,6 +63,7 @@ RECONNECT_CAP_S = 3.0  # a broker back after a restart is found within seconds
 # After a failed commit, reconnect this much later: the broker redelivers only on a new
 # connection what was not acknowledged, and a failing disk must not be hammered.
 REDELIVERY_DELAY_S = 1.0
+MAY_CONNECT_POLL_S = 0.1
 REPUBLISH_CHUNK = 1_000  # states republished per turn of the event loop after a connect
 
 # Counted once per message: the labelled children are looked up once, not each time.
@@ -242,8 +243,12 @@ class MqttLink:
         runtime: Runtime,
         publisher: MqttPublisher,
         dead_letters: DeadLetters,
+        may_connect: Callable[[], bool] = lambda: True,
     ) -> None:
         self._settings = settings
+        # False once this node may no longer act (a cluster node whose lease lapsed): it
+        # must not take the shared session back from the node that acts now.
+        self._may_connect = may_connect
         self._prefix = settings.topic_prefix
         self._runtime = runtime
         self._publisher = publisher
@@ -264,6 +269,10 @@ class MqttLink:
         """Connect, and reconnect with jittered exponential backoff, until cancelled."""
         failures = 0
         while True:
+            if not self._may_connect():
+                # The node is about to stop this link: until then, it never reconnects.
+                await asyncio.sleep(MAY_CONNECT_POLL_S)
+                continue
             try:
                 await self._session()
             except MqttError as error:

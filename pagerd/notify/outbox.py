@@ -132,8 +132,12 @@ class Dispatcher:
         clock: Clock,
         publisher: Publisher,
         policy: DeliveryPolicy | None = None,
+        may_send: Callable[[], bool] = lambda: True,
     ) -> None:
         self._store = store
+        # False once this node may no longer act (a cluster node whose lease lapsed):
+        # checked just before each request, so none goes out from that moment on.
+        self._may_send = may_send
         self._senders = senders
         self._compose = compose
         self._compose_bundle = compose_bundle
@@ -355,6 +359,10 @@ class Dispatcher:
             # A page cancelled while it waited in the queue is not sent.
             rows = tuple(row for row in queued.rows if row.id in self._pages)
             if not rows:
+                continue
+            if not self._may_send():
+                # Still pending in the database: the node that holds the lease sends it.
+                log.debug("notification.not_sent", notification_id=rows[0].id)
                 continue
             job = _Job(rows)
             for row in rows:
