@@ -7,7 +7,8 @@ import contextlib
 import gc
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -51,7 +52,8 @@ from pagerd.telemetry import metrics
 from pagerd.web.acklinks import AckLinks, load_or_create_secret
 from pagerd.web.console import add_console_routes
 from pagerd.web.limits import HttpLimits, descriptor_reserve, raise_descriptor_limit
-from pagerd.web.server import HttpServer, build_app, start_http
+from pagerd.web.role import NodeRole
+from pagerd.web.server import HttpServer, WebContext, build_app, start_http
 
 log = structlog.get_logger("pagerd.app")
 
@@ -182,7 +184,6 @@ async def serve(
     """Run pagerd until ``stop`` is set; return the process exit code."""
     clock = clock or SystemClock()
     notifier = notifier or SystemdNotifier.from_env()
-    started = time.monotonic()
     if config.notify.sms.url == DEFAULT_SMS_URL:
         log.warning(
             "notify.sms_default_url",
@@ -190,23 +191,20 @@ async def serve(
             reason="SMS pages, with their phone numbers and alert text, go to this public mock "
             "service; set [notify.sms] url to your SMS provider",
         )
+    if config.database.url:
+        # PostgreSQL: a node among any number, acting only while it holds the lease.
+        from pagerd.cluster import serve_node
+
+        return await serve_node(config, stop=stop, notifier=notifier, clock=clock)
+    started = time.monotonic()
     store = await open_store(path=config.database.path, url=config.database.url)
-    store.on_commit(_observe_commit)
+    store.on_commit(observe_commit)
     try:
         await apply_declared(store, declared(config))
         directory = await Directory.load(store)
         try:
-            # msgspec writes the providers' JSON bodies; no provider's cookie is kept.
-            options: dict[str, Any] = {
-                "json_serialize": _json_text,
-                "cookie_jar": aiohttp.DummyCookieJar(),
-            }
-            rule = EgressRule.from_allow_hosts(config.notify.webhook.allow_hosts)
-            async with (
-                aiohttp.ClientSession(**options) as session,
-                WebhookEgress(rule, session, **options) as webhooks,
-            ):
-                await _run(
+            async with client_sessions(config) as (session, webhooks):
+                await run_active(
                     config,
                     store=store,
                     directory=directory,
@@ -214,7 +212,7 @@ async def serve(
                     webhooks=webhooks,
                     clock=clock,
                     notifier=notifier,
-                    stop=stop,
+                    until=stop,
                     started=started,
                 )
         finally:
@@ -225,7 +223,36 @@ async def serve(
     return 0
 
 
-async def _run(
+@contextlib.asynccontextmanager
+async def client_sessions(
+    config: Config,
+) -> AsyncIterator[tuple[aiohttp.ClientSession, WebhookEgress]]:
+    """The senders' HTTP sessions: msgspec writes the providers' JSON bodies, no provider's
+    cookie is kept, and webhooks go out under the egress rule."""
+    options: dict[str, Any] = {
+        "json_serialize": _json_text,
+        "cookie_jar": aiohttp.DummyCookieJar(),
+    }
+    rule = EgressRule.from_allow_hosts(config.notify.webhook.allow_hosts)
+    async with (
+        aiohttp.ClientSession(**options) as session,
+        WebhookEgress(rule, session, **options) as webhooks,
+    ):
+        yield session, webhooks
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterTerm:
+    """What the active node of a cluster gives its runtime: the hold on the lease, and the
+    node's own web context, which outlives the term (``pagerd.cluster``)."""
+
+    may_act: Callable[[], bool]  # the lease is held: checked before each send and connect
+    context: WebContext
+    role: NodeRole
+    subscribed: Callable[[], None]  # MQTT intake is on: the node is active and ready
+
+
+async def run_active(
     config: Config,
     *,
     store: Store,
@@ -234,12 +261,20 @@ async def _run(
     webhooks: WebhookEgress,
     clock: SteadyClock,
     notifier: SystemdNotifier,
-    stop: asyncio.Event,
+    until: asyncio.Event,
     started: float,
+    term: ClusterTerm | None = None,
 ) -> None:
+    """Run the runtime, the outbox and MQTT intake until ``until`` is set.
+
+    Alone (``term`` None) this serves HTTP too, and shuts down in stages. A cluster
+    node's term ends either so (the node stops), or abandoned at once when its lease
+    lapsed: then another node may act already, so nothing more is drained or sent.
+    """
     settings = mqtt_settings(config)
     publisher = MqttPublisher(settings.topic_prefix)
     notify = config.notify
+    may_act = term.may_act if term is not None else _always
     senders: dict[str, Sender] = {
         "sms": SmsSender(session, notify.sms.url, notify.sms.timeout_s),
         "email": EmailSender(notify.email, config.email_password()),
@@ -263,6 +298,7 @@ async def _run(
             clock=clock,
             publisher=publisher,
             policy=delivery_policy(config),
+            may_send=may_act,
         )
         timers = TimerWheel(clock)
         runtime = Runtime(
@@ -284,57 +320,134 @@ async def _run(
         )
         catalogue.schedules.changed = handovers.changed
         dead_letters = DeadLetters(store, clock)
-        link = MqttLink(settings, runtime, publisher, dead_letters)
+        link = MqttLink(settings, runtime, publisher, dead_letters, may_connect=may_act)
         recovered, watched = await _recover(store, runtime, clock.now() + ARM_AT_ONCE)
         handovers.start()
+
+        def not_ready() -> list[str]:
+            return [] if link.subscribed.is_set() else ["mqtt: not subscribed"]
+
         # Only after recovery: an ack arriving earlier would meet an actor with no incident.
-        web_app = build_app(
-            runtime=runtime,
-            catalogue=catalogue,
-            store=store,
-            links=links,
-            clock=clock,
-            not_ready=lambda: [] if link.subscribed.is_set() else ["mqtt: not subscribed"],
-            max_body_bytes=config.http.max_body_bytes,
-            tokens=config.http_tokens(),
-        )
-        http = await _serve_http(web_app, config, webhooks.rule, session)
+        http: HttpServer | None = None
+        if term is None:
+            web_app = build_app(
+                runtime=runtime,
+                catalogue=catalogue,
+                store=store,
+                links=links,
+                clock=clock,
+                not_ready=not_ready,
+                max_body_bytes=config.http.max_body_bytes,
+                tokens=config.http_tokens(),
+            )
+            http = await serve_http(web_app, config, webhooks.rule, session)
+        else:
+            term.context.serve(
+                runtime=runtime, catalogue=catalogue, links=links, not_ready=not_ready
+            )
+            term.role.serve()
         _resume_outbox(dispatcher, runtime, await store.pending_outbox(limit=1_000_000))
         log.info("pagerd.recovered", open_incidents=recovered, watched_services=watched)
 
-        dispatch_task = group.create_task(dispatcher.run(), name="pagerd[outbox]")
-        follow_task = group.create_task(runtime.run(), name="pagerd[failed-levels]")
-        dead_task = group.create_task(dead_letters.run(), name="pagerd[dead-letters]")
-        intake_task = group.create_task(link.run(), name="pagerd[mqtt]")
-        arming_task = group.create_task(_arm_timers(runtime, link), name="pagerd[arm-timers]")
-        watchdog_task = group.create_task(notifier.watchdog_loop(), name="pagerd[watchdog]")
-        ready_task = group.create_task(
-            _announce_ready(link, notifier, store, started, recovered), name="pagerd[ready]"
+        tasks = _Tasks(
+            dispatch=group.create_task(dispatcher.run(), name="pagerd[outbox]"),
+            follow=group.create_task(runtime.run(), name="pagerd[failed-levels]"),
+            dead_letters=group.create_task(dead_letters.run(), name="pagerd[dead-letters]"),
+            intake=group.create_task(link.run(), name="pagerd[mqtt]"),
+            arming=group.create_task(_arm_timers(runtime, link), name="pagerd[arm-timers]"),
+            watchdog=group.create_task(
+                _idle() if term else notifier.watchdog_loop(), name="pagerd[watchdog]"
+            ),
+            ready=group.create_task(
+                _announce_subscribed(link, term.subscribed, recovered)
+                if term
+                else _announce_ready(link, notifier, store, started, recovered),
+                name="pagerd[ready]",
+            ),
         )
-
-        await stop.wait()
-        log.info("pagerd.stopping", pending=runtime.pending())
-        notifier.stopping()
-        # 1. stop intake: what is not yet acknowledged is redelivered by the broker.
-        await _cancel(intake_task, ready_task, arming_task, dead_task)
-        await http.cleanup()
-        # 2. drain mailboxes: every accepted message committed.
-        try:
-            async with asyncio.timeout(DRAIN_TIMEOUT_S):
-                await runtime.drained()
-        except TimeoutError:
-            log.error(  # noqa: TRY400 - a deadline, not an error with a traceback
-                "pagerd.drain_timeout", pending=runtime.pending()
+        await until.wait()
+        if not may_act():
+            await _abandon(tasks, runtime, handovers, dispatcher)
+        else:
+            await _shut_down(
+                tasks,
+                runtime,
+                handovers=handovers,
+                dispatcher=dispatcher,
+                notifier=notifier,
+                http=http,
             )
-            runtime.cancel_all()
-        runtime.stop_timers()
-        handovers.stop()
-        dispatcher.stop_retries()
-        # 3. give sends in flight a moment; one cut off is resent on start with the same key.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(SENDERS_GRACE_S):
-                await dispatcher.idle()
-        await _cancel(dispatch_task, follow_task, watchdog_task)
+
+
+@dataclass(frozen=True, slots=True)
+class _Tasks:
+    """The tasks of one run, stopped in stages."""
+
+    dispatch: asyncio.Task[None]
+    follow: asyncio.Task[None]
+    dead_letters: asyncio.Task[None]
+    intake: asyncio.Task[None]
+    arming: asyncio.Task[None]
+    watchdog: asyncio.Task[None]
+    ready: asyncio.Task[None]
+
+
+async def _shut_down(
+    tasks: _Tasks,
+    runtime: Runtime,
+    *,
+    handovers: Handovers,
+    dispatcher: Dispatcher,
+    notifier: SystemdNotifier,
+    http: HttpServer | None,
+) -> None:
+    """Stop in stages: intake, then drain the mailboxes, then let sends in flight finish."""
+    log.info("pagerd.stopping", pending=runtime.pending())
+    notifier.stopping()
+    # 1. stop intake: what is not yet acknowledged is redelivered by the broker.
+    await _cancel(tasks.intake, tasks.ready, tasks.arming, tasks.dead_letters)
+    if http is not None:
+        await http.cleanup()
+    # 2. drain mailboxes: every accepted message committed.
+    try:
+        async with asyncio.timeout(DRAIN_TIMEOUT_S):
+            await runtime.drained()
+    except TimeoutError:
+        log.error(  # noqa: TRY400 - a deadline, not an error with a traceback
+            "pagerd.drain_timeout", pending=runtime.pending()
+        )
+        runtime.cancel_all()
+    runtime.stop_timers()
+    handovers.stop()
+    dispatcher.stop_retries()
+    # 3. give sends in flight a moment; one cut off is resent on start with the same key.
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(SENDERS_GRACE_S):
+            await dispatcher.idle()
+    await _cancel(tasks.dispatch, tasks.follow, tasks.watchdog)
+
+
+async def _abandon(
+    tasks: _Tasks, runtime: Runtime, handovers: Handovers, dispatcher: Dispatcher
+) -> None:
+    """The lease lapsed: another node may act already, and every send and commit of this
+    one is refused by now. Stop at once: nothing is drained, nothing waited for."""
+    log.info("pagerd.abandoning", pending=runtime.pending())
+    await _cancel(tasks.intake, tasks.ready, tasks.arming, tasks.dead_letters)
+    runtime.stop_timers()
+    handovers.stop()
+    runtime.cancel_all()
+    dispatcher.stop_retries()
+    await _cancel(tasks.dispatch, tasks.follow, tasks.watchdog)
+
+
+def _always() -> bool:
+    return True
+
+
+async def _idle() -> None:
+    """A task that waits to be cancelled (a cluster node pings the watchdog itself)."""
+    await asyncio.Event().wait()
 
 
 async def _recover(store: Store, runtime: Runtime, arm_before: datetime) -> tuple[int, int]:
@@ -352,7 +465,7 @@ async def _recover(store: Store, runtime: Runtime, arm_before: datetime) -> tupl
     return recovered, watched
 
 
-async def _serve_http(
+async def serve_http(
     app: web.Application,
     config: Config,
     egress: EgressRule,
@@ -415,6 +528,14 @@ async def _announce_ready(
         log.info("pagerd.services", services=await store.count_services())
 
 
+async def _announce_subscribed(
+    link: MqttLink, subscribed: Callable[[], None], recovered: int
+) -> None:
+    await link.subscribed.wait()
+    log.info("pagerd.active", open_incidents=recovered)
+    subscribed()
+
+
 async def _arm_timers(runtime: Runtime, link: MqttLink) -> None:
     # Not on the way to READY: every open incident's timer, armed a chunk at a time.
     with contextlib.suppress(TimeoutError):
@@ -432,7 +553,8 @@ async def _cancel(*tasks: asyncio.Task[None]) -> None:
             await task
 
 
-def _observe_commit(units: int, seconds: float) -> None:
+def observe_commit(units: int, seconds: float) -> None:
+    """Count a group commit (the store's ``on_commit``)."""
     metrics.COMMIT_BATCH_UNITS.observe(units)
     metrics.COMMIT_SECONDS.observe(seconds)
 
