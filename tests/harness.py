@@ -268,6 +268,7 @@ class Pagerd:
     # RLIMIT_NOFILE (soft and hard) of the process, as a unit's LimitNOFILE= sets it.
     descriptor_limit: int | None = None
     extra: str = ""  # more of the config file, as TOML, appended to it
+    cluster: dict[str, Any] = field(default_factory=dict)  # [cluster] keys (with database_url)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -290,6 +291,14 @@ class Pagerd:
                 f'[database]\nurl = "{self.database_url}"'
                 if self.database_url
                 else f'[database]\npath = "{self.db}"'
+            ),
+            *(
+                [
+                    "[cluster]\n"
+                    + "\n".join(f"{k} = {toml_value(v)}" for k, v in self.cluster.items())
+                ]
+                if self.cluster
+                else []
             ),
             "[mqtt]\n"
             + ("" if "hosts" in self.mqtt else f'host = "127.0.0.1"\nport = {self.broker.port}\n')
@@ -403,6 +412,48 @@ class Pagerd:
         self.process.wait()
         self._notify.close()
         self.process = None
+
+    def pause(self) -> None:
+        """SIGSTOP: the process stands still, its sockets stay open."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    async def readyz(self) -> tuple[int, dict[str, Any]]:
+        """``GET /readyz``: the status and the JSON body."""
+        import aiohttp
+
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{self.base_url}/readyz", timeout=aiohttp.ClientTimeout(total=5)) as response,
+        ):
+            return response.status, await response.json(content_type=None)
+
+    async def role(self) -> str | None:
+        """The role /readyz names, or None if pagerd does not answer."""
+        try:
+            _, body = await self.readyz()
+        except (OSError, TimeoutError):
+            return None
+        role = body.get("role")
+        return role if isinstance(role, str) else None
+
+    async def metric(self, name: str) -> float:
+        """The value of one sample of ``/metrics`` (``name`` with its labels, if any)."""
+        import aiohttp
+
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{self.base_url}/metrics") as response,
+        ):
+            text = await response.text()
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
 
 
 # --- a monitor: publishes events, watches what pagerd publishes ---------------------------

@@ -1,0 +1,193 @@
+"""Two pagerd processes on one PostgreSQL and one mosquitto (CONTRACT §7): one active, one
+standby; the active one SIGKILLed, paused, or cut off from the database."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from tests.conftest import PagerdFactory
+from tests.faults.firehose import Firehose, alert
+from tests.harness import Monitor, Mosquitto, Pagerd, Policy, SmsStandIn, eventually, sms
+
+ONE = "+15550000001"
+TWO = "+15550000002"
+TTL = 1.0  # the least lease_ttl_s: take-overs within seconds
+AUTH = {"Authorization": "Bearer test-token"}
+
+pytestmark = pytest.mark.slow
+
+
+def node(node_id: str, ttl: float = TTL) -> dict[str, Any]:
+    return {"node_id": node_id, "lease_ttl_s": ttl}
+
+
+async def role_of(daemon: Pagerd, role: str, *, timeout: float) -> float:
+    """Wait until ``daemon``'s /readyz names ``role``; return how long it took."""
+    started = time.monotonic()
+    deadline = started + timeout
+    while await daemon.role() != role:
+        assert time.monotonic() < deadline, f"{daemon.cluster} is not {role}:\n{daemon.tail()}"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+async def fetch(url: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+def monotonic_of(at: datetime) -> float:
+    """A wall-clock instant on this process's monotonic clock (the pages' clock)."""
+    return at.timestamp() - (time.time() - time.monotonic())
+
+
+# make_pagerd after postgres_url: its processes are stopped before the database is dropped.
+@pytest.fixture
+async def pair(
+    postgres_url: str, make_pagerd: PagerdFactory
+) -> AsyncIterator[Callable[..., tuple[Pagerd, Pagerd]]]:
+    def make(policies: list[Policy], services: dict[str, str], **options: Any) -> tuple[Pagerd, Pagerd]:
+        return tuple(  # type: ignore[return-value]
+            make_pagerd(policies, services, database_url=postgres_url, cluster=node(n), **options)
+            for n in ("a", "b")
+        )
+
+    yield make
+
+
+async def start_pair(a: Pagerd, b: Pagerd) -> None:
+    """a becomes active (READY once subscribed), then b stands by behind it."""
+    await a.start()
+    await b.start()
+    assert await a.readyz() == (200, {"role": "active"})
+    assert await b.readyz() == (503, {"role": "standby", "active": "a"})
+
+
+async def test_sigkill_at_level_1_the_standby_pages_level_2_once_at_its_deadline(
+    pair: Callable[..., tuple[Pagerd, Pagerd]],
+    monitor: Monitor,
+    sms_service: SmsStandIn,
+    postgres_url: str,
+) -> None:
+    """Given an incident waiting at level 1 on the active node, when that node is SIGKILLed,
+    then the standby pages level 2 exactly once, no earlier than the deadline the dead node
+    set, and no later than that deadline + lease_ttl_s + 3 s."""
+    timeout = 1.0  # level 1's deadline falls while the standby takes over
+    a, b = pair([Policy("p", [(timeout, [sms(ONE)]), (60.0, [sms(TWO)])])], {"svc": "p"})
+    await start_pair(a, b)
+
+    await monitor.publish("alert", "svc", "down")
+    await eventually(lambda: bool(sms_service.to(ONE)), what="level 1's page")
+    [(deadline,)] = await fetch(postgres_url, "SELECT ack_deadline FROM incidents")
+    a.kill()
+
+    await eventually(lambda: bool(sms_service.to(TWO)), timeout=timeout + TTL + 5, what="level 2")
+    await role_of(b, "active", timeout=TTL + 2)
+    [page] = sms_service.to(TWO)
+    due = monotonic_of(deadline)
+    assert due - 0.05 <= page.at <= due + TTL + 3, (page.at - due, b.tail())
+    # Committed as sent: nothing will send it again.
+    status = "SELECT status FROM outbox WHERE recipient = $1"
+    await eventually_async(lambda: fetch(postgres_url, status, TWO), [("sent",)])
+    assert len(sms_service.to(TWO)) == 1
+    assert len({p.key for p in sms_service.to(ONE)}) == 1, "level 1 repeated only with its key"
+
+
+async def eventually_async(
+    read: Callable[[], Any], expected: object, *, timeout: float = 5.0
+) -> None:
+    """Poll the coroutine ``read()`` until it returns ``expected``."""
+    deadline = time.monotonic() + timeout
+    while (got := [tuple(r) for r in await read()]) != expected:
+        assert time.monotonic() < deadline, f"{got} != {expected}"
+        await asyncio.sleep(0.05)
+
+
+async def test_no_alert_is_lost_or_recorded_twice_through_a_take_over(
+    pair: Callable[..., tuple[Pagerd, Pagerd]],
+    broker: Mosquitto,
+    sms_service: SmsStandIn,
+    postgres_url: str,
+) -> None:
+    """Given 2,000 alerts over 200 services published at 500/s, when the active node is
+    SIGKILLed one second in, then every alert is recorded once, each service's incident
+    is paged once, and a page repeats only with its own key."""
+    services = [f"svc-{i:03d}" for i in range(200)]
+    a, b = pair([Policy("p", [(60.0, [sms(ONE)])])], dict.fromkeys(services, "p"))
+    await start_pair(a, b)
+    messages = [alert(services[i % len(services)], f"a-{i}", "pagerd") for i in range(2_000)]
+    firehose = Firehose(broker.port, messages, rate=500)
+
+    publishing = asyncio.create_task(firehose.run(timeout=60))
+    await asyncio.sleep(1.0)  # the kill comes one second in, whatever state a is in
+    a.kill()
+    await publishing
+    assert len(firehose.acked) == 2_000
+
+    count = "SELECT count(*), count(DISTINCT alert_id) FROM alerts"
+    await eventually_async(lambda: fetch(postgres_url, count), [(2_000, 2_000)], timeout=30)
+    incidents = await fetch(postgres_url, "SELECT service_id, count(*) FROM incidents GROUP BY 1")
+    assert sorted(tuple(r) for r in incidents) == [(s, 1) for s in services]
+    await eventually(lambda: len(sms_service.distinct_keys()) == 200, timeout=10, what="pages")
+    keys = await fetch(postgres_url, "SELECT id FROM outbox")
+    assert sms_service.distinct_keys() == {r[0] for r in keys}
+    repeated = Counter(p.key for p in sms_service.pages)
+    assert len(sms_service.pages) - len(repeated) <= 200, "repeats are of pages in flight only"
+
+
+async def test_a_paused_node_that_lost_its_lease_sends_and_commits_nothing_when_it_wakes(
+    pair: Callable[..., tuple[Pagerd, Pagerd]],
+    monitor: Monitor,
+    sms_service: SmsStandIn,
+    postgres_url: str,
+) -> None:
+    """Given an incident at level 1 whose deadline falls while the active node is SIGSTOPped
+    for 3 × lease_ttl_s, when the standby has taken over and the old node is SIGCONTed,
+    then the old node sends no page and commits nothing, reports standby within 3 s, and
+    does not take the MQTT session back: a new alert is paged once, by the new node."""
+    a, b = pair([Policy("p", [(1.5, [sms(ONE)]), (60.0, [sms(TWO)])])], {"x": "p", "y": "p"})
+    await start_pair(a, b)
+    await monitor.publish("alert", "x", "down")
+    await eventually(lambda: bool(sms_service.to(ONE)), what="level 1's page")
+    sent = "SELECT status FROM outbox WHERE recipient = $1"
+    await eventually_async(lambda: fetch(postgres_url, sent, ONE), [("sent",)])
+    commits = await a.metric("pagerd_commit_seconds_count")
+
+    a.pause()
+    await role_of(b, "active", timeout=3 * TTL + 3)
+    await eventually(lambda: bool(sms_service.to(TWO)), timeout=5, what="b's level 2")
+    await asyncio.sleep(max(0.0, 3 * TTL - 1.0))  # the pause lasts 3 × lease_ttl_s
+    woke = time.monotonic()
+    a.resume()
+
+    assert await role_of(a, "standby", timeout=3) <= 3
+    assert time.monotonic() - woke <= 3 + 0.5
+    assert await a.metric("pagerd_commit_seconds_count") == commits, "a committed after waking"
+    assert await a.metric('pagerd_role{role="standby"}') == 1
+    await monitor.publish("alert", "y", "down")
+    await eventually(lambda: len(sms_service.to(ONE)) == 2, timeout=5, what="y's page, by b")
+    await eventually_async(lambda: fetch(postgres_url, sent, TWO), [("sent",)])
+    assert len(sms_service.to(TWO)) == 1, "level 2 was paged by b alone"
+    assert len({p.key for p in sms_service.to(ONE)}) == 2
+    assert len(sms_service.to(ONE)) == 2
+    assert await b.readyz() == (200, {"role": "active"})
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{a.base_url}/api/v1/services/x/ack", headers=AUTH) as response:
+            assert response.status == 503
+            assert response.headers["Retry-After"] == "1"
+        async with http.get(f"{a.base_url}/api/v1/services/x", headers=AUTH) as response:
+            assert response.status == 200, await response.text()
+            body = await response.json()
+    assert body["incident"]["level"] == 2, "a standby reads the database"
