@@ -58,7 +58,9 @@ def monotonic_of(at: datetime) -> float:
 async def pair(
     postgres_url: str, make_pagerd: PagerdFactory
 ) -> AsyncIterator[Callable[..., tuple[Pagerd, Pagerd]]]:
-    def make(policies: list[Policy], services: dict[str, str], **options: Any) -> tuple[Pagerd, Pagerd]:
+    def make(
+        policies: list[Policy], services: dict[str, str], **options: Any
+    ) -> tuple[Pagerd, Pagerd]:
         return tuple(  # type: ignore[return-value]
             make_pagerd(policies, services, database_url=postgres_url, cluster=node(n), **options)
             for n in ("a", "b")

@@ -14,7 +14,7 @@ import pytest
 from pagerd.core.domain import Incident
 from pagerd.core.records import StoreError, WriteBatch
 from pagerd.store.lease import Holder, Lease, NodeIdInUse, NodeReplaced, Tenure, read_nodes
-from pagerd.store.postgres import PostgresStore
+from pagerd.store.postgres import FENCE, WRITER_SETTINGS, PostgresStore, connect
 from tests.harness import eventually
 
 TTL = 1.0
@@ -179,6 +179,38 @@ async def test_a_take_over_waits_for_the_old_holders_commit_in_flight(
         assert got.epoch == 2
     finally:
         await old.close()
+
+
+async def test_a_holder_silent_inside_a_round_holds_up_a_take_over_for_a_second_at_most(
+    postgres_url: str, leases: Callable[..., Lease]
+) -> None:
+    """A node paused (or cut off) in the middle of a round leaves its session inside a
+    transaction that holds the lease's row: the server ends that session after a second
+    of silence, so the take-over goes on."""
+    a, b = leases("a"), leases("b")
+    await a.join()
+    await b.join()
+    tenure = await acquired(a)
+    paused = await connect(postgres_url, WRITER_SETTINGS)  # as the writer's session is
+    try:
+        await paused.execute("BEGIN")
+        assert await paused.fetchval(FENCE, tenure.epoch)
+        await eventually(lambda: not tenure.held(), timeout=TTL + 1, what="a's lease to lapse")
+        started = time.monotonic()
+        while not isinstance(await b.try_acquire(), Tenure):
+            assert time.monotonic() - started < TTL + 2, "the take-over waited for the pause"
+            await asyncio.sleep(0.05)
+        assert paused.is_closed() or not await _alive(paused)
+    finally:
+        paused.terminate()
+
+
+async def _alive(conn: asyncpg.Connection) -> bool:
+    try:
+        await conn.fetchval("SELECT 1")
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError):
+        return False
+    return True
 
 
 async def test_nodes_are_listed_with_their_roles(

@@ -29,7 +29,7 @@ from typing import TypeVar
 import asyncpg
 
 from pagerd.core.records import StoreError
-from pagerd.store.postgres import FAILURES, connect
+from pagerd.store.postgres import FAILURES, WRITER_SETTINGS, connect
 from pagerd.telemetry.logs import get_logger
 
 log = get_logger(__name__)
@@ -181,7 +181,7 @@ class Lease:
         try:
             async with asyncio.timeout(max(within_s, 0.001)):
                 if self._conn is None or self._conn.is_closed():
-                    self._conn = await connect(self.url)
+                    self._conn = await connect(self.url, WRITER_SETTINGS)
                 return await work(self._conn)
         except _LEASE_FAILURES as error:
             # The session's state is unknown: the next action connects anew.

@@ -73,6 +73,12 @@ SESSION_SETTINGS = {
     "timezone": "UTC",
     "synchronous_commit": "on",
 }
+# The writer's and the lease's sessions: a session left inside a transaction by a client
+# that fell silent (a paused process, a partition) keeps its locks, the lease row's
+# among them, until the server ends it, and a take-over would wait as long. A round
+# sends its statements back to back, so a second of silence inside one means the
+# client is gone: the server ends the session, and its locks with it.
+WRITER_SETTINGS = {**SESSION_SETTINGS, "idle_in_transaction_session_timeout": "1s"}
 
 # Data a unit brought (class 22 data exceptions, class 23 constraint violations, a value
 # the driver cannot encode) fails that unit only; anything else is the database's failure.
@@ -136,12 +142,10 @@ def redact(url: str) -> str:
     return f"{scheme}{sep}{user}:***@{location}"
 
 
-async def connect(url: str) -> asyncpg.Connection:
+async def connect(url: str, settings: dict[str, str] = SESSION_SETTINGS) -> asyncpg.Connection:
     """One session to ``url`` with pagerd's settings; StoreError if it cannot be had."""
     try:
-        return await asyncpg.connect(
-            url, timeout=CONNECT_TIMEOUT_S, server_settings=SESSION_SETTINGS
-        )
+        return await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S, server_settings=settings)
     except FAILURES as error:
         raise StoreError(f"cannot connect to {redact(url)}: {error}") from error
 
@@ -200,7 +204,7 @@ class PostgresStore:
     @classmethod
     async def open(cls, url: str) -> PostgresStore:
         """Connect to ``url`` and migrate its schema."""
-        writer = await connect(url)
+        writer = await connect(url, WRITER_SETTINGS)
         try:
             await migrate(writer)
             readers = await asyncpg.create_pool(
@@ -270,7 +274,7 @@ class PostgresStore:
             writer.terminate()  # broken, or left in a transaction by a failed round
         self._writer = None
         try:
-            self._writer = await connect(self._url)
+            self._writer = await connect(self._url, WRITER_SETTINGS)
         except StoreError as error:
             raise TransactionError("connect", error, unit_at_fault=False) from error
         return self._writer
