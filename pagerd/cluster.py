@@ -204,10 +204,10 @@ class _Node:
                 self._role.saw(None, reason)
                 wait = lease.next_look_s(None)
             else:
-                if isinstance(seen, Tenure):
-                    return seen
                 if reason is not None:
                     log.info("cluster.database_reachable")
+                if isinstance(seen, Tenure):
+                    return seen
                 reason = None
                 self._role.saw(seen.node_id, None)
                 self._standing_by(seen)

@@ -226,7 +226,6 @@ class Lease:
     async def try_acquire(self, reason: str | None = None) -> Tenure | Holder:
         """Say this node is standby (``reason``: why, if it cannot act), and take the
         lease if it has expired; the Tenure, or who holds it."""
-        started = time.monotonic()  # before the grant: the tenure ends before the lease
 
         async def look(conn: asyncpg.Connection) -> Tenure | Holder:
             row = await conn.fetchrow(_LOOK, self.node_id, self.instance, reason)
@@ -236,6 +235,7 @@ class Lease:
                 raise NodeReplaced(f"node_id {self.node_id!r} was taken by another process")
             if remaining is not None and remaining > 0:
                 return Holder(holder, remaining)
+            started = time.monotonic()  # before the grant: the tenure ends before the lease
             async with conn.transaction():
                 if await conn.fetchval(_LOCK_EXPIRED) is None:
                     return Holder(holder, 0.0)  # renewed or taken meanwhile: look again soon
@@ -243,7 +243,8 @@ class Lease:
                 await conn.execute(_BECOME_ACTIVE, self.node_id, self.instance)
             return Tenure(int(epoch), started + self.ttl_s)
 
-        return await self._run("acquire", look, STATEMENT_TIMEOUT_S)
+        # A look that takes longer than the lease says the database cannot be reached.
+        return await self._run("acquire", look, min(STATEMENT_TIMEOUT_S, self.ttl_s))
 
     def next_look_s(self, holder: Holder | None) -> float:
         """How long a standby waits before it looks again."""
