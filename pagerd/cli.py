@@ -317,17 +317,22 @@ def _status(config: Config) -> int:
     from pagerd.core.records import StoreError
     from pagerd.store.status import read_status, render_status
 
+    nodes = ""
     try:
         if config.database.url:
             from pagerd.store import postgres_status
 
-            rows, notifications = asyncio.run(postgres_status.read_status(config.database.url))
+            url = config.database.url
+            rows, notifications, joined = asyncio.run(postgres_status.read_status(url))
+            nodes = postgres_status.render_nodes(joined) if joined else ""
         else:
             rows, notifications = read_status(Path(config.database.path))
     except (OSError, sqlite3.Error, StoreError) as error:
         print(f"pagerd status: {error}", file=sys.stderr)
         return EXIT_RUNTIME_FAILURE
     print(render_status(rows, notifications))
+    if nodes:
+        print(f"\n{nodes}")
     return EXIT_OK
 
 

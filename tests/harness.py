@@ -477,6 +477,7 @@ class Monitor:
                     (f"{self.prefix}/events/+", 1),
                     (f"{self.prefix}/rejected", 1),
                     (f"{self.prefix}/status", 1),
+                    (f"{self.prefix}/nodes/+", 1),
                 ]
             )
             listener = asyncio.create_task(self._listen(client))

@@ -4,6 +4,7 @@ standby; the active one SIGKILLed, paused, or cut off from the database."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -17,6 +18,7 @@ import pytest
 from tests.conftest import PagerdFactory
 from tests.faults.firehose import Firehose, alert
 from tests.harness import Monitor, Mosquitto, Pagerd, Policy, SmsStandIn, eventually, sms
+from tests.netproxy import TcpProxy
 
 ONE = "+15550000001"
 TWO = "+15550000002"
@@ -79,6 +81,102 @@ async def start_pair(a: Pagerd, b: Pagerd) -> None:
     await b.start()
     assert await a.readyz() == (200, {"role": "active"})
     assert await b.readyz() == (503, {"role": "standby", "active": "a"})
+
+
+async def test_each_node_says_its_role_on_mqtt_in_pagerd_status_and_in_metrics(
+    pair: Pair, monitor: Monitor, broker: Mosquitto
+) -> None:
+    """Given two nodes, then {prefix}/nodes/{node_id} (retained) says which is active and
+    which standby, as do `pagerd status` and pagerd_role; a node killed shows offline (its
+    will), and one stopped says so itself."""
+    a, b = pair([Policy("p", [(60.0, [sms(ONE)])])], {"svc": "p"})
+    await start_pair(a, b)
+
+    def roles() -> dict[str, str]:
+        return {n: m["role"] for n in ("a", "b") for m in monitor.on(f"nodes/{n}")[-1:]}
+
+    await eventually(lambda: roles() == {"a": "active", "b": "standby"}, what="roles on MQTT")
+    assert await a.metric('pagerd_role{role="active"}') == 1
+    assert await b.metric('pagerd_role{role="standby"}') == 1
+    status = await pagerd_status(a)
+    assert [line.split()[:2] for line in status[status.index("NODE") :].splitlines()] == [
+        ["NODE", "ROLE"],
+        ["a", "active"],
+        ["b", "standby"],
+    ]
+
+    a.kill()
+    await eventually(lambda: roles() == {"a": "offline", "b": "active"}, timeout=TTL + 5)
+    await b.stop()
+    await eventually(lambda: roles()["b"] == "offline", what="b offline")
+    status = await pagerd_status(a)
+    assert [line.split()[:2] for line in status[status.index("NODE") :].splitlines()][1:] == [
+        ["a", "offline"],
+        ["b", "offline"],
+    ]
+
+
+async def pagerd_status(daemon: Pagerd) -> str:
+    status = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "pagerd", "status", "--config", str(daemon.write_config())),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await status.communicate()
+    assert status.returncode == 0
+    return out.decode()
+
+
+async def test_a_second_live_node_with_the_same_id_is_refused(
+    pair: Pair, make_pagerd: PagerdFactory, postgres_url: str
+) -> None:
+    a, _ = pair([Policy("p", [(60.0, [sms(ONE)])])], {"svc": "p"})
+    await a.start()
+    twin = make_pagerd([], {}, database_url=postgres_url, cluster=node("a"))
+    await twin.start(wait_ready=False)
+    assert twin.process is not None
+    code = await asyncio.to_thread(twin.process.wait, 3 * TTL + 10)
+    assert code == 2, twin.tail()
+    [refusal] = [e for e in twin.log_events() if e.get("event") == "cluster.node_id_in_use"]
+    assert "node_id 'a' is in use by another live node" in refusal["error"]
+    assert await a.readyz() == (200, {"role": "active"})
+
+
+async def test_a_node_started_before_its_database_waits_for_it(
+    make_pagerd: PagerdFactory, postgres_url: str, monitor: Monitor, sms_service: SmsStandIn
+) -> None:
+    """Given a node whose database cannot be reached yet, then it keeps trying, serves
+    /healthz, and /readyz says why it cannot act; once the database is there, it acts."""
+    proxy = TcpProxy(int(postgres_url.rsplit(":", 1)[1].split("/", 1)[0]))
+    url = postgres_url.replace(f":{proxy.target}/", f":{proxy.port}/")
+    a = make_pagerd(
+        [Policy("p", [(60.0, [sms(ONE)])])], {"svc": "p"}, database_url=url, cluster=node("a")
+    )
+    await a.start(wait_ready=False)
+    try:
+        deadline = time.monotonic() + 10
+        while (ready := await ready_or_none(a)) is None or "database" not in str(ready[1]):
+            assert time.monotonic() < deadline, a.tail()
+            await asyncio.sleep(0.05)
+        assert ready[0] == 503
+        assert ready[1]["role"] == "standby"
+        assert ready[1]["active"] is None
+        async with aiohttp.ClientSession() as http, http.get(f"{a.base_url}/healthz") as health:
+            assert health.status == 200
+
+        await proxy.start()
+        await a.ready()
+        await monitor.publish("alert", "svc", "down")
+        await eventually(lambda: bool(sms_service.to(ONE)), what="the page")
+        assert await a.stop() == 0
+    finally:
+        await proxy.stop()
+
+
+async def ready_or_none(daemon: Pagerd) -> tuple[int, dict[str, Any]] | None:
+    try:
+        return await daemon.readyz()
+    except (OSError, TimeoutError, aiohttp.ClientError):
+        return None
 
 
 async def test_sigkill_at_level_1_the_standby_pages_level_2_once_at_its_deadline(
