@@ -133,6 +133,7 @@ class _Node:
         try:
             return await self._live(store, lease, session, webhooks)
         finally:
+            self._notifier.stopping()
             with contextlib.suppress(StoreError):
                 await lease.leave()
             await lease.close()
@@ -273,8 +274,15 @@ class _Node:
                         started=self._started,
                         term=ClusterTerm(tenure.held, self._context, self._role, self._subscribed),
                     )
-                finally:
+                except* StoreError as failed:
+                    # The database failed while the term began (recovery reads): the node
+                    # stands by and tries again, rather than exit.
+                    log.error("cluster.take_over_failed", error=str(failed.exceptions[0]))  # noqa: TRY400
                     directory.close()
+                    directory = None
+                finally:
+                    if directory is not None:
+                        directory.close()
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)

@@ -8,6 +8,12 @@ stand-in, in a process of its own, notes the arrival time on the same monotonic
 clock. Latency is arrival minus scheduled time, so a late publisher or a slow
 pagerd both count (no coordinated omission).
 
+``--store`` picks where pagerd keeps its state: SQLite (the default), PostgreSQL (a
+private cluster of Debian's server started for the run, its defaults: ``fsync`` and
+``synchronous_commit`` on, a fresh database per run, pagerd a node of a cluster of one),
+or both, their runs alternating, each PostgreSQL figure with its ratio to the SQLite
+run before it (p50 / p99; above 1: slower).
+
 Run from the repository root: ``.venv/bin/python -m tests.bench.bench_latency``.
 """
 
@@ -15,12 +21,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
+
+from pagerd.store.postgres import PostgresStore
 from tests.bench.common import (
+    POLICY_ID,
     Publisher,
     PublishPlan,
     SmsProcess,
@@ -33,6 +45,7 @@ from tests.bench.common import (
     report,
     wait_until,
 )
+from tests.postgres import Databases, PostgresCluster
 
 TARGET_RATE = 1_000
 TARGET_P99_MS = 25.0
@@ -91,36 +104,50 @@ async def offer(sms: SmsProcess, port: int, name: str, *, rate: int, seconds: fl
 
 
 async def run(
-    rates: list[int], seconds: float, directory: Path | None, profile: Path | None
+    rates: list[int],
+    seconds: float,
+    directory: Path | None,
+    profile: Path | None,
+    *,
+    kinds: list[str],
+    runs: int,
 ) -> None:
-    figures: list[Figures] = []
-    with tempfile.TemporaryDirectory(dir=directory) as tmp, SmsProcess() as sms:
-        root = Path(tmp)
-        async with (
-            broker_in(root / "broker") as broker,
-            pagerd_in(root / "pagerd", broker, sms.port) as daemon,
-        ):
-            await create_schema(daemon.db)
-            insert_services(daemon.db, services_for("warm", round(WARMUP_RATE * WARMUP_S)))
-            for rate in rates:
-                insert_services(daemon.db, services_for(f"r{rate}", round(rate * seconds)))
-            await daemon.start()
-            try:
-                # Warm-up, not reported: first connections to the broker and the stand-in.
-                await offer(sms, broker.port, "warm", rate=WARMUP_RATE, seconds=WARMUP_S)
-                for rate in rates:
-                    with py_spy(daemon.pid, profile and profile / f"pagerd-{rate}-per-s.txt"):
-                        figures.append(
-                            await offer(sms, broker.port, f"r{rate}", rate=rate, seconds=seconds)
+    rows: list[tuple[str, ...]] = []
+    with tempfile.TemporaryDirectory(dir=directory) as tmp, databases(kinds) as urls:
+        for run_number in range(1, runs + 1):
+            by_kind: dict[str, list[Figures]] = {}
+            for kind in kinds:
+                root = Path(tmp) / f"{kind}-{run_number}"
+                url = next(urls) if kind == "postgres" else ""
+                by_kind[kind] = await one_run(rates, seconds, root, profile, url)
+            for index, rate in enumerate(rates):
+                for kind, figures in by_kind.items():
+                    f = figures[index]
+                    ratio = "-"
+                    if kind == "postgres" and "sqlite" in by_kind:
+                        base = by_kind["sqlite"][index]
+                        ratio = f"{f.p50_ms / base.p50_ms:.2f} / {f.p99_ms / base.p99_ms:.2f}"
+                    rows.append(
+                        (
+                            str(run_number),
+                            kind,
+                            f"{rate:,}",
+                            f"{f.sent:,}",
+                            f"{f.paged:,} ({f.resent})",
+                            f"{f.p50_ms:,.1f}",
+                            f"{f.p99_ms:,.1f}",
+                            f"{f.max_ms:,.1f}",
+                            f"{f.paged_per_s:,.0f}",
+                            f"{f.publisher_lag_ms:.1f}",
+                            ratio,
                         )
-                    # Let the "sent" commits of the last pages settle before the next rate.
-                    await asyncio.sleep(1.0)
-            finally:
-                await daemon.stop()
+                    )
     report(
         "Page latency, publish (scheduled) to SMS stand-in, one new incident per alert"
         f" (target p99 <= {TARGET_P99_MS:.0f} ms at {TARGET_RATE:,}/s)",
         [
+            "run",
+            "store",
             "offered/s",
             "alerts",
             "pages (resent)",
@@ -129,21 +156,82 @@ async def run(
             "max ms",
             "paged/s",
             "publisher lag max ms",
+            "PG/SQLite p50 / p99",
         ],
-        [
-            (
-                f"{f.rate:,}",
-                f"{f.sent:,}",
-                f"{f.paged:,} ({f.resent})",
-                f"{f.p50_ms:,.1f}",
-                f"{f.p99_ms:,.1f}",
-                f"{f.max_ms:,.1f}",
-                f"{f.paged_per_s:,.0f}",
-                f"{f.publisher_lag_ms:.1f}",
-            )
-            for f in figures
-        ],
+        rows,
     )
+
+
+async def one_run(
+    rates: list[int], seconds: float, root: Path, profile: Path | None, url: str
+) -> list[Figures]:
+    """Every rate against a fresh broker and a fresh pagerd on SQLite, or on ``url``."""
+    figures: list[Figures] = []
+    with SmsProcess() as sms:
+        async with (
+            broker_in(root / "broker") as broker,
+            pagerd_in(root / "pagerd", broker, sms.port, database_url=url) as daemon,
+        ):
+            everyone = services_for("warm", round(WARMUP_RATE * WARMUP_S))
+            for rate in rates:
+                everyone += services_for(f"r{rate}", round(rate * seconds))
+            if url:
+                await insert_services_postgres(url, everyone)
+            else:
+                await create_schema(daemon.db)
+                insert_services(daemon.db, everyone)
+            await daemon.start()
+            try:
+                # Warm-up, not reported: first connections to the broker and the stand-in.
+                await offer(sms, broker.port, "warm", rate=WARMUP_RATE, seconds=WARMUP_S)
+                for rate in rates:
+                    name = f"pagerd-{'postgres' if url else 'sqlite'}-{rate}-per-s.txt"
+                    with py_spy(daemon.pid, profile and profile / name):
+                        figures.append(
+                            await offer(sms, broker.port, f"r{rate}", rate=rate, seconds=seconds)
+                        )
+                    # Let the "sent" commits of the last pages settle before the next rate.
+                    await asyncio.sleep(1.0)
+            finally:
+                await daemon.stop()
+    return figures
+
+
+@contextlib.contextmanager
+def databases(kinds: list[str]) -> Iterator[Iterator[str]]:
+    """A fresh PostgreSQL database for each run that asks (a private cluster, its defaults:
+    ``fsync`` and ``synchronous_commit`` on), if ``kinds`` names PostgreSQL."""
+    if "postgres" not in kinds:
+        yield iter(())
+        return
+    cluster = PostgresCluster()
+    cluster.start()
+    made = Databases(cluster)
+
+    def each() -> Iterator[str]:
+        while True:
+            yield made.create()
+
+    try:
+        yield each()
+    finally:
+        cluster.stop()
+
+
+async def insert_services_postgres(url: str, service_ids: tuple[str, ...]) -> None:
+    """Create the schema with pagerd's own store, then register services as the API would."""
+    store = await PostgresStore.open(url)
+    await store.close()
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            "INSERT INTO services (id, name, policy_id, managed)"
+            " SELECT s, s, $2, false FROM unnest($1::text[]) AS s",
+            list(service_ids),
+            POLICY_ID,
+        )
+    finally:
+        await conn.close()
 
 
 def main() -> None:
@@ -156,8 +244,12 @@ def main() -> None:
     parser.add_argument(
         "--profile", type=Path, default=None, help="sample pagerd with py-spy into this directory"
     )
+    parser.add_argument("--store", choices=["sqlite", "postgres", "both"], default="sqlite")
+    parser.add_argument("--runs", type=int, default=1, help="runs of each store, alternating")
     args = parser.parse_args()
-    asyncio.run(run(args.rate or [100, 500, 1_000, 2_000], args.seconds, args.dir, args.profile))
+    kinds = ["sqlite", "postgres"] if args.store == "both" else [args.store]
+    rates = args.rate or [100, 500, 1_000, 2_000]
+    asyncio.run(run(rates, args.seconds, args.dir, args.profile, kinds=kinds, runs=args.runs))
 
 
 if __name__ == "__main__":

@@ -141,7 +141,12 @@ class BenchPagerd(Pagerd):
 
 @contextlib.asynccontextmanager
 async def pagerd_in(
-    directory: Path, broker: Mosquitto, sms_port: int, policy: Policy = BENCH_POLICY
+    directory: Path,
+    broker: Mosquitto,
+    sms_port: int,
+    policy: Policy = BENCH_POLICY,
+    *,
+    database_url: str = "",
 ) -> Any:
     """pagerd with one policy; its services are rows in the database, as if made by API.
 
@@ -150,7 +155,7 @@ async def pagerd_in(
     directory.mkdir(parents=True, exist_ok=True)
     # Only the URL is read from it: the stand-in itself runs in its own process.
     stand_in = SmsStandIn(port=sms_port)
-    daemon = BenchPagerd(directory, broker, stand_in, [policy], {})
+    daemon = BenchPagerd(directory, broker, stand_in, [policy], {}, database_url=database_url)
     try:
         yield daemon
     finally:
