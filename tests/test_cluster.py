@@ -126,6 +126,29 @@ async def pagerd_status(daemon: Pagerd) -> str:
     return out.decode()
 
 
+async def test_two_nodes_started_together_on_an_empty_database_agree_on_one(
+    pair: Pair, monitor: Monitor, sms_service: SmsStandIn
+) -> None:
+    """Given two nodes started at once on an empty database, then the migrations run once,
+    one node becomes active and applies the declared objects, the other stands by and
+    reads them from the database."""
+    a, b = pair([Policy("p", [(60.0, [sms(ONE)])])], {"svc": "p"})
+    await asyncio.gather(a.start(wait_ready=False), b.start(wait_ready=False))
+    await asyncio.gather(a.ready(), b.ready())
+
+    roles = {await a.role(), await b.role()}
+    assert roles == {"active", "standby"}
+    standby = a if await a.role() == "standby" else b
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{standby.base_url}/api/v1/services/svc", headers=AUTH) as response,
+    ):
+        assert response.status == 200, await response.text()
+        assert (await response.json())["policy_id"] == "p"
+    await monitor.publish("alert", "svc", "down")
+    await eventually(lambda: bool(sms_service.to(ONE)), what="the page")
+
+
 async def test_a_second_live_node_with_the_same_id_is_refused(
     pair: Pair, make_pagerd: PagerdFactory, postgres_url: str
 ) -> None:
