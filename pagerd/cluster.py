@@ -46,7 +46,15 @@ from pagerd.notify.egress import WebhookEgress
 from pagerd.runtime.catalogue import Catalogue, apply_declared
 from pagerd.runtime.clock import SteadyClock
 from pagerd.runtime.directory import Directory
-from pagerd.store.lease import Holder, Lease, NodeIdInUse, NodeReplaced, Tenure
+from pagerd.store.lease import (
+    Holder,
+    Lease,
+    NodeIdInUse,
+    NodeReplaced,
+    Tenure,
+    application_name,
+    new_instance,
+)
 from pagerd.store.postgres import PostgresStore
 from pagerd.systemd import SystemdNotifier
 from pagerd.telemetry import metrics
@@ -122,14 +130,16 @@ class _Node:
         self._started = time.monotonic()
         self._settled = False  # READY=1 sent: the node found its place once
         self._view: _StandbyView | None = None
+        # This process among the nodes: its lease and every session it opens say so.
+        self._instance = new_instance()
 
     async def run(self, session: aiohttp.ClientSession, webhooks: WebhookEgress) -> int:
         store = await self._open_store()
         if store is None:
             return 0
-        lease = Lease(
-            self._config.database.url, self._role.node_id, self._config.cluster.lease_ttl_s
-        )
+        cluster = self._config.cluster
+        url = self._config.database.url
+        lease = Lease(url, cluster.node_id, cluster.lease_ttl_s, instance=self._instance)
         try:
             return await self._live(store, lease, session, webhooks)
         finally:
@@ -167,7 +177,10 @@ class _Node:
         last = ""
         while not self._stop.is_set():
             try:
-                store = await PostgresStore.open(self._config.database.url)
+                store = await PostgresStore.open(
+                    self._config.database.url,
+                    application_name=application_name(self._instance, self._role.node_id),
+                )
             except StoreError as error:
                 reason = f"database: {error}"
                 if reason != last:  # once per distinct failure, not once a second

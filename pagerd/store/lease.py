@@ -14,6 +14,12 @@ take): a session lock lasts as long as the session, and a paused process or one
 behind a partition keeps its session (and the lock) until TCP gives up, minutes
 later; a row with an expiry ends at a known time. All of this runs on a connection of
 its own, so a renewal never waits behind a commit or a read.
+
+A round of the former holder that was under way when its lease expired still holds
+the row: a take-over waits for it a moment (``TAKE_OVER_LOCK_TIMEOUT_MS``), then ends
+the former holder's sessions (``pg_terminate_backend``: the nodes connect as one
+database role) and takes the lease; the round's commit fails, and its messages, never
+acknowledged, are delivered again to the new holder.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from typing import TypeVar
 import asyncpg
 
 from pagerd.core.records import StoreError
-from pagerd.store.postgres import FAILURES, WRITER_SETTINGS, connect
+from pagerd.store.postgres import FAILURES, connect, session_settings
 from pagerd.telemetry.logs import get_logger
 
 log = get_logger(__name__)
@@ -42,6 +48,10 @@ RENEWALS_PER_TTL = 4
 LOOK_EVERY_MAX_S = 1.0
 LOOK_EVERY_MIN_S = 0.02
 STATEMENT_TIMEOUT_S = 5.0
+# A take-over waits this long for a round of the former holder that is under way, then
+# ends the former holder's sessions and tries again.
+TAKE_OVER_LOCK_TIMEOUT_MS = 250
+TAKE_OVER_ATTEMPTS = 3
 _LEASE_FAILURES: tuple[type[Exception], ...] = (StoreError, TimeoutError, *FAILURES)
 
 _JOIN = """
@@ -69,6 +79,15 @@ FROM cluster_lease WHERE id = 1
 _LOCK_EXPIRED = (
     "SELECT epoch FROM cluster_lease WHERE id = 1 AND expires_at <= clock_timestamp() FOR UPDATE"
 )
+# The sessions of the node whose lease expired, ended: one paused or cut off inside a
+# round still holds the lease's row (and the rows it wrote), and the server would keep
+# them until TCP gives up. Its sessions carry its instance in their application name.
+_END_EXPIRED_HOLDER = """
+SELECT count(pg_terminate_backend(a.pid))
+FROM pg_stat_activity AS a, cluster_lease AS l
+WHERE l.id = 1 AND l.expires_at <= clock_timestamp() AND l.instance IS NOT NULL
+    AND a.application_name LIKE 'pagerd/' || l.instance || '/%' AND a.pid <> pg_backend_pid()
+"""
 _GRANT = """
 UPDATE cluster_lease SET epoch = epoch + 1, holder = $1, instance = $2,
     acquired_at = clock_timestamp(), expires_at = clock_timestamp() + $3 * interval '1 second'
@@ -105,6 +124,17 @@ SELECT n.node_id, n.role, n.since, n.seen_at, n.reason,
     coalesce(l.instance = n.instance AND l.expires_at > clock_timestamp(), false)
 FROM cluster_nodes AS n CROSS JOIN cluster_lease AS l WHERE l.id = 1 ORDER BY n.node_id
 """
+
+
+def new_instance() -> str:
+    """A new process's instance: tells it from another with the same node id."""
+    return secrets.token_hex(8)
+
+
+def application_name(instance: str, node_id: str) -> str:
+    """What a node's sessions are called in ``pg_stat_activity`` (cut to 63 characters by
+    the server; the instance comes first, so it is never cut)."""
+    return f"pagerd/{instance}/{node_id}"
 
 
 class NodeIdInUse(Exception):  # noqa: N818 - the refusal, named for the operator
@@ -160,13 +190,18 @@ class Tenure:
 class Lease:
     """This node's row and the lease, on a connection of their own."""
 
-    def __init__(self, url: str, node_id: str, ttl_s: float) -> None:
+    def __init__(self, url: str, node_id: str, ttl_s: float, instance: str | None = None) -> None:
         self.url = url
         self.node_id = node_id
         self.ttl_s = ttl_s
         # Tells this process from another with the same node id (a restart, a mistake).
-        self.instance = secrets.token_hex(8)
+        self.instance = instance or new_instance()
         self.every_s = ttl_s / RENEWALS_PER_TTL
+        # Only a take-over runs more than one statement in a transaction here: a session
+        # that falls silent inside one (a paused standby) is ended by the server.
+        self._settings = session_settings(
+            application_name(self.instance, node_id), idle_in_transaction_session_timeout="1s"
+        )
         self._conn: asyncpg.Connection | None = None
 
     async def close(self) -> None:
@@ -181,7 +216,7 @@ class Lease:
         try:
             async with asyncio.timeout(max(within_s, 0.001)):
                 if self._conn is None or self._conn.is_closed():
-                    self._conn = await connect(self.url, WRITER_SETTINGS)
+                    self._conn = await connect(self.url, self._settings)
                 return await work(self._conn)
         except _LEASE_FAILURES as error:
             # The session's state is unknown: the next action connects anew.
@@ -235,13 +270,21 @@ class Lease:
                 raise NodeReplaced(f"node_id {self.node_id!r} was taken by another process")
             if remaining is not None and remaining > 0:
                 return Holder(holder, remaining)
-            started = time.monotonic()  # before the grant: the tenure ends before the lease
-            async with conn.transaction():
-                if await conn.fetchval(_LOCK_EXPIRED) is None:
-                    return Holder(holder, 0.0)  # renewed or taken meanwhile: look again soon
-                epoch = await conn.fetchval(_GRANT, self.node_id, self.instance, self.ttl_s)
-                await conn.execute(_BECOME_ACTIVE, self.node_id, self.instance)
-            return Tenure(int(epoch), started + self.ttl_s)
+            for _ in range(TAKE_OVER_ATTEMPTS):
+                started = time.monotonic()  # before the grant: the tenure ends before the lease
+                try:
+                    async with conn.transaction():
+                        await conn.execute(f"SET LOCAL lock_timeout = {TAKE_OVER_LOCK_TIMEOUT_MS}")
+                        if await conn.fetchval(_LOCK_EXPIRED) is None:
+                            return Holder(holder, 0.0)  # renewed or taken: look again soon
+                        epoch = await conn.fetchval(_GRANT, self.node_id, self.instance, self.ttl_s)
+                        await conn.execute(_BECOME_ACTIVE, self.node_id, self.instance)
+                except asyncpg.LockNotAvailableError:
+                    ended = await conn.fetchval(_END_EXPIRED_HOLDER)
+                    log.warning("cluster.holder_sessions_ended", holder=holder, sessions=ended)
+                    continue
+                return Tenure(int(epoch), started + self.ttl_s)
+            return Holder(holder, 0.0)
 
         # A look that takes longer than the lease says the database cannot be reached.
         return await self._run("acquire", look, min(STATEMENT_TIMEOUT_S, self.ttl_s))

@@ -73,12 +73,6 @@ SESSION_SETTINGS = {
     "timezone": "UTC",
     "synchronous_commit": "on",
 }
-# The writer's and the lease's sessions: a session left inside a transaction by a client
-# that fell silent (a paused process, a partition) keeps its locks, the lease row's
-# among them, until the server ends it, and a take-over would wait as long. A round
-# sends its statements back to back, so a second of silence inside one means the
-# client is gone: the server ends the session, and its locks with it.
-WRITER_SETTINGS = {**SESSION_SETTINGS, "idle_in_transaction_session_timeout": "1s"}
 
 # Data a unit brought (class 22 data exceptions, class 23 constraint violations, a value
 # the driver cannot encode) fails that unit only; anything else is the database's failure.
@@ -142,6 +136,12 @@ def redact(url: str) -> str:
     return f"{scheme}{sep}{user}:***@{location}"
 
 
+def session_settings(application_name: str = "pagerd", **more: str) -> dict[str, str]:
+    """pagerd's session settings, under ``application_name`` (a node of a cluster names its
+    sessions, so that a node taking over can end those of a node whose lease expired)."""
+    return {**SESSION_SETTINGS, "application_name": application_name, **more}
+
+
 async def connect(url: str, settings: dict[str, str] = SESSION_SETTINGS) -> asyncpg.Connection:
     """One session to ``url`` with pagerd's settings; StoreError if it cannot be had."""
     try:
@@ -189,8 +189,15 @@ async def migrate(conn: asyncpg.Connection, migrations: Sequence[str] = MIGRATIO
 class PostgresStore:
     """The durable store; make one with ``await PostgresStore.open(url)`` and ``close()`` it."""
 
-    def __init__(self, url: str, writer: asyncpg.Connection, readers: asyncpg.Pool) -> None:
+    def __init__(
+        self,
+        url: str,
+        writer: asyncpg.Connection,
+        readers: asyncpg.Pool,
+        settings: dict[str, str] = SESSION_SETTINGS,
+    ) -> None:
         self._url = url
+        self._settings = settings
         self._writer: asyncpg.Connection | None = writer
         self._readers = readers
         self._services: ServiceIndex | None = None
@@ -202,9 +209,10 @@ class PostgresStore:
         self._fence: Fence | None = None
 
     @classmethod
-    async def open(cls, url: str) -> PostgresStore:
+    async def open(cls, url: str, *, application_name: str = "pagerd") -> PostgresStore:
         """Connect to ``url`` and migrate its schema."""
-        writer = await connect(url, WRITER_SETTINGS)
+        settings = session_settings(application_name)
+        writer = await connect(url, settings)
         try:
             await migrate(writer)
             readers = await asyncpg.create_pool(
@@ -212,7 +220,7 @@ class PostgresStore:
                 min_size=1,
                 max_size=READ_POOL_SIZE,
                 timeout=CONNECT_TIMEOUT_S,
-                server_settings=SESSION_SETTINGS,
+                server_settings=settings,
                 reset=_keep_session,
             )
         except BaseException as error:
@@ -220,7 +228,7 @@ class PostgresStore:
             if isinstance(error, FAILURES):
                 raise StoreError(f"cannot open {redact(url)}: {error}") from error
             raise
-        return cls(url, writer, readers)
+        return cls(url, writer, readers, settings)
 
     async def close(self) -> None:
         """Commit what is queued, stop the writer and close every connection."""
@@ -274,7 +282,7 @@ class PostgresStore:
             writer.terminate()  # broken, or left in a transaction by a failed round
         self._writer = None
         try:
-            self._writer = await connect(self._url, WRITER_SETTINGS)
+            self._writer = await connect(self._url, self._settings)
         except StoreError as error:
             raise TransactionError("connect", error, unit_at_fault=False) from error
         return self._writer

@@ -9,7 +9,9 @@ recorded, not sent. What this cannot reach, intake through MQTT cannot either.
 ``--store`` picks the store: SQLite (the default), PostgreSQL (a private cluster of
 Debian's server started for the run, ``fsync`` and ``synchronous_commit`` on, a fresh
 database per run), or both, their runs alternating, with each PostgreSQL run's ratio
-to the SQLite run before it.
+to the SQLite run before it. ``fence`` compares PostgreSQL as a single node commits with
+PostgreSQL as a node of a cluster does (each round first checks the lease's epoch, in
+its transaction); ``all`` runs the three, each ratio to the SQLite run before it.
 
 Run from the repository root: ``.venv/bin/python -m tests.bench.bench_runtime``.
 """
@@ -28,11 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pagerd.app import GC_THRESHOLDS
+from pagerd.config.model import MAX_LEASE_TTL_S
 from pagerd.core.domain import Alert, Outcome
 from pagerd.core.policy import Level, Policy, SmsTarget
 from pagerd.core.records import PolicyRow, ServiceRow, WriteBatch
 from pagerd.runtime.answers import Answer, Committed
 from pagerd.runtime.ids import new_incident_id
+from pagerd.store.lease import Lease, Tenure
+from pagerd.store.postgres import PostgresStore
 from pagerd.telemetry.logs import configure_logging
 from tests.assembly import assembled
 from tests.bench.common import py_spy, rate, report
@@ -53,9 +58,22 @@ class Measured:
     in_commits: float  # seconds from each round's start to its commit, summed
 
 
-async def measure(location: StoreLocation, services: int, per_service: int) -> Measured:
-    """Post the load and wait until every alert is committed and answered."""
+async def measure(
+    location: StoreLocation, services: int, per_service: int, *, fenced: bool = False
+) -> Measured:
+    """Post the load and wait until every alert is committed and answered.
+
+    ``fenced`` (PostgreSQL): as a node of a cluster commits, each round checking its
+    lease's epoch in its transaction first.
+    """
     store = await location.open()
+    lease = None
+    if fenced and isinstance(store, PostgresStore):
+        lease = Lease(location.url, "bench", ttl_s=MAX_LEASE_TTL_S)
+        await lease.join()
+        tenure = await lease.try_acquire()
+        assert isinstance(tenure, Tenure), tenure
+        store.fence(tenure)
     rounds: list[float] = []
     store.on_commit(lambda units, seconds: rounds.append(seconds))
     service_ids = [f"svc-{i:05d}" for i in range(services)]
@@ -81,6 +99,8 @@ async def measure(location: StoreLocation, services: int, per_service: int) -> M
             elapsed, cpu = time.perf_counter() - started, time.thread_time() - cpu
     finally:
         await store.close()
+        if lease is not None:
+            await lease.close()
     assert len(answered) == len(load), f"{len(answered)} of {len(load)} answered"
     committed = [r for r in answered if isinstance(r, Committed)]
     assert len(committed) == len(answered), "every alert committed"
@@ -90,8 +110,10 @@ async def measure(location: StoreLocation, services: int, per_service: int) -> M
 
 @contextlib.contextmanager
 def locations(kinds: list[str]) -> Iterator[Iterator[StoreLocation]]:
-    """A fresh store of each kind in ``kinds``, in turn, for as long as the caller asks."""
-    cluster = PostgresCluster() if "postgres" in kinds else None  # the server's defaults
+    """A fresh store of each kind in ``kinds``, in turn, for as long as the caller asks
+    (``postgres-fenced`` is a PostgreSQL database too)."""
+    wants_postgres = any(kind.startswith("postgres") for kind in kinds)
+    cluster = PostgresCluster() if wants_postgres else None  # the server's defaults
     if cluster is not None:
         cluster.start()
     databases = None if cluster is None else Databases(cluster)
@@ -119,7 +141,13 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=5_000)
     parser.add_argument("--per-service", type=int, default=10)
     parser.add_argument("--runs", type=int, default=3, help="runs of each store")
-    parser.add_argument("--store", choices=["sqlite", "postgres", "both"], default="sqlite")
+    parser.add_argument(
+        "--store",
+        choices=["sqlite", "postgres", "both", "fence", "all"],
+        default="sqlite",
+        help="both: SQLite and PostgreSQL; fence: PostgreSQL unfenced and fenced, as a node"
+        " of a cluster commits; all: the three",
+    )
     parser.add_argument(
         "--log-level", default="info", help="pagerd's log level (info, as in production)"
     )
@@ -128,24 +156,32 @@ def main() -> None:
     )
     args = parser.parse_args()
     gc.set_threshold(*GC_THRESHOLDS)  # as pagerd runs
-    kinds = ["sqlite", "postgres"] if args.store == "both" else [args.store]
+    kinds = {
+        "both": ["sqlite", "postgres"],
+        "fence": ["postgres", "postgres-fenced"],
+        "all": ["sqlite", "postgres", "postgres-fenced"],
+    }.get(args.store, [args.store])
     with open(os.devnull, "w") as devnull, locations(kinds) as stores:
         configure_logging("json", args.log_level, devnull)
         rows = []
         last_sqlite: float | None = None
         for run, location in zip(range(1, args.runs * len(kinds) + 1), stores, strict=False):
             output = args.profile and args.profile / f"runtime-{location.kind}-{run}.txt"
+            kind = location.kind
+            fenced = kind == "postgres" and kinds[(run - 1) % len(kinds)] == "postgres-fenced"
             with py_spy(os.getpid(), output):
-                m = asyncio.run(measure(location, args.services, args.per_service))
+                m = asyncio.run(measure(location, args.services, args.per_service, fenced=fenced))
             ratio = "-"
-            if location.kind == "sqlite":
+            if fenced:
+                kind = "postgres-fenced"
+            if kind == kinds[0]:
                 last_sqlite = m.seconds
             elif last_sqlite is not None:
-                ratio = f"{last_sqlite / m.seconds:.2f}"  # throughput, PostgreSQL / SQLite
+                ratio = f"{last_sqlite / m.seconds:.2f}"  # throughput, this one / the first
             rows.append(
                 (
                     str(run),
-                    location.kind,
+                    kind,
                     f"{m.alerts:,}",
                     f"{m.opened:,}",
                     f"{m.seconds:.2f}",
@@ -171,7 +207,7 @@ def main() -> None:
             "loop CPU s",
             "commits",
             "in commits s",
-            "PG/SQLite",
+            "/ first (throughput)",
         ],
         rows,
     )
