@@ -161,15 +161,29 @@ def _toml(value: object) -> str:
     return f"`{value}`"
 
 
+_HEADER = r"\[\[?([\w.]+)\]\]?"
+
+
 def _comments(text: str) -> dict[str, str]:
-    """The comment block above each key of the example, by dotted key."""
+    """The comment block above each key of the example, by dotted key.
+
+    A table shown commented out (``# [cluster]``, which needs a setting the example
+    leaves empty) is read as if it were not: its ``# key = value`` lines are its keys.
+    """
     found: dict[str, str] = {}
     section = ""
     block: list[str] = []
     above = ""  # what the keys just above, with no blank line between, were said to be
+    commented = False  # inside a table shown commented out
     for line in text.splitlines():
         stripped = line.strip()
-        if header := re.fullmatch(r"\[\[?([\w.]+)\]\]?", stripped):
+        if stripped.startswith("#") and re.fullmatch(_HEADER, stripped.lstrip("#").strip()):
+            commented = True
+            stripped = stripped.lstrip("#").strip()
+        elif commented and re.fullmatch(r"#\s*[A-Za-z_]\w*\s*=.*", stripped):
+            stripped = stripped.lstrip("#").strip()
+        if header := re.fullmatch(_HEADER, stripped):
+            commented = commented and not line.strip().startswith("[")
             section, block, above = header.group(1), [], ""
         elif stripped.startswith("#"):
             block.append(stripped.lstrip("#").strip())
