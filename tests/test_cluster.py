@@ -17,13 +17,22 @@ import pytest
 
 from tests.conftest import PagerdFactory
 from tests.faults.firehose import Firehose, alert
-from tests.harness import Monitor, Mosquitto, Pagerd, Policy, SmsStandIn, eventually, sms
+from tests.harness import (
+    API_TOKEN,
+    Monitor,
+    Mosquitto,
+    Pagerd,
+    Policy,
+    SmsStandIn,
+    eventually,
+    sms,
+)
 from tests.netproxy import TcpProxy
 
 ONE = "+15550000001"
 TWO = "+15550000002"
 TTL = 1.0  # the least lease_ttl_s: take-overs within seconds
-AUTH = {"Authorization": "Bearer test-token"}
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 pytestmark = pytest.mark.slow
 

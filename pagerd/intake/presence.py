@@ -16,18 +16,16 @@ import contextlib
 import random
 from datetime import datetime
 
-import aiomqtt
 import msgspec
 
 from pagerd.core.ports import Clock
 from pagerd.core.times import rfc3339
 from pagerd.intake.mqtt import MqttSettings
-from pagerd.intake.mqtt_client import disconnected
+from pagerd.intake.mqtt_client import MqttClient, MqttError, Will, connect_first
 from pagerd.telemetry.logs import get_logger
 
 log = get_logger(__name__)
 
-KEEPALIVE_S = 15
 RECONNECT_BASE_S = 0.5
 RECONNECT_CAP_S = 10.0
 GOODBYE_TIMEOUT_S = 2.0
@@ -39,9 +37,13 @@ class Presence:
 
     def __init__(self, settings: MqttSettings, node_id: str, clock: Clock) -> None:
         self._settings = settings
-        self._node_id = node_id
         self._clock = clock
         self.topic = f"{settings.topic_prefix}/nodes/{node_id}"
+        self._options = settings.options(
+            f"{settings.client_id}-node-{node_id}",
+            persistent=False,  # subscribed to nothing: there is nothing to keep
+            will=Will(self.topic, OFFLINE, qos=1, retain=True),
+        )
         self._role = "standby"
         self._since: datetime = clock.now()
         self._changed = asyncio.Event()
@@ -62,7 +64,7 @@ class Presence:
         while True:
             try:
                 await self._connected()
-            except aiomqtt.MqttError as error:
+            except MqttError as error:
                 failures += 1
                 delay = self._rng.uniform(
                     0, min(RECONNECT_CAP_S, RECONNECT_BASE_S * 2 ** min(failures, 10))
@@ -73,40 +75,33 @@ class Presence:
                 failures = 0
 
     async def _connected(self) -> None:
-        s = self._settings
-        tls = aiomqtt.TLSParameters(ca_certs=s.tls_ca_file or None) if s.tls else None
-        client = aiomqtt.Client(
-            s.host,
-            s.port,
-            identifier=f"{s.client_id}-node-{self._node_id}",
-            clean_session=True,
-            username=s.username,
-            password=s.password,
-            tls_params=tls,
-            will=aiomqtt.Will(self.topic, OFFLINE, qos=1, retain=True),
-            keepalive=KEEPALIVE_S,
-        )
-        async with client:
-            lost = asyncio.create_task(disconnected(client), name="pagerd[presence-connection]")
-            changed: asyncio.Task[bool] | None = None
-            try:
-                while True:
-                    self._changed.clear()
-                    await client.publish(self.topic, self._payload(), qos=1, retain=True)
-                    changed = asyncio.create_task(self._changed.wait())
-                    done, _ = await asyncio.wait(
-                        {lost, changed}, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    if lost in done:
-                        raise lost.result()
-            except asyncio.CancelledError:
-                # A clean stop: the will only says offline for a node that vanished.
-                with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-                    async with asyncio.timeout(GOODBYE_TIMEOUT_S):
-                        await client.publish(self.topic, OFFLINE, qos=1, retain=True)
-                raise
-            finally:
-                for task in (lost, changed):
-                    if task is not None:
-                        task.cancel()
-                await asyncio.gather(lost, *([changed] if changed else []), return_exceptions=True)
+        def make() -> MqttClient:
+            return MqttClient(
+                self._options,
+                on_message=lambda _topic, _payload, _packet_id: None,
+                on_oversized=lambda _topic, _size, _packet_id: None,
+            )
+
+        client = await connect_first(self._settings.addresses(), make)
+        lost = asyncio.create_task(client.lost(), name="pagerd[presence-connection]")
+        changed: asyncio.Task[bool] | None = None
+        try:
+            while True:
+                self._changed.clear()
+                await client.publish(self.topic, self._payload(), qos=1, retain=True)
+                changed = asyncio.create_task(self._changed.wait())
+                done, _ = await asyncio.wait({lost, changed}, return_when=asyncio.FIRST_COMPLETED)
+                if lost in done:
+                    raise lost.result()
+        except asyncio.CancelledError:
+            # A clean stop: the will only says offline for a node that vanished.
+            with contextlib.suppress(MqttError, TimeoutError):
+                async with asyncio.timeout(GOODBYE_TIMEOUT_S):
+                    await client.publish(self.topic, OFFLINE, qos=1, retain=True)
+            raise
+        finally:
+            for task in (lost, changed):
+                if task is not None:
+                    task.cancel()
+            await asyncio.gather(lost, *([changed] if changed else []), return_exceptions=True)
+            await client.disconnect()
