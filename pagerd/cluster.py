@@ -183,6 +183,7 @@ class _Node:
                 )
             except StoreError as error:
                 reason = f"database: {error}"
+                metrics.LEASE_EVENTS.labels(event="look_failed").inc()
                 if reason != last:  # once per distinct failure, not once a second
                     log.warning("cluster.database_unreachable", error=str(error))
                     self._notifier.status(f"standby: waiting for the database: {error}")
@@ -212,6 +213,7 @@ class _Node:
             try:
                 seen = await lease.try_acquire(reason)
             except StoreError as error:
+                metrics.LEASE_EVENTS.labels(event="look_failed").inc()
                 if reason is None:
                     log.warning("cluster.look_failed", error=str(error))
                 reason = f"database: {error}"
@@ -291,6 +293,7 @@ class _Node:
                     # The database failed while the term began (recovery reads): the node
                     # stands by and tries again, rather than exit.
                     log.error("cluster.take_over_failed", error=str(failed.exceptions[0]))  # noqa: TRY400
+                    metrics.LEASE_EVENTS.labels(event="take_over_failed").inc()
                     directory.close()
                     directory = None
                 finally:
@@ -320,6 +323,7 @@ class _Node:
             return await Directory.load(store)
         except StoreError as error:
             log.error("cluster.take_over_failed", error=str(error))  # noqa: TRY400
+            metrics.LEASE_EVENTS.labels(event="take_over_failed").inc()
             return None
 
     async def _watch(self, keeper: asyncio.Task[str], term_end: asyncio.Event) -> None:

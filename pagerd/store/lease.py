@@ -36,6 +36,7 @@ import asyncpg
 
 from pagerd.core.records import StoreError
 from pagerd.store.postgres import FAILURES, connect, session_settings
+from pagerd.telemetry import metrics
 from pagerd.telemetry.logs import get_logger
 
 log = get_logger(__name__)
@@ -333,6 +334,7 @@ class Lease:
                     return "the lease expired or was taken by another node"
             except StoreError as error:
                 log.warning("cluster.renew_failed", node_id=self.node_id, error=str(error))
+                metrics.LEASE_EVENTS.labels(event="renew_failed").inc()
 
     async def release(self, tenure: Tenure) -> None:
         """Let the lease go at once (a clean stop), so a standby takes over now."""

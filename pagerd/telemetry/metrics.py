@@ -156,7 +156,8 @@ ROLE = Gauge(
 )
 LEASE_EVENTS = Counter(
     "pagerd_lease_events",
-    "Lease changes of this node: acquired, lost, released, renew_failed.",
+    "This node's lease: acquired, lost, released; renew_failed, look_failed (the database"
+    " did not answer), take_over_failed.",
     ["event"],
     registry=REGISTRY,
 )
