@@ -302,7 +302,9 @@ async def test_the_services_index_keeps_a_commit_made_while_it_was_filled() -> N
 
     async def fetch(sql: str, after: str, chunk: int) -> list[tuple[str, str, int]]:
         if after == "":
-            index.committed([("a", "A (new)", "q", False, None)])  # commits as the chunk is read
+            index.committed(
+                [("a", "A (new)", "q", False, None, "k1")]
+            )  # commits as the chunk is read
         rows = chunks.pop(0)
         return [(msgspec.json.encode(rows).decode(), rows[-1].id, len(rows))]
 
@@ -311,5 +313,5 @@ async def test_the_services_index_keeps_a_commit_made_while_it_was_filled() -> N
     assert index.get("c") == ServiceRow("c", "C", "q", managed=True)
     assert index.ids_using("p", 10) == ["b"]
     assert index.ids_using("q", 10) == ["a", "c"]
-    index.committed([("d", "D", "q", False, None)])
+    index.committed([("d", "D", "q", False, None, "k2")])
     assert index.ids_using("q", 2) == ["a", "c"]

@@ -153,7 +153,9 @@ class DeadLetter:
 class WriteBatch:
     """One unit of work, committed whole or not at all."""
 
+    # A new service gets an integration key of its own; a stored one keeps its key.
     services: tuple[ServiceRow, ...] = ()
+    integration_keys: tuple[tuple[str, str], ...] = ()  # (service_id, key): replaced
     policies: tuple[PolicyRow, ...] = ()
     policies_deleted: tuple[str, ...] = ()
     teams: tuple[TeamRow, ...] = ()

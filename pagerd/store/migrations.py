@@ -221,6 +221,14 @@ MIGRATIONS: tuple[str, ...] = (
     -- A service's alerts newest first: the index holds (service_id, seq).
     CREATE INDEX alerts_service ON alerts (service_id);
     """,
+    # 5 -> 6: each service's integration key, the secret a monitor may send in place of
+    # an API token (CONTRACT §4). Services made before get one here: SQLite's randomblob
+    # draws on a ChaCha20 generator seeded from the operating system.
+    """
+    ALTER TABLE services ADD COLUMN integration_key TEXT;
+    UPDATE services SET integration_key = lower(hex(randomblob(16)));
+    CREATE UNIQUE INDEX services_integration_key ON services (integration_key);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

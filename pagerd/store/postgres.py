@@ -54,7 +54,7 @@ from pagerd.store.postgres_schema import (
     encode_batch,
 )
 from pagerd.store.postgres_services import ServiceIndex, ServiceReader
-from pagerd.store.schema import Op, decode_policy
+from pagerd.store.schema import Op, decode_policy, new_integration_key
 from pagerd.telemetry import metrics
 from pagerd.telemetry.logs import get_logger
 
@@ -525,6 +525,23 @@ class PostgresStore:
         sql = SELECT_INCIDENTS + " WHERE i.service_id = $1 AND i.status <> 'resolved'"
         rows = await self._fetch(sql + " ORDER BY i.seq DESC LIMIT 1", service_id)
         return decode_incident(tuple(rows[0]))[1] if rows else None
+
+    async def integration_key(self, service_id: str) -> str | None:
+        """The service's integration key; None if there is no such service."""
+        rows = await self._fetch("SELECT integration_key FROM services WHERE id = $1", service_id)
+        return str(rows[0][0]) if rows else None
+
+    async def service_of_integration_key(self, key: str) -> str | None:
+        """The service whose integration key ``key`` is, if any (by the unique index)."""
+        rows = await self._fetch("SELECT id FROM services WHERE integration_key = $1", key)
+        return str(rows[0][0]) if rows else None
+
+    async def replace_integration_key(self, service_id: str) -> str:
+        """Give the service a new integration key, returned once committed: the old one
+        stops working at once."""
+        key = new_integration_key()
+        await self.write(WriteBatch(integration_keys=((service_id, key),)))
+        return key
 
     async def has_alert(self, incident_id: str, alert_id: str) -> bool:
         """Whether the incident has an alert with this id (by the unique index)."""

@@ -104,9 +104,10 @@ _TABLES = (
             "heartbeat_s",
             "maintenance_until",
             "maintenance_reason",
+            "integration_key",
         ),
         "SELECT id, name, policy_id, managed, heartbeat_s, maintenance_until,"
-        " maintenance_reason FROM services ORDER BY id",
+        " maintenance_reason, integration_key FROM services ORDER BY id",
         {3: _flag, 5: _time},
     ),
     _Table(

@@ -17,7 +17,7 @@ import msgspec
 
 from pagerd.core.domain import AlertIds, Incident, IncidentStatus, RecordAlert, RecordTimeline
 from pagerd.core.records import OutboxRow, WriteBatch
-from pagerd.store.schema import Op, encode_policy, rotation_rows
+from pagerd.store.schema import Op, encode_policy, new_integration_key, rotation_rows
 
 Row = tuple[Any, ...]
 
@@ -221,6 +221,14 @@ MIGRATIONS: tuple[str, ...] = (
         reason   text
     );
     """,
+    # 3 -> 4: each service's integration key (SQLite's version 6). gen_random_uuid draws
+    # on the server's strong random source.
+    """
+    ALTER TABLE services ADD COLUMN integration_key text COLLATE "C";
+    UPDATE services SET integration_key = replace(gen_random_uuid()::text, '-', '');
+    ALTER TABLE services ALTER COLUMN integration_key SET NOT NULL;
+    CREATE UNIQUE INDEX services_integration_key ON services (integration_key);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -271,12 +279,14 @@ SQL: dict[Op, str] = {
     Op.SCHEDULE_OVERRIDES_DELETED: "DELETE FROM schedule_overrides"
     " WHERE schedule_id = $1 AND id = $2",
     Op.SCHEDULES_DELETED: "DELETE FROM schedules WHERE id = $1",
-    Op.SERVICES: "INSERT INTO services (id, name, policy_id, managed, heartbeat_s)"
-    " VALUES ($1, $2, $3, $4, $5)"
+    # The key is written with a new service only: an update leaves it be.
+    Op.SERVICES: "INSERT INTO services (id, name, policy_id, managed, heartbeat_s,"
+    " integration_key) VALUES ($1, $2, $3, $4, $5, $6)"
     " ON CONFLICT (id) DO UPDATE SET name = excluded.name, policy_id = excluded.policy_id,"
     " managed = excluded.managed, heartbeat_s = excluded.heartbeat_s",
     Op.MAINTENANCE: "UPDATE services SET maintenance_until = $1, maintenance_reason = $2"
     " WHERE id = $3",
+    Op.INTEGRATION_KEYS: "UPDATE services SET integration_key = $1 WHERE id = $2",
     Op.POLICIES_DELETED: "DELETE FROM policies WHERE id = $1",
     # id, service_id, message, opened_at and opened_by never change: the update leaves them.
     Op.INCIDENTS: "INSERT INTO incidents (id, service_id, message, opened_at, status,"
@@ -438,7 +448,10 @@ def encode_batch(batch: WriteBatch) -> tuple[tuple[Op, list[Row]], ...]:
         parts.append((Op.DEVELOPERS, rows))
     parts += _schedule_parts(b)
     if b.services:
-        rows = [(s.id, text(s.name), s.policy_id, s.managed, s.heartbeat_s) for s in b.services]
+        rows = [
+            (s.id, text(s.name), s.policy_id, s.managed, s.heartbeat_s, new_integration_key())
+            for s in b.services
+        ]
         parts.append((Op.SERVICES, rows))
     if b.maintenance:
         rows = [
@@ -450,6 +463,8 @@ def encode_batch(batch: WriteBatch) -> tuple[tuple[Op, list[Row]], ...]:
             for service_id, window in b.maintenance
         ]
         parts.append((Op.MAINTENANCE, rows))
+    if b.integration_keys:
+        parts.append((Op.INTEGRATION_KEYS, [(key, sid) for sid, key in b.integration_keys]))
     if b.policies_deleted:
         parts.append((Op.POLICIES_DELETED, [(key,) for key in b.policies_deleted]))
     if b.incidents:

@@ -71,9 +71,10 @@ class ServiceIndex:
         finally:
             self._committed_while_filling = None
 
-    def committed(self, rows: Iterable[tuple[str, str, str, bool, float | None]]) -> None:
-        """Apply services rows (id, name, policy_id, managed, heartbeat_s) just committed."""
-        for service_id, name, policy_id, managed, heartbeat_s in rows:
+    def committed(self, rows: Iterable[tuple[str, str, str, bool, float | None, str]]) -> None:
+        """Apply services rows (id, name, policy_id, managed, heartbeat_s, integration key)
+        just committed."""
+        for service_id, name, policy_id, managed, heartbeat_s, _ in rows:
             if self._committed_while_filling is not None:
                 self._committed_while_filling.add(service_id)
             self._put(ServiceRow(service_id, name, policy_id, managed, heartbeat_s))

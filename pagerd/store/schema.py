@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,11 @@ from pagerd.core.schedules import Rotation, Schedule
 from pagerd.core.values import AlertIds, Incident, IncidentStatus, RecordAlert, RecordTimeline
 
 Row = tuple[Any, ...]
+
+
+def new_integration_key() -> str:
+    """A service's integration key: 128 random bits, as 32 hex digits (PagerDuty's shape)."""
+    return secrets.token_hex(16)
 
 
 # --- values as stored ---------------------------------------------------------------------
@@ -126,6 +132,7 @@ class Op(enum.IntEnum):
     SCHEDULES_DELETED = enum.auto()
     SERVICES = enum.auto()
     MAINTENANCE = enum.auto()
+    INTEGRATION_KEYS = enum.auto()
     POLICIES_DELETED = enum.auto()
     INCIDENTS = enum.auto()
     ALERTS = enum.auto()
@@ -159,12 +166,15 @@ SQL: dict[Op, str] = {
     Op.SCHEDULE_OVERRIDES_DELETED: "DELETE FROM schedule_overrides"
     " WHERE schedule_id = ? AND id = ?",
     Op.SCHEDULES_DELETED: "DELETE FROM schedules WHERE id = ?",
-    Op.SERVICES: "INSERT INTO services (id, name, policy_id, managed, heartbeat_s)"
-    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
+    # The key is written with a new service only: an update leaves it be.
+    Op.SERVICES: "INSERT INTO services (id, name, policy_id, managed, heartbeat_s,"
+    " integration_key) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+    " name = excluded.name,"
     " policy_id = excluded.policy_id, managed = excluded.managed,"
     " heartbeat_s = excluded.heartbeat_s",
     Op.MAINTENANCE: "UPDATE services SET maintenance_until = ?, maintenance_reason = ?"
     " WHERE id = ?",
+    Op.INTEGRATION_KEYS: "UPDATE services SET integration_key = ? WHERE id = ?",
     Op.POLICIES_DELETED: "DELETE FROM policies WHERE id = ?",
     Op.INCIDENTS: "INSERT INTO incidents (id, service_id, message, opened_at, status,"
     " level_index, round, step, ack_deadline, acknowledged_at, acknowledged_by, resolved_at,"
@@ -300,7 +310,10 @@ def encode_batch(batch: WriteBatch) -> tuple[tuple[Op, list[Row]], ...]:
         parts.append((Op.DEVELOPERS, rows))
     parts += _schedule_parts(b)
     if b.services:
-        rows = [(s.id, s.name, s.policy_id, int(s.managed), s.heartbeat_s) for s in b.services]
+        rows = [
+            (s.id, s.name, s.policy_id, int(s.managed), s.heartbeat_s, new_integration_key())
+            for s in b.services
+        ]
         parts.append((Op.SERVICES, rows))
     if b.maintenance:
         rows = [
@@ -312,6 +325,8 @@ def encode_batch(batch: WriteBatch) -> tuple[tuple[Op, list[Row]], ...]:
             for service_id, window in b.maintenance
         ]
         parts.append((Op.MAINTENANCE, rows))
+    if b.integration_keys:
+        parts.append((Op.INTEGRATION_KEYS, [(key, sid) for sid, key in b.integration_keys]))
     if b.policies_deleted:
         parts.append((Op.POLICIES_DELETED, [(key,) for key in b.policies_deleted]))
     if b.incidents:
