@@ -1,8 +1,9 @@
 """A real client nobody here wrote: Debian's Prometheus Alertmanager, sending to pagerd.
 
 Alertmanager runs as a process on free loopback ports, with two receivers: its
-webhook, pointed at ``/integrations/alertmanager/{service}``, and its PagerDuty
-integration, whose Events API v2 URL is pagerd's enqueue endpoint. Alerts pushed
+webhook, pointed at ``/integrations/alertmanager/{service}`` with an API token, and
+its PagerDuty integration, whose Events API v2 URL is pagerd's enqueue endpoint and
+whose routing key is the service's integration key, as for PagerDuty. Alerts pushed
 into Alertmanager's API must page through pagerd, and resolving them must resolve
 pagerd's incidents.
 """
@@ -54,8 +55,9 @@ def alertmanager_binary() -> str:
     return found
 
 
-def alertmanager_config(pagerd: Pagerd) -> str:
-    """Route by the ``via`` label: the webhook receiver, or the PagerDuty one."""
+def alertmanager_config(pagerd: Pagerd, integration_key: str) -> str:
+    """Route by the ``via`` label: the webhook receiver, or the PagerDuty one, which
+    sends only what it would send PagerDuty (no token)."""
     auth = {"authorization": {"type": "Bearer", "credentials": API_TOKEN}}
     config = {
         "route": {
@@ -81,10 +83,9 @@ def alertmanager_config(pagerd: Pagerd) -> str:
                 "name": "pagerduty",
                 "pagerduty_configs": [
                     {
-                        "routing_key": PAGERDUTY_SERVICE,
+                        "routing_key": integration_key,
                         "url": f"{pagerd.base_url}/integrations/pagerduty/v2/enqueue",
                         "send_resolved": True,
-                        "http_config": auth,
                     }
                 ],
             },
@@ -97,6 +98,7 @@ def alertmanager_config(pagerd: Pagerd) -> str:
 class Alertmanager:
     directory: Path
     pagerd: Pagerd
+    integration_key: str  # of PAGERDUTY_SERVICE
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
@@ -112,7 +114,7 @@ class Alertmanager:
         binary = alertmanager_binary()
         self.directory.mkdir()
         config = self.directory / "alertmanager.yml"
-        config.write_text(alertmanager_config(self.pagerd))
+        config.write_text(alertmanager_config(self.pagerd, self.integration_key))
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 [
@@ -192,7 +194,13 @@ async def pagerd(make_pagerd: PagerdFactory) -> Pagerd:
 
 @pytest.fixture
 async def alertmanager(tmp_path: Path, pagerd: Pagerd) -> AsyncIterator[Alertmanager]:
-    manager = Alertmanager(tmp_path / "alertmanager", pagerd)
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
+    async with (
+        aiohttp.ClientSession(headers=headers) as http,
+        http.get(f"{pagerd.base_url}/api/v1/services/{PAGERDUTY_SERVICE}") as response,
+    ):
+        key = (await response.json())["integration_key"]
+    manager = Alertmanager(tmp_path / "alertmanager", pagerd, key)
     try:
         await manager.start()
         yield manager

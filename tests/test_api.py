@@ -51,6 +51,10 @@ CONFIG = Config(
 )
 
 
+def without(fields: dict[str, Any], name: str) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if k != name}
+
+
 @pytest.fixture
 async def site(tmp_path: Path) -> AsyncIterator[ApiSite]:
     async with serve_api(tmp_path / "pagerd.db", CONFIG) as served:
@@ -565,6 +569,8 @@ async def test_service_put_and_get_with_health_and_incident(site: ApiSite) -> No
 
     status, created = await site.call("PUT", "/services/checkout", {"policy_id": "p"})
     assert status == 201
+    key = created.pop("integration_key")
+    assert re.fullmatch(r"[0-9a-f]{32}", key)
     assert created == {
         "id": "checkout",
         "name": "checkout",
@@ -579,6 +585,7 @@ async def test_service_put_and_get_with_health_and_incident(site: ApiSite) -> No
     )
     assert status == 200
     assert renamed["name"] == "Checkout"
+    assert renamed["integration_key"] == key, "a service keeps its key when changed"
 
     _, alerted = await site.call("POST", "/services/checkout/alerts", {"message": "down"})
     status, unhealthy = await site.call("GET", "/services/checkout")
@@ -597,9 +604,10 @@ async def test_service_put_and_get_with_health_and_incident(site: ApiSite) -> No
     assert acked["incident"]["status"] == "acknowledged"
     assert acked["incident"]["acknowledged_at"] is not None
 
+    assert acked.pop("integration_key") == key
     _, listed = await site.call("GET", "/services")
     by_id = {s["id"]: s for s in listed["services"]}
-    assert by_id["checkout"] == acked
+    assert by_id["checkout"] == acked, "listed as got, without the key"
     assert by_id["payments-api"]["health"] == "healthy"
 
 
@@ -625,7 +633,7 @@ async def test_the_service_list_read_in_chunks_is_each_service_as_get_answers_it
     stored = sorted(row[0] for row in sqlite_rows(site.db, "SELECT id FROM services"))
     assert set(ids) < set(stored)  # with the config's own services
     one_by_one = [(await site.call("GET", f"/services/{s}"))[1] for s in stored]
-    assert listed["services"] == one_by_one
+    assert listed["services"] == [without(s, "integration_key") for s in one_by_one]
     unhealthy = [s["id"] for s in listed["services"] if s["health"] == "unhealthy"]
     assert unhealthy == ["svc-00", "svc-03", "svc-10"]
 

@@ -32,6 +32,7 @@ from pagerd.config import Config, IntegrationsConfig
 from pagerd.core.domain import Incident, IncidentStatus
 from pagerd.core.policy import Level, Policy, SmsTarget
 from pagerd.core.records import PolicyRow, ServiceRow, WriteBatch
+from pagerd.intake.api import add_api_routes
 from pagerd.intake.integrations import add_integration_routes
 from pagerd.runtime.router import Runtime
 from pagerd.store.sqlite import Store
@@ -234,7 +235,7 @@ class Site:
 
 @contextlib.asynccontextmanager
 async def serving(tmp_path: Path, integrations: IntegrationsConfig) -> AsyncIterator[Site]:
-    """pagerd's application with the integration routes, on a free loopback port."""
+    """pagerd's application with the integration and API routes, on a free loopback port."""
     store = await Store.open(tmp_path / "pagerd.db")
     await store.write(
         WriteBatch(
@@ -247,6 +248,7 @@ async def serving(tmp_path: Path, integrations: IntegrationsConfig) -> AsyncIter
             assembly, links=AckLinks(bytes(range(32)), "https://pg.example.com"), tokens=(TOKEN,)
         )
         add_integration_routes(app, config=Config(integrations=integrations))
+        add_api_routes(app)
         headers = {"Authorization": f"Bearer {TOKEN}"}
         async with (
             assembling.serving(app) as base,
@@ -421,7 +423,9 @@ async def test_pagerduty_unknown_routing_key_is_an_invalid_event(site: Site) -> 
     status, answer = await site.post(PD_PATH, pd_trigger("nope", "x", dedup_key="k"))
 
     assert status == 400
-    assert answer["errors"] == ["Invalid routing key: no service 'nope'"]
+    assert answer["errors"] == [
+        "Invalid routing key: no service 'nope', nor a service's integration key"
+    ]
 
 
 async def test_pagerduty_summary_over_1024_characters_is_cut(site: Site) -> None:

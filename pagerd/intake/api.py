@@ -21,6 +21,7 @@ from pagerd.core import policy as escalation
 from pagerd.core.domain import Ack, Alert, Healthy, Outcome
 from pagerd.core.egress import EgressRule
 from pagerd.core.policy import DomainError, Policy
+from pagerd.core.ports import Store
 from pagerd.core.records import StoreError
 from pagerd.core.times import rfc3339
 from pagerd.intake import api_schemas as wire
@@ -113,6 +114,13 @@ def _problem(
         type="about:blank", title=_TITLES[status], status=status, detail=detail, errors=errors
     )
     return web.Response(status=status, body=msgspec.json.encode(body), content_type=PROBLEM_JSON)
+
+
+async def _integration_key(store: Store, service_id: str) -> str:
+    key = await store.integration_key(service_id)
+    if key is None:  # the catalogue knows it: the database must have it too
+        raise StoreError(f"service {service_id!r} has no integration key in the database")
+    return key
 
 
 def add_api_routes(app: web.Application, *, egress: EgressRule | None = None) -> None:
@@ -245,7 +253,8 @@ class _Api(ScheduleRoutes):
         ctx = request.app[CONTEXT]
         row = ctx.catalogue.service(request.match_info["id"])
         # A standby runs no actors: it reads the open incident from the database.
-        return _json(views.service_out(row, *await ctx.service_state(row.id)))
+        key = await _integration_key(ctx.store, row.id)
+        return _json(views.service_detail(row, *await ctx.service_state(row.id), key))
 
     async def put_service(self, request: web.Request) -> web.Response:
         ctx = request.app[CONTEXT]
@@ -259,8 +268,16 @@ class _Api(ScheduleRoutes):
         )
         if row.heartbeat_s != (None if before is None else before.heartbeat_s):
             ctx.runtime.rewatch(service_id)  # a full interval from now before a beat is missed
-        out = views.service_out(row, *await ctx.service_state(row.id))
+        key = await _integration_key(ctx.store, row.id)
+        out = views.service_detail(row, *await ctx.service_state(row.id), key)
         return _json(out, 201 if created else 200)
+
+    async def replace_integration_key(self, request: web.Request) -> web.Response:
+        ctx = request.app[CONTEXT]
+        row = ctx.catalogue.service(request.match_info["id"])
+        key = await ctx.store.replace_integration_key(row.id)
+        log.info("service.integration_key_replaced", service_id=row.id)  # never the key
+        return _json(views.service_detail(row, *await ctx.service_state(row.id), key))
 
     async def alert_service(self, request: web.Request) -> web.Response:
         ctx = request.app[CONTEXT]

@@ -224,6 +224,12 @@ class ServiceOut(Struct, kw_only=True):
     maintenance: MaintenanceWindow | None = None
 
 
+class ServiceDetail(ServiceOut, kw_only=True):
+    """One service, with the integration key a monitor may use in place of a token."""
+
+    integration_key: str
+
+
 class ServiceList(Struct, kw_only=True):
     services: list[ServiceOut]
 
@@ -532,10 +538,14 @@ OPERATIONS = (
     Operation("GET", "/services", "list_services", "Every service, its health and incident",
               {200: (ServiceList, "the services")}),
     Operation("PUT", "/services/{id}", "put_service", "Create or change a service",
-              {200: (ServiceOut, "changed"), 201: (ServiceOut, "created")}, ServiceBody,
+              {200: (ServiceDetail, "changed"), 201: (ServiceDetail, "created")}, ServiceBody,
               problems=(*_BODY, 409, 503)),
-    Operation("GET", "/services/{id}", "get_service", "One service, its health and incident",
-              {200: (ServiceOut, "the service")}, problems=(404,)),
+    Operation("GET", "/services/{id}", "get_service",
+              "One service, its health, incident and integration key",
+              {200: (ServiceDetail, "the service")}, problems=(404, 503)),
+    Operation("POST", "/services/{id}/integration-key", "replace_integration_key",
+              "Give the service a new integration key; the old one stops working at once",
+              {200: (ServiceDetail, "the service with its new key")}, problems=(404, 503)),
     Operation("POST", "/services/{id}/alerts", "alert_service", "Alert a service",
               {202: (AlertAccepted, "committed")}, ServiceAlert, problems=(*_BODY, 404, 503)),
     Operation("POST", "/services/{id}/ack", "ack_service", "Acknowledge its open incident",

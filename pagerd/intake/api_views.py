@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import cast
 
+import msgspec
+
 from pagerd.core import policy as escalation
 from pagerd.core.domain import Incident
 from pagerd.core.policy import Policy
@@ -73,7 +75,7 @@ def service_out(
             opened_at=rfc3339(incident.opened_at),
             acknowledged_at=time_or_none(incident.acknowledged_at),
         )
-    return wire.ServiceOut(
+    return wire.ServiceDetail(
         id=row.id,
         name=row.name,
         policy_id=row.policy_id,
@@ -84,6 +86,14 @@ def service_out(
         if window is None
         else wire.MaintenanceWindow(until=rfc3339(window.until), reason=window.reason),
     )
+
+
+def service_detail(
+    row: ServiceRow, incident: Incident | None, window: Maintenance | None, integration_key: str
+) -> wire.ServiceDetail:
+    """One service as ``service_out`` has it, with its integration key."""
+    out = service_out(row, incident, window)
+    return wire.ServiceDetail(**msgspec.structs.asdict(out), integration_key=integration_key)
 
 
 def incident_out(service_id: str, incident: Incident) -> wire.IncidentOut:

@@ -60,12 +60,12 @@ from pagerd.runtime.ids import new_incident_id
 from pagerd.runtime.router import Runtime
 from pagerd.telemetry import metrics
 from pagerd.telemetry.logs import get_logger
-from pagerd.web.server import CONTEXT, problem
+from pagerd.web.auth import AUTHENTICATED, PAGERDUTY_ENQUEUE, refuse
+from pagerd.web.server import CONTEXT, problem, unauthorized
 
 log = get_logger(__name__)
 T = TypeVar("T")
 
-PAGERDUTY_PATH = "/integrations/pagerduty/v2/enqueue"
 RETRY_AFTER_S = "5"
 PD_SEVERITIES = ("critical", "error", "warning", "info")
 PdAction = Literal["trigger", "acknowledge", "resolve"]
@@ -144,7 +144,7 @@ class PdEvent(msgspec.Struct, frozen=True):
 class PdCommand:
     """A valid event: ``alert`` is set for a trigger."""
 
-    service_id: str
+    routing_key: str  # a service id (with a token) or a service's integration key
     action: PdAction
     dedup_key: str
     alert: Alert | None = None
@@ -168,7 +168,10 @@ def parse_pagerduty(body: bytes) -> PdCommand:
     if not event.routing_key:
         errors.append("'routing_key' is missing or blank")
     elif not SERVICE_ID_PATTERN.fullmatch(event.routing_key):
-        errors.append(f"Invalid routing key: it is a pagerd service id, {SERVICE_ID}")
+        errors.append(
+            f"Invalid routing key: it is a service's integration key, or a pagerd service id"
+            f" ({SERVICE_ID}) with an API token"
+        )
     action = _PD_ACTIONS.get(event.event_action)
     if not event.event_action:
         errors.append("'event_action' is missing or blank")
@@ -383,22 +386,32 @@ def _pd_invalid(errors: list[str]) -> web.Response:
     return web.json_response(body, status=400)
 
 
+def _no_such_routing_key(routing_key: str) -> str:
+    return f"Invalid routing key: no service {routing_key!r}, nor a service's integration key"
+
+
 def _pd_accepted(dedup_key: str) -> web.Response:
     body = {"status": "success", "message": "Event processed", "dedup_key": dedup_key}
     return web.json_response(body, status=202)
 
 
-async def _pagerduty(request: web.Request) -> web.Response:
+async def _pagerduty(request: web.Request) -> web.StreamResponse:
     runtime = request.app[CONTEXT].runtime
+    body = await request.read()
     try:
-        command = parse_pagerduty(await request.read())
+        command = parse_pagerduty(body)
     except PdInvalid as invalid:
+        # Only a sender with a credential learns what is wrong with its event.
+        if not request[AUTHENTICATED] and not await _keyed(request, _routing_key_of(body)):
+            return refuse(request, _NO_CREDENTIAL, unauthorized)
         return _pd_invalid(invalid.errors)
-    service_id = command.service_id
-    # PagerDuty answers an unknown routing key with 400 "invalid event": clients such as
-    # Alertmanager log its errors and do not retry, which is right for a wrong key.
-    if not _accepts(runtime, service_id, alert=command.alert is not None):
-        return _pd_invalid([f"Invalid routing key: no service {service_id!r}"])
+    service_id = await _routed_service(request, command)
+    if service_id is None:
+        if not request[AUTHENTICATED]:
+            return refuse(request, _NO_CREDENTIAL, unauthorized)
+        # PagerDuty answers an unknown routing key with 400 "invalid event": clients such
+        # as Alertmanager log its errors and do not retry, which is right for a wrong key.
+        return _pd_invalid([_no_such_routing_key(command.routing_key)])
     event: Event
     match command.action:
         case "trigger":
@@ -425,10 +438,46 @@ async def _pagerduty(request: web.Request) -> web.Response:
     try:
         await commit(runtime, service_id, [event], source="pagerduty")
     except UnknownServiceError:
-        return _pd_invalid([f"Invalid routing key: no service {service_id!r}"])
+        return _pd_invalid([_no_such_routing_key(command.routing_key)])
     except NotCommittedError as error:
         return _not_committed("pagerduty", service_id, str(error))
     return _pd_accepted(command.dedup_key)
+
+
+_NO_CREDENTIAL = "no token, and the routing_key is no service's integration key"
+
+
+class _Routed(msgspec.Struct):
+    routing_key: str = ""
+
+
+def _routing_key_of(body: bytes) -> str:
+    """The routing_key of an event that is otherwise invalid, if it has one."""
+    try:
+        return msgspec.json.decode(body, type=_Routed).routing_key
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return ""
+
+
+async def _keyed(request: web.Request, routing_key: str) -> bool:
+    if not routing_key:
+        return False
+    return await request.app[CONTEXT].store.service_of_integration_key(routing_key) is not None
+
+
+async def _routed_service(request: web.Request, command: PdCommand) -> str | None:
+    """The service a PagerDuty event is for: with a token, the service its routing_key
+    names (an alert may register it); else, or if none, the one whose integration key
+    the routing_key is. None if neither."""
+    runtime = request.app[CONTEXT].runtime
+    key = command.routing_key
+    if request[AUTHENTICATED] and runtime.accepts(key, Healthy()):
+        return key
+    if (keyed := await request.app[CONTEXT].store.service_of_integration_key(key)) is not None:
+        return keyed
+    if request[AUTHENTICATED] and _accepts(runtime, key, alert=command.alert is not None):
+        return key
+    return None
 
 
 async def _raised(request: web.Request, incident: Incident, alert_id: str) -> bool:
@@ -554,7 +603,7 @@ def add_integration_routes(app: web.Application, *, config: Config) -> None:
         await app[_SNS].verifier.close()
 
     app.on_cleanup.append(close)
-    app.router.add_post(PAGERDUTY_PATH, _pagerduty)
+    app.router.add_post(PAGERDUTY_ENQUEUE, _pagerduty)
     app.router.add_post("/integrations/alertmanager/{service_id}", _alertmanager)
     app.router.add_post("/integrations/grafana/{service_id}", _grafana)
     app.router.add_post("/integrations/cloudwatch/{service_id}", _cloudwatch)

@@ -1,12 +1,16 @@
 """Authentication for ``/api/v1`` and ``/integrations`` (CONTRACT §4, §9).
 
-Programs send ``Authorization: Bearer <token>``. The console's browser signs in once
-with a token and from then on carries a session of its own in the ``pagerd_session``
-cookie (HttpOnly, SameSite=Strict, Secure when ``public_url`` is https), accepted for
-``/api/v1`` only: a random id, kept in memory, expiring, revoked at sign-out, never
-the token itself. A cookie request that changes something must also come from the
-console's own origin, that of ``[http] public_url``, since a cookie is sent by the
-browser whoever wrote the page that asks.
+Programs send ``Authorization: Bearer <token>``. On ``/integrations`` a service's
+integration key does too, for that service only: as ``?key=`` (or a bearer token) on
+the routes that name the service, and as the ``routing_key`` of a PagerDuty event,
+which its handler checks, since only the body names the service there.
+
+The console's browser signs in once with a token and from then on carries a session of
+its own in the ``pagerd_session`` cookie (HttpOnly, SameSite=Strict, Secure when
+``public_url`` is https), accepted for ``/api/v1`` only: a random id, kept in memory,
+expiring, revoked at sign-out, never the token itself. A cookie request that changes
+something must also come from the console's own origin, that of ``[http] public_url``,
+since a cookie is sent by the browser whoever wrote the page that asks.
 """
 
 from __future__ import annotations
@@ -31,6 +35,12 @@ from pagerd.telemetry import metrics
 log = structlog.get_logger("pagerd.auth")
 
 PROTECTED_PREFIXES = ("/api/v1", "/integrations")
+INTEGRATIONS_PREFIX = "/integrations/"
+# Its credential may be in the body (routing_key): let through without a token, with
+# request[AUTHENTICATED] False, for the handler to check.
+PAGERDUTY_ENQUEUE = "/integrations/pagerduty/v2/enqueue"
+# Whether the request showed a token or a console session (else: see PAGERDUTY_ENQUEUE).
+AUTHENTICATED = web.RequestKey("pagerd.authenticated", bool)
 COOKIE_PREFIX = "/api/v1"
 SESSION_COOKIE = "pagerd_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -59,7 +69,7 @@ def presented_token(request: web.Request) -> str | None:
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    if request.path.startswith("/integrations/"):
+    if request.path.startswith(INTEGRATIONS_PREFIX):
         return request.query.get("key") or None
     return None
 
@@ -252,39 +262,65 @@ CONSOLE_AUTH = web.AppKey("pagerd.console_auth", ConsoleAuth)
 # --- the middleware ----------------------------------------------------------------------------
 
 
+def refuse(
+    request: web.Request, reason: str, unauthorized: Callable[[str], web.StreamResponse]
+) -> web.StreamResponse:
+    """401 for ``reason``: counted, logged (never the credential), with WWW-Authenticate."""
+    metrics.HTTP_UNAUTHORIZED.inc()
+    log.warning("http.unauthorized", path=request.path, reason=reason)
+    response = unauthorized(reason)
+    response.headers["WWW-Authenticate"] = 'Bearer realm="pagerd"'
+    return response
+
+
 def bearer_auth(
-    tokens: Sequence[str], unauthorized: Callable[[str], web.StreamResponse]
+    tokens: Sequence[str],
+    unauthorized: Callable[[str], web.StreamResponse],
+    service_of_key: Callable[[str], Awaitable[str | None]] | None = None,
 ) -> Middleware:
     """Middleware refusing protected paths without a configured token; 401 as ``unauthorized``.
 
-    On ``/api/v1`` a console session's cookie counts too, once the console has put its
-    ``ConsoleAuth`` in the app; with it, a method other than GET, HEAD or OPTIONS needs
-    ``Origin`` equal to the console's origin, else 403.
+    On ``/integrations`` routes naming a service, that service's integration key counts
+    as a token (``service_of_key`` tells whose a key is). On ``/api/v1`` a console
+    session's cookie counts too, once the console has put its ``ConsoleAuth`` in the
+    app; with it, a method other than GET, HEAD or OPTIONS needs ``Origin`` equal to the
+    console's origin, else 403.
     """
     configured = tuple(tokens)
 
-    def refuse(request: web.Request, reason: str) -> web.StreamResponse:
-        metrics.HTTP_UNAUTHORIZED.inc()
-        log.warning("http.unauthorized", path=request.path, reason=reason)  # never the token
-        response = unauthorized(reason)
-        response.headers["WWW-Authenticate"] = 'Bearer realm="pagerd"'
-        return response
+    async def keyed(request: web.Request, presented: str) -> bool:
+        service_id = request.match_info.get("service_id")
+        if service_id is None or service_of_key is None:
+            return False
+        return await service_of_key(presented) == service_id
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not is_protected(request.path):
             return await handler(request)
         presented = presented_token(request)
+        request[AUTHENTICATED] = True
         if presented is not None:
-            if not token_matches(presented, configured):
-                return refuse(request, "unknown token")
+            if token_matches(presented, configured):
+                return await handler(request)
+            if not request.path.startswith(INTEGRATIONS_PREFIX):
+                return refuse(request, "unknown token", unauthorized)
+            if await keyed(request, presented):
+                return await handler(request)
+            service_id = request.match_info.get("service_id")
+            whose = "an" if service_id is None else f"service {service_id!r}'s"
+            reason = f"unknown key: neither an API token nor {whose} integration key"
+            return refuse(request, reason, unauthorized)
+        if request.path == PAGERDUTY_ENQUEUE:
+            request[AUTHENTICATED] = False
             return await handler(request)
         session = session_id(request)
         console = request.app.get(CONSOLE_AUTH)
         if session is None or console is None:
-            return refuse(request, "no token")
+            return refuse(request, "no token", unauthorized)
         if not console.sessions.valid(session):
-            return refuse(request, "the console session has expired or was signed out")
+            reason = "the console session has expired or was signed out"
+            return refuse(request, reason, unauthorized)
         if request.method not in SAFE_METHODS and not console.same_origin(request):
             log.warning("http.cross_origin", path=request.path, method=request.method)
             return forbidden(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, assert_never
@@ -172,7 +173,11 @@ def make_app(
 ) -> web.Application:
     """``build_app`` for a context made by the caller: a node of a cluster keeps one
     application across its roles, and a standby refuses writes (``_standby_gate``)."""
-    auth = bearer_auth(tokens, _unauthorized)
+
+    async def service_of_key(key: str) -> str | None:
+        return await context.store.service_of_integration_key(key)
+
+    auth = bearer_auth(tokens, unauthorized, service_of_key)
     middlewares = [_errors, auth] if context.role is None else [_errors, _standby_gate, auth]
     app = web.Application(client_max_size=max_body_bytes, middlewares=middlewares)
     app[CONTEXT] = context
@@ -203,9 +208,15 @@ class HttpServer:
 
 
 async def start_http(
-    app: web.Application, host: str, port: int, *, limits: HttpLimits | None = None
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    limits: HttpLimits | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> HttpServer:
-    """Serve ``app`` on host:port within ``limits``; the caller awaits ``cleanup()`` at shutdown.
+    """Serve ``app`` on host:port within ``limits``, over HTTPS with ``tls``; the caller
+    awaits ``cleanup()`` at shutdown.
 
     Connections come through pagerd's own listener (pagerd.web.listener), which admits
     or refuses each, into aiohttp's protocol with a request deadline (pagerd.web.limits).
@@ -217,7 +228,7 @@ async def start_http(
     gate = ConnectionGate(connection_budget(limits), limits.request_timeout_s)
     try:
         sockets = await bind(host, port)
-        listener = Listener(sockets, protocol_factory(runner.server, gate), gate)
+        listener = Listener(sockets, protocol_factory(runner.server, gate), gate, tls)
     except BaseException:
         await runner.cleanup()
         raise
@@ -228,6 +239,7 @@ async def start_http(
         addresses=[str(a) for a in http.addresses],
         max_connections=gate.max_connections,
         request_timeout_s=limits.request_timeout_s,
+        tls=tls is not None,
     )
     return http
 
@@ -235,8 +247,11 @@ async def start_http(
 # --- problems and the error middleware ----------------------------------------------------
 
 
-def _unauthorized(reason: str) -> web.Response:
-    detail = f"{reason}: send Authorization: Bearer <token> (a token from [http] tokens)"
+def unauthorized(reason: str) -> web.Response:
+    detail = (
+        f"{reason}: send Authorization: Bearer <token> (a token from [http] tokens);"
+        " on /integrations, a service's integration key does for that service"
+    )
     return problem(401, "Unauthorized", detail)
 
 
@@ -281,6 +296,11 @@ async def _errors(
         )
         headers = {k: v for k, v in error.headers.items() if k in ("Allow", "Retry-After")}
         return problem(error.status, error.reason, detail, headers=headers)
+    except StoreError as error:  # a read that could not be done: the client may try again
+        log.error("http.store_failed", method=request.method, path=request.path, error=str(error))  # noqa: TRY400 - its message says all
+        metrics.HTTP_STORE_FAILURES.inc()
+        detail = "the database could not be read; try again"
+        return problem(503, "Service Unavailable", detail, headers={"Retry-After": "5"})
     except Exception as error:
         if isinstance(error, ConnectionError) and request.transport is None:
             # The client left, or was cut at request_timeout_s, before its body was in:
