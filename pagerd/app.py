@@ -476,7 +476,8 @@ async def serve_http(
     add_console_routes(app, config=config)
     add_integration_routes(app, config=config)
     host, port = config.http.host_port()
-    return await start_http(app, host, port, limits=http_limits(config, session))
+    limits = http_limits(config, session)
+    return await start_http(app, host, port, limits=limits, tls=config.secrets.http_tls)
 
 
 def _resume_outbox(dispatcher: Dispatcher, runtime: Runtime, rows: list[OutboxRow]) -> None:

@@ -278,7 +278,8 @@ class Pagerd:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        scheme = "https" if self.http.get("tls_cert_file") else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
 
     @property
     def log(self) -> Path:

@@ -6,6 +6,7 @@ import getpass
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 import tomllib
@@ -44,7 +45,7 @@ from pagerd.core.policy import (
     TeamTarget,
     WebhookTarget,
 )
-from tests.harness import free_port
+from tests.harness import free_port, make_tls_files
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "pagerd.toml"
 MOSQUITTO_CONF = EXAMPLE.parent / "mosquitto.conf"
@@ -595,6 +596,47 @@ def test_a_ca_file_without_a_certificate_is_a_problem(tmp_path: Path) -> None:
     (problem,) = problems_of(tmp_path, f'[mqtt]\ntls = true\nca_file = "{ca_file}"\n')
 
     assert problem.startswith(f"mqtt.ca_file: {ca_file} holds no usable certificate: "), problem
+
+
+def test_https_is_served_from_a_certificate_and_its_key(tmp_path: Path) -> None:
+    tls = make_tls_files(tmp_path / "tls")
+    config = load_config(
+        write(
+            tmp_path,
+            f'[http]\npublic_url = "https://pager.example.com"\n'
+            f'tls_cert_file = "{tls.cert}"\ntls_key_file = "{tls.key}"\n',
+        ),
+        env={},
+    )
+    assert isinstance(config.secrets.http_tls, ssl.SSLContext)
+    assert load_config(write(tmp_path, ""), env={}).secrets.http_tls is None
+
+
+def test_https_mistakes_are_problems(tmp_path: Path) -> None:
+    tls, other = make_tls_files(tmp_path / "tls"), make_tls_files(tmp_path / "other")
+    https = 'public_url = "https://pager.example.com"\n'
+    assert problems_of(tmp_path, f'[http]\n{https}tls_cert_file = "{tls.cert}"\n') == [
+        "http.tls_key_file: must be set with http.tls_cert_file (both, or neither)"
+    ]
+    assert problems_of(tmp_path, f'[http]\n{https}tls_key_file = "{tls.key}"\n') == [
+        "http.tls_cert_file: must be set with http.tls_key_file (both, or neither)"
+    ]
+    both = f'tls_cert_file = "{tls.cert}"\ntls_key_file = "{tls.key}"\n'
+    (plain_url,) = problems_of(tmp_path, f"[http]\n{both}")
+    assert plain_url == (
+        "http.public_url: must be https:// when pagerd serves HTTPS (http.tls_cert_file),"
+        " got 'http://127.0.0.1:8080'"
+    )
+    (mismatched,) = problems_of(
+        tmp_path, f'[http]\n{https}tls_cert_file = "{tls.cert}"\ntls_key_file = "{other.key}"\n'
+    )
+    assert mismatched.startswith(
+        f"http.tls_cert_file: {tls.cert} with the key {other.key} is no usable certificate: "
+    ), mismatched
+    missing = tmp_path / "nope.pem"
+    assert problems_of(
+        tmp_path, f'[http]\n{https}tls_cert_file = "{missing}"\ntls_key_file = "{tls.key}"\n'
+    ) == [f"http.tls_cert_file: cannot read {missing}: No such file or directory"]
 
 
 def test_missing_secret_files_are_problems(tmp_path: Path) -> None:

@@ -247,7 +247,41 @@ def _read_secrets(
         email_password=_read_password(
             _secret_path(email.password_file, credentials), "notify.email.password_file", problems
         ),
+        http_tls=_server_tls(http, credentials, problems),
     )
+
+
+def _server_tls(
+    http: HttpConfig, credentials: Path | None, problems: list[str]
+) -> ssl.SSLContext | None:
+    """HTTPS's server context, from the certificate chain and its key; None for HTTP."""
+    cert, key = http.tls_cert_file, _secret_path(http.tls_key_file, credentials)
+    if not cert and not key:
+        return None
+    if not cert or not key:
+        given, missing = (
+            ("tls_cert_file", "tls_key_file") if cert else ("tls_key_file", "tls_cert_file")
+        )
+        problems.append(f"http.{missing}: must be set with http.{given} (both, or neither)")
+        return None
+    if _read_file(cert, "http.tls_cert_file", problems) is None:
+        return None
+    if _read_file(key, "http.tls_key_file", problems) is None:
+        return None
+    if not http.public_url.startswith("https://"):
+        problems.append(
+            f"http.public_url: must be https:// when pagerd serves HTTPS (http.tls_cert_file),"
+            f" got {http.public_url!r}"
+        )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        problems.append(
+            f"http.tls_cert_file: {cert} with the key {key} is no usable certificate: {exc}"
+        )
+        return None
+    return context
 
 
 def _read_password(path: str, key: str, problems: list[str]) -> str | None:

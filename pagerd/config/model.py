@@ -6,6 +6,7 @@ a level are the domain's own (``pagerd.core.policy``), which check themselves.
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal
@@ -85,6 +86,8 @@ class HttpConfig(_Section, frozen=True, kw_only=True):
     max_body_bytes: Annotated[int, Meta(gt=0)] = 65536
     request_timeout_s: PositiveSeconds = 10.0  # a client must send headers and body within this
     max_connections: Annotated[int, Meta(ge=1, le=1_000_000)] = 1000  # past it: closed at once
+    tls_cert_file: str = ""  # with tls_key_file: serve HTTPS
+    tls_key_file: str = ""
 
     def host_port(self) -> tuple[str, int]:
         """Split ``listen`` into host and port; ValueError if it is not ``host:port``."""
@@ -226,6 +229,8 @@ class Secrets:
     http_token_lines: tuple[int, ...] = ()  # each token's line in http.tokens_file
     mqtt_password: str | None = None
     email_password: str | None = None
+    # [http] tls_cert_file and tls_key_file, loaded: the server side of HTTPS.
+    http_tls: ssl.SSLContext | None = None
 
     def __repr__(self) -> str:
         return "Secrets(<hidden>)"

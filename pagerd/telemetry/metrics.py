@@ -133,6 +133,11 @@ HTTP_ACCEPT_ERRORS = Counter(
     ["errno"],
     registry=REGISTRY,
 )
+HTTP_TLS_HANDSHAKE_FAILURES = Counter(
+    "pagerd_http_tls_handshake_failures",
+    "HTTPS connections closed because their TLS handshake failed or took too long.",
+    registry=REGISTRY,
+)
 HTTP_PROTOCOL_ERRORS = Counter(
     "pagerd_http_protocol_errors",
     "Requests aiohttp could not parse or answer (malformed HTTP), answered 400 or 500.",

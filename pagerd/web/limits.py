@@ -169,8 +169,9 @@ class ConnectionGate:
         self.open -= 1
         metrics.HTTP_CONNECTIONS.set(self.open)
 
-    def refuse(self, conn: socket.socket, peer: object) -> None:
-        """Answer 503 and close at once: the connection holds its descriptor no longer."""
+    def refuse(self, conn: socket.socket, peer: object, *, answer: bool = True) -> None:
+        """Answer 503 (unless ``answer`` is False: HTTPS, where only a handshake could say
+        it) and close at once: the connection holds its descriptor no longer."""
         metrics.HTTP_CONNECTIONS_REFUSED.inc()
         self._log.warning(
             "http.connection_refused", max_connections=self.max_connections, peer=_host(peer)
@@ -179,8 +180,9 @@ class ConnectionGate:
         # rather than a reset that may overtake it; never wait for either.
         with contextlib.suppress(OSError):
             conn.recv(4096, socket.MSG_DONTWAIT)
-        with contextlib.suppress(OSError):
-            conn.send(self._refusal, socket.MSG_DONTWAIT)
+        if answer:
+            with contextlib.suppress(OSError):
+                conn.send(self._refusal, socket.MSG_DONTWAIT)
         conn.close()
 
     def cut_soon(self, connection: LimitedRequestHandler) -> None:
@@ -221,6 +223,10 @@ class ConnectionGate:
         self._log.error(
             "http.accept_failed", errno=name, error=str(error), open_connections=self.open
         )
+
+    def handshake_failed(self, peer: object, error: OSError) -> None:
+        metrics.HTTP_TLS_HANDSHAKE_FAILURES.inc()
+        self._log.info("http.tls_handshake_failed", peer=_host(peer), error=str(error))
 
     def client_gone(self, what: str) -> None:
         self._log.debug("http.client_gone", what=what)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Callable
 
 from pagerd.telemetry.logs import get_logger
@@ -58,17 +59,23 @@ async def bind(host: str, port: int) -> list[socket.socket]:
 
 
 class Listener:
-    """Accepts on ``sockets``: admits through ``gate`` into aiohttp, refuses the rest itself."""
+    """Accepts on ``sockets``: admits through ``gate`` into aiohttp, refuses the rest itself.
+
+    With ``tls``, an admitted connection is served once its handshake is done, which it
+    must finish within the request timeout.
+    """
 
     def __init__(
         self,
         sockets: list[socket.socket],
         make_protocol: Callable[[], LimitedRequestHandler],
         gate: ConnectionGate,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.sockets = sockets
         self._make_protocol = make_protocol
         self._gate = gate
+        self._tls = tls
         self._loop = asyncio.get_running_loop()
         self._handing_over: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -103,9 +110,9 @@ class Listener:
                 self._loop.call_later(ACCEPT_RETRY_S, self._resume, sock)
                 return
             if not gate.admit():
-                gate.refuse(conn, peer)
+                gate.refuse(conn, peer, answer=self._tls is None)
                 continue
-            task = self._loop.create_task(self._hand_over(conn), name="pagerd[http-accept]")
+            task = self._loop.create_task(self._hand_over(conn, peer), name="pagerd[http-accept]")
             self._handing_over.add(task)
             task.add_done_callback(self._handing_over.discard)
 
@@ -113,11 +120,22 @@ class Listener:
         if not self._closed:
             self._loop.add_reader(sock.fileno(), self._accept, sock)
 
-    async def _hand_over(self, conn: socket.socket) -> None:
+    async def _hand_over(self, conn: socket.socket, peer: object) -> None:
         """Make ``conn`` an aiohttp connection; its protocol gives its place back when lost."""
         protocol = self._make_protocol()
         try:
-            await self._loop.connect_accepted_socket(lambda: protocol, conn)
+            if self._tls is None:
+                await self._loop.connect_accepted_socket(lambda: protocol, conn)
+            else:
+                await self._loop.connect_accepted_socket(
+                    lambda: protocol,
+                    conn,
+                    ssl=self._tls,
+                    ssl_handshake_timeout=self._gate.request_timeout_s,
+                )
+        except (ssl.SSLError, ConnectionAbortedError) as error:  # ...or it took too long
+            self._gate.handshake_failed(peer, error)
+            self._abandon(protocol, conn)
         except OSError as error:  # e.g. the client reset while the transport was made
             log.info("http.connection_failed", error=repr(error))
             self._abandon(protocol, conn)
