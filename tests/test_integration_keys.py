@@ -14,7 +14,7 @@ import pytest
 
 from pagerd.config import IntegrationsConfig
 from pagerd.core.records import ServiceRow, WriteBatch
-from pagerd.store import schema
+from pagerd.store import migrations
 from pagerd.store.sqlite import Store as SqliteStore
 from tests.postgres import StoreLocation
 from tests.test_integrations import PD_PATH, TOKEN, Site, pd_trigger, serving
@@ -57,16 +57,16 @@ async def test_each_new_service_gets_a_key_of_its_own_and_keeps_it(
 
 
 async def test_services_made_before_keys_existed_get_one_at_migration(tmp_path: Path) -> None:
-    """Given a database at schema version 4 with services, when pagerd opens it, then each
+    """Given a database at schema version 5 with services, when pagerd opens it, then each
     service has a key of its own."""
     path = tmp_path / "pagerd.db"
     db = sqlite3.connect(path)
-    db.executescript("".join(schema.MIGRATIONS[:4]))
+    db.executescript("".join(migrations.MIGRATIONS[:5]))
     db.executemany(
         "INSERT INTO services (id, name, policy_id, managed) VALUES (?, ?, 'p', 0)",
         [(f"s{n}", f"s{n}") for n in range(50)],
     )
-    db.execute("PRAGMA user_version = 4")
+    db.execute("PRAGMA user_version = 5")
     db.commit()
     db.close()
 

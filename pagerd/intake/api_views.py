@@ -75,7 +75,7 @@ def service_out(
             opened_at=rfc3339(incident.opened_at),
             acknowledged_at=time_or_none(incident.acknowledged_at),
         )
-    return wire.ServiceDetail(
+    return wire.ServiceOut(
         id=row.id,
         name=row.name,
         policy_id=row.policy_id,
