@@ -146,6 +146,19 @@ async def test_beats_that_change_nothing_cost_no_write_and_move_no_timer(world: 
     assert world.store.writes == 0
 
 
+async def test_a_beat_to_an_idle_actor_is_answered_before_submit_returns(world: World) -> None:
+    """A decision that writes nothing needs no task: the beat is answered in the caller's
+    turn. One that writes (the missed beat's alert) is answered only once committed."""
+    world.send("cron", Beat())
+    assert world.outcomes() == [Outcome.BEAT]
+
+    world.send("cron", Alert("disk full", new_incident_id()))
+    assert world.outcomes() == [Outcome.BEAT]  # not before its commit
+    await world.settle()
+    assert world.outcomes() == [Outcome.BEAT, Outcome.OPENED]
+    assert world.store.writes == 1
+
+
 async def test_beats_during_an_incident_another_alert_opened_write_nothing(
     world: World,
 ) -> None:

@@ -168,11 +168,46 @@ class ServiceActor:
 
     def post(self, envelope: Envelope) -> None:
         """Queue a message; the actor's task starts if it is not running."""
+        if self._task is None and not self.mailbox and self._decided_at_once(envelope):
+            return
         self.mailbox.append(envelope)
         if self._task is None:
             self._task = self._runtime.spawner.create_task(
                 self._run(), name=f"pagerd[svc={self.service_id}]"
             )
+
+    def _decided_at_once(self, envelope: Envelope) -> bool:
+        """Decide a message to an idle actor in the poster's turn if the decision writes
+        nothing (a beat that moves its deadline only, an alert id already absorbed, a
+        stale timeout), as the task would: nothing of this service is in flight, and a
+        task per beat is most of a beat's cost. A decision that writes is left to the
+        task, which decides again (``decide`` is pure)."""
+        runtime = self._runtime
+        directory = runtime.directory
+        policy, heartbeat_s = directory.service_context(self.service_id)
+        if policy is None or self.unsaved_service is not None:
+            return False
+        before = self.state
+        try:
+            decision = decide(
+                before,
+                envelope.event,
+                policy,
+                runtime.clock.now(),
+                directory.rosters,
+                rotas=directory.rotas,
+                heartbeat_s=heartbeat_s,
+            )
+        except Exception:  # noqa: BLE001 - the task decides again, isolates and reports it
+            return False
+        if decision.effects or decision.state.incident is not before.incident:
+            return False
+        self.state = decision.state
+        self.sync_timer()
+        runtime.queued(-1)
+        self._finish(envelope, decision, ())
+        runtime.retire_if_idle(self)
+        return True
 
     async def _run(self) -> None:
         try:
