@@ -179,5 +179,10 @@ async def test_a_tls_handshake_must_finish_within_the_request_timeout(
     waited = asyncio.get_running_loop().time() - started
     writer.close()
     assert 0.9 <= waited < 5, waited
+    # The line is written after the connection is closed: poll for it.
+    await eventually(
+        lambda: any(e["event"] == "http.tls_handshake_failed" for e in daemon.log_events()),
+        what="the handshake's failure logged",
+    )
     events = [e for e in daemon.log_events() if e["event"] == "http.tls_handshake_failed"]
     assert len(events) == 1, events
