@@ -27,6 +27,7 @@ from pagerd.core.domain import (
     Healthy,
     IncidentStatus,
     LevelFailed,
+    Note,
     Notify,
     Outcome,
     RecordAlert,
@@ -1415,6 +1416,65 @@ def test_a_failed_level_changes_nothing_once_acknowledged() -> None:
     decision = walk.send(LevelFailed("inc-1", 0))
 
     assert (decision.outcome, decision.effects) == (Outcome.STALE_TIMEOUT, ())
+
+
+# --- notes and who did what --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        pytest.param((), id="healthy, never an incident"),
+        pytest.param((alert(1),), id="triggered"),
+        pytest.param((alert(1), Ack(by="alice")), id="acknowledged"),
+        pytest.param((alert(1), Ack(), Healthy()), id="resolved"),
+    ],
+)
+def test_a_note_is_a_timeline_event_and_changes_nothing_else(before: tuple[Event, ...]) -> None:
+    """Given a service in any state, when a note on an incident arrives, then it is the
+    incident's ``incident.note`` with text and author, and nothing else: no page, no
+    timer, and the very same state."""
+    walk = Walk(ONE_LEVEL)
+    for event in before:
+        walk.send(event)
+    state = walk.state
+
+    decision = walk.send(Note("inc-1", "restarted db1", by="bob"))
+
+    assert decision.outcome is Outcome.NOTED
+    assert decision.state is state
+    [note] = decision.effects
+    assert note == RecordTimeline(
+        "inc-1", "incident.note", walk.now, {"text": "restarted db1", "by": "bob"}
+    )
+
+
+@pytest.mark.parametrize("text", ["", "x" * 4097])
+def test_a_note_needs_text_of_1_to_4096_characters(text: str) -> None:
+    with pytest.raises(DomainError, match="text"):
+        Note("inc-1", text)
+
+
+def test_acknowledgement_and_resolution_say_who_and_how_when_told() -> None:
+    """Given an ack and a healthy event naming a person and the way in, then their timeline
+    events name both; unnamed, the ack names only who (or nobody) and the resolution none."""
+    walk = Walk(ONE_LEVEL)
+    walk.send(alert(1))
+    acked = walk.send(Ack(by="Alice", via="sms"))
+    resolved = walk.send(Healthy(by="Bob", via="console"))
+    walk.send(alert(2))
+    quiet = [walk.send(Ack()), walk.send(Healthy())]
+
+    assert [dict(e.detail) for d in (acked, resolved, *quiet) for e in records_of(d)] == [
+        {"by": "Alice", "level": 1, "via": "sms"},
+        {"level": 1, "by": "Bob", "via": "console"},
+        {"by": None, "level": 1},
+        {"level": 1},
+    ]
+
+
+def records_of(decision: Decision) -> list[RecordTimeline]:
+    return [e for e in decision.effects if isinstance(e, RecordTimeline)]
 
 
 # --- memory per incident -----------------------------------------------------------------

@@ -27,8 +27,10 @@ from pagerd.core.domain import (
     Healthy,
     Incident,
     IncidentStatus,
+    Note,
     Notify,
     Outcome,
+    RecordTimeline,
     ServiceState,
     decide,
 )
@@ -182,6 +184,11 @@ class EscalationMachine(RuleBasedStateMachine):
         self.now += dt
         self._apply(Healthy())
 
+    @rule(kind=id_kinds, pick=st.integers(0, 50), random_id=random_ids, dt=advances)
+    def note(self, kind: str, pick: int, random_id: str, dt: timedelta) -> None:
+        self.now += dt
+        self._apply(Note(self._pick_id(kind, pick, random_id), "looking", by="alice"))
+
     # --- invariants ----------------------------------------------------------------------
 
     @invariant()
@@ -293,6 +300,8 @@ class EscalationMachine(RuleBasedStateMachine):
                 return Outcome.EXHAUSTED
             case Healthy():
                 return Outcome.ALREADY_HEALTHY if incident is None else Outcome.RESOLVED
+            case Note():
+                return Outcome.NOTED
             case _:
                 raise AssertionError(event)
 
@@ -300,6 +309,10 @@ class EscalationMachine(RuleBasedStateMachine):
         self, before: ServiceState, event: Event, policy: Policy, decision: Decision
     ) -> None:
         assert decision.outcome is self._expected_outcome(before, event, policy)
+        if decision.outcome is Outcome.NOTED:
+            # A note is its timeline event and nothing else, whatever the state.
+            assert decision.state is before
+            assert [type(e) for e in decision.effects] == [RecordTimeline]
         if decision.outcome in NO_OP_OUTCOMES:
             # A stale timeout, a foreign ack, a duplicate alert: nothing happens at all.
             assert decision.effects == ()

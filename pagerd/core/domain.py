@@ -46,6 +46,7 @@ from pagerd.core.values import (
     LevelFailed,
     Maintenance,
     MaintenanceOver,
+    Note,
     Notify,
     Outcome,
     RecordAlert,
@@ -81,6 +82,7 @@ __all__ = [
     "LevelFailed",
     "Maintenance",
     "MaintenanceOver",
+    "Note",
     "Notify",
     "Outcome",
     "RecordAlert",
@@ -134,7 +136,9 @@ def decide(
         case AckTimeout() | LevelFailed():
             return _on_escalation(state, event, context)
         case Healthy():
-            return _on_healthy(state, now)
+            return _on_healthy(state, now, event.by, event.via)
+        case Note():
+            return _on_note(state, event, now)
         case StartMaintenance():
             return _on_start_maintenance(state, event, now)
         case EndMaintenance():
@@ -213,12 +217,19 @@ def _on_ack(state: ServiceState, ack: Ack, now: datetime) -> Decision:
     effects: list[Effect] = []
     if incident.ack_deadline is not None:
         effects.append(CancelTimer(incident.id))
-    effects.append(
-        RecordTimeline(
-            incident.id, "incident.acknowledged", now, {"by": ack.by, "level": incident.level}
-        )
-    )
+    detail: dict[str, str | int | None] = {"by": ack.by, "level": incident.level}
+    if ack.via is not None:
+        detail["via"] = ack.via
+    effects.append(RecordTimeline(incident.id, "incident.acknowledged", now, detail))
     return Decision(replace(state, incident=acked), tuple(effects), Outcome.ACKNOWLEDGED)
+
+
+def _on_note(state: ServiceState, note: Note, now: datetime) -> Decision:
+    # The state is unchanged: a note is a timeline event of its incident, nothing more.
+    detail: dict[str, str | int | None] = {"text": note.text, "by": note.by}
+    return Decision(
+        state, (RecordTimeline(note.incident_id, "incident.note", now, detail),), Outcome.NOTED
+    )
 
 
 def _on_escalation(
@@ -246,7 +257,9 @@ def _on_escalation(
     return Decision(replace(state, incident=advanced), (escalated_to, *effects), outcome)
 
 
-def _on_healthy(state: ServiceState, now: datetime, by: str | None = None) -> Decision:
+def _on_healthy(
+    state: ServiceState, now: datetime, by: str | None = None, via: str | None = None
+) -> Decision:
     incident = state.open_incident
     if incident is None:
         return Decision(state, (), Outcome.ALREADY_HEALTHY)
@@ -257,6 +270,8 @@ def _on_healthy(state: ServiceState, now: datetime, by: str | None = None) -> De
     detail: dict[str, str | int | None] = {"level": incident.level}
     if by is not None:
         detail["by"] = by
+    if via is not None:
+        detail["via"] = via
     effects.append(RecordTimeline(incident.id, "incident.resolved", now, detail))
     return Decision(replace(state, incident=resolved), tuple(effects), Outcome.RESOLVED)
 

@@ -24,6 +24,8 @@ from pagerd.core.policy import (
     validate_service_id,
 )
 
+MAX_NOTE_CHARS = 4096
+
 # --- state -------------------------------------------------------------------------------
 
 
@@ -184,10 +186,15 @@ class Alert(msgspec.Struct, frozen=True, gc=False):
 
 
 class Ack(msgspec.Struct, frozen=True, gc=False):
-    """Someone acknowledges the open incident (only ``incident_id``, if given)."""
+    """Someone acknowledges the open incident (only ``incident_id``, if given).
+
+    ``by`` names who (a person, or the target a link was sent to); ``via`` the way it
+    came (``sms``, ``email`` or ``webhook`` for a page's link, ``console``, ``api``, ...).
+    """
 
     incident_id: str | None = None
     by: str | None = None
+    via: str | None = None
 
 
 class AckTimeout(msgspec.Struct, frozen=True, gc=False):
@@ -198,7 +205,28 @@ class AckTimeout(msgspec.Struct, frozen=True, gc=False):
 
 
 class Healthy(msgspec.Struct, frozen=True, gc=False):
-    """The service is healthy again."""
+    """The service is healthy again; ``by`` and ``via`` as an ack's, when a person says so."""
+
+    by: str | None = None
+    via: str | None = None
+
+
+class Note(msgspec.Struct, frozen=True, gc=False):
+    """Someone writes a note on an incident of the service, open or resolved.
+
+    The way in checks that the incident is the service's (the state here knows only its
+    latest); the note is decided by the service's actor so that it takes its place
+    among the incident's other events.
+    """
+
+    incident_id: str
+    text: str
+    by: str | None = None
+
+    def __post_init__(self) -> None:
+        require_text(self.incident_id, "incident_id")
+        if not isinstance(self.text, str) or not 1 <= len(self.text) <= MAX_NOTE_CHARS:
+            raise DomainError("text", f"must be 1..{MAX_NOTE_CHARS} characters")
 
 
 class LevelFailed(msgspec.Struct, frozen=True, gc=False):
@@ -252,6 +280,7 @@ Event = (
     | Beat
     | BeatMissed
     | Watch
+    | Note
 )
 
 
@@ -366,6 +395,7 @@ class Outcome(enum.StrEnum):
     BEAT = "beat"  # the next beat is due later; nothing to write
     BEAT_UNEXPECTED = "beat_unexpected"  # the service has no heartbeat_s
     WATCHED = "watched"
+    NOTED = "noted"
 
 
 class Decision(msgspec.Struct, frozen=True, gc=False):

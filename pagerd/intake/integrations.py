@@ -34,6 +34,7 @@ from pagerd.core.domain import (
     Incident,
     LevelFailed,
     MaintenanceOver,
+    Note,
     StartMaintenance,
     Watch,
 )
@@ -305,6 +306,8 @@ def _kind(event: Event) -> str:
             return "maintenance"
         case Beat() | Watch():
             return "heartbeat"
+        case Note():
+            return "note"
         case _:
             assert_never(event)
 

@@ -42,6 +42,7 @@ from pagerd.core.domain import (
     LevelFailed,
     Maintenance,
     MaintenanceOver,
+    Note,
     Notify,
     Outcome,
     RecordAlert,
@@ -515,6 +516,8 @@ def _log_outcome(
             name = f"heartbeat.missed.{outcome.value}"
         case Watch():
             name = f"heartbeat.{outcome.value}"
+        case Note():
+            name = "incident.note"
         case _:
             assert_never(event)
     # "level" is the log line's own severity; the escalation level needs another key.
