@@ -218,7 +218,7 @@ class Site:
 
     async def incidents(self, service_id: str) -> list[Incident]:
         await self.runtime.drained()
-        return [i for _, i in await self.store.list_incidents(service_id=service_id)]
+        return [row.incident for row in await self.store.list_incidents(service_id=service_id)]
 
     async def alerts(self, service_id: str) -> int:
         await self.runtime.drained()

@@ -165,7 +165,8 @@ async def everything(store: SqliteStore | PostgresStore) -> dict[str, object]:
         reader.close()
     states: list[ServiceState] = []
     await store.read_open_states(states.extend)
-    incidents = await store.list_incidents(limit=100)
+    listed = await store.list_incidents(limit=100)
+    incidents = [(row.service_id, row.incident) for row in listed]
     return {
         "policies": await store.load_policies(),
         "teams": await store.load_teams(),
@@ -177,6 +178,8 @@ async def everything(store: SqliteStore | PostgresStore) -> dict[str, object]:
         "each": [await store.get_incident(i.id) for _, i in incidents],
         "timelines": [await store.timeline(i.id) for _, i in incidents],
         "notifications": [await store.notifications(i.id) for _, i in incidents],
+        "alerts": [await store.incident_alerts(i.id, limit=100) for _, i in incidents],
+        "keys": [(row.incident.opened_at, row.seq) for row in listed],
         "pending": await store.pending_outbox(100),
         "dead letters": await store.dead_letters(100),
         "count": await store.count_services(),

@@ -161,7 +161,7 @@ async def test_healthy_then_alert_in_one_batch_commits_both_incidents(world: Wor
     world.send("api", alert("second"))
     await world.settle()
     rows = await world.store.store.list_incidents(service_id="api", status=None, limit=10)
-    assert sorted(i.status.value for _, i in rows) == ["resolved", "triggered"]
+    assert sorted(r.incident.status.value for r in rows) == ["resolved", "triggered"]
 
 
 async def test_actor_retires_when_healthy_and_idle(world: World) -> None:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from pagerd.core.domain import (
@@ -567,7 +568,7 @@ async def test_list_incidents_newest_first_with_filters(store: Store) -> None:
 
     async def ids(**filters: Any) -> list[str]:
         found = await store.list_incidents(**filters)
-        return [i.id for _, i in found]
+        return [row.incident.id for row in found]
 
     assert await ids() == ["i4", "i3", "i2", "i1"]
     assert await ids(limit=2) == ["i4", "i3"]
@@ -575,8 +576,156 @@ async def test_list_incidents_newest_first_with_filters(store: Store) -> None:
     assert await ids(status="triggered") == ["i4", "i2", "i1"]
     assert await ids(service_id="a", status="resolved") == ["i3"]
     assert await ids(service_id="nobody") == []
-    found = await store.list_incidents(service_id="b", status=None, limit=10)
-    assert found == [("b", incident("i2", opened_at=T0 + timedelta(minutes=1)))]
+    assert await ids(status="open") == ["i4", "i2", "i1"]
+    assert await ids(since=T0 + timedelta(minutes=1), until=T0 + timedelta(minutes=3)) == [
+        "i3",
+        "i2",
+    ]
+    [found] = await store.list_incidents(service_id="b", status=None, limit=10)
+    assert (found.service_id, found.incident) == (
+        "b",
+        incident("i2", opened_at=T0 + timedelta(minutes=1)),
+    )
+
+
+@pytest.mark.parametrize("status", [None, "open", "triggered", "resolved"])
+async def test_incidents_page_after_page_by_their_key_ties_included(
+    store: Store, status: str | None
+) -> None:
+    """Given 23 incidents, some opened at the very same instant, when read five at a time,
+    each page starting after the key (opened_at, seq) of the one before, then every
+    incident in the status comes once, newest first, ties newest written first."""
+    rows = []
+    for n in range(23):
+        at = T0 + timedelta(seconds=n // 3)  # three at each instant
+        done = n % 4 == 0
+        changes: dict[str, Any] = (
+            {"status": IncidentStatus.RESOLVED, "resolved_at": at} if done else {}
+        )
+        rows.append((f"svc-{n % 5}", incident(f"i{n:02d}", opened_at=at, **changes)))
+    for row in rows:  # one write each: seq in this order
+        await store.write(WriteBatch(incidents=(row,)))
+    wanted = [
+        i.id
+        for _, i in reversed(rows)
+        if status is None
+        or (status == "open" and i.status is not IncidentStatus.RESOLVED)
+        or i.status.value == status
+    ]
+
+    seen: list[str] = []
+    before = None
+    while True:
+        page = await store.list_incidents(status=status, limit=5, before=before)
+        seen += [row.incident.id for row in page]
+        if len(page) < 5:
+            break
+        before = (page[-1].incident.opened_at, page[-1].seq)
+    assert seen == wanted
+
+
+async def test_alerts_of_a_service_and_of_an_incident_page_newest_first(store: Store) -> None:
+    """Given two incidents of a service with alerts interleaved with another service's,
+    when read three at a time, then each listing gives its own alerts newest first, each
+    page starting after the last one's seq, with source, alert id and incident."""
+    await store.write(opened("i1", "a"))
+    await store.write(opened("i9", "b"))
+    for n in range(6):
+        at = T0 + timedelta(seconds=n + 1)
+        await store.write(WriteBatch(alerts=(("a", alert("i1", f"a-{n}", at)),)))
+        await store.write(WriteBatch(alerts=(("b", alert("i9", f"b-{n}", at)),)))
+    await store.write(opened("i2", "a", at=T0 + timedelta(minutes=1)))
+
+    async def every(read: Any, key: str) -> list[tuple[str | None, str | None]]:
+        found: list[tuple[str | None, str | None]] = []
+        before = None
+        while True:
+            page = await read(key, limit=3, before=before)
+            found += [(row.alert_id, row.incident_id) for row in page]
+            if len(page) < 3:
+                return found
+            before = page[-1].seq
+
+    named = [(f"a-{n}", "i1") for n in reversed(range(6))]
+    assert await every(store.service_alerts, "a") == [(None, "i2"), *named, (None, "i1")]
+    assert await every(store.incident_alerts, "i1") == [*named, (None, "i1")]
+    assert await every(store.incident_alerts, "i2") == [(None, "i2")]
+    assert await every(store.incident_alerts, "nothing") == []
+    [newest] = await store.incident_alerts("i1", limit=1)
+    assert (newest.at, newest.message, newest.source) == (
+        T0 + timedelta(seconds=6),
+        "Too many 5xx!",
+        "prometheus",
+    )
+
+
+async def test_services_page_by_health_and_text(store: Store) -> None:
+    """Given services healthy and not (one with two open incidents, one with a resolved
+    one), when paged two at a time per health, with and without a search, then each
+    comes once in id order, with its latest open incident, matching id or name in any
+    case, and LIKE's wildcards are searched as text."""
+    names = {
+        "api": "Payments API",
+        "billing": "Billing",
+        "cache_1": "Cache",
+        "db": "Database",
+        "edge": "Edge 100%",
+        "files": "Files",
+    }
+    await store.write(
+        WriteBatch(
+            services=tuple(ServiceRow(i, n, "payments", managed=False) for i, n in names.items()),
+            incidents=(
+                ("api", incident("i1")),
+                ("api", incident("i2", opened_at=T0 + timedelta(seconds=1))),
+                ("db", incident("i3", status=IncidentStatus.ACKNOWLEDGED, acknowledged_at=T0)),
+                ("files", incident("i4", status=IncidentStatus.RESOLVED, resolved_at=T0)),
+            ),
+        )
+    )
+
+    async def every(unhealthy: bool, text: str | None = None) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        after = ""
+        while True:
+            page = await store.services_page(unhealthy=unhealthy, after=after, limit=2, text=text)
+            if page.count:
+                found += msgspec.json.decode(b"[" + page.documents + b"]")
+            if page.count < 2:
+                return found
+            assert page.last_id is not None
+            after = page.last_id
+
+    unhealthy = await every(True)
+    assert [(s["id"], s["health"], s["incident"]["id"]) for s in unhealthy] == [
+        ("api", "unhealthy", "i2"),
+        ("db", "unhealthy", "i3"),
+    ]
+    assert unhealthy[1] == {
+        "id": "db",
+        "name": "Database",
+        "policy_id": "payments",
+        "health": "unhealthy",
+        "incident": {
+            "id": "i3",
+            "message": "Too many 5xx!",
+            "status": "acknowledged",
+            "level": 1,
+            "opened_at": "2026-11-22T10:00:00.000Z",
+            "acknowledged_at": "2026-11-22T10:00:00.000Z",
+        },
+        "heartbeat_s": None,
+        "maintenance": None,
+    }
+    healthy = await every(False)
+    assert [s["id"] for s in healthy] == ["billing", "cache_1", "edge", "files"]
+    assert {s["health"] for s in healthy} == {"healthy"}
+    assert healthy[0]["incident"] is None
+    assert [s["id"] for s in await every(False, "ILL")] == ["billing"]
+    assert [s["id"] for s in await every(True, "payments")] == ["api"]
+    assert [s["id"] for s in await every(False, "%")] == ["edge"]
+    assert [s["id"] for s in await every(False, "_")] == ["cache_1"]
+    assert await every(True, "nothing") == []
 
 
 # --- start-up and directory reads ------------------------------------------------------------

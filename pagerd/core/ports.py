@@ -18,10 +18,12 @@ from pagerd.core.records import (
     AlertRow,
     DeadLetter,
     DeveloperRow,
+    IncidentRow,
     OutboxRow,
     OverrideRow,
     PolicyRow,
     ScheduleRow,
+    ServicePage,
     ServiceRow,
     TeamRow,
     WatchRow,
@@ -128,6 +130,19 @@ class Store(DirectoryStore, OutboxStore, MetaStore, Protocol):
 
     async def read_watches(self) -> list[WatchRow]: ...
 
+    async def list_incidents(
+        self,
+        *,
+        service_id: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        before: tuple[datetime, int] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[IncidentRow]: ...
+
+    async def incident_row(self, incident_id: str) -> IncidentRow | None: ...
+
     async def service_alerts(
         self, service_id: str, *, limit: int, before: int | None = None
     ) -> list[AlertRow]: ...
@@ -138,9 +153,13 @@ class Store(DirectoryStore, OutboxStore, MetaStore, Protocol):
 
     async def replace_integration_key(self, service_id: str) -> str: ...
 
-    async def list_incidents(
-        self, *, service_id: str | None = None, status: str | None = None, limit: int = 100
-    ) -> list[tuple[str, Incident]]: ...
+    async def incident_alerts(
+        self, incident_id: str, *, limit: int, before: int | None = None
+    ) -> list[AlertRow]: ...
+
+    async def services_page(
+        self, *, unhealthy: bool, after: str, limit: int, text: str | None = None
+    ) -> ServicePage: ...
 
     async def timeline(self, incident_id: str) -> list[tuple[datetime, str, dict[str, object]]]: ...
 

@@ -139,6 +139,24 @@ class OutboxUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class IncidentRow:
+    """An incident as listed, with its place in the order incidents were first written."""
+
+    seq: int  # breaks ties of ``opened_at``: with it, the key of a page of incidents
+    service_id: str
+    incident: Incident
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePage:
+    """A page of services as the API lists them: JSON objects joined by commas."""
+
+    documents: bytes
+    count: int
+    last_id: str | None  # the key the next page starts after
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetter:
     """An event pagerd could not take, kept for an operator to see (CONTRACT §9)."""
 

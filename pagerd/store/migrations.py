@@ -229,6 +229,13 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE services SET integration_key = lower(hex(randomblob(16)));
     CREATE UNIQUE INDEX services_integration_key ON services (integration_key);
     """,
+    # 6 -> 7: pages for the console. An incident's alerts newest first (the unique index
+    # on (incident_id, alert_id) is not in arrival order); open incidents newest first,
+    # however long the history behind them.
+    """
+    CREATE INDEX alerts_incident ON alerts (incident_id);
+    CREATE INDEX incidents_open_opened ON incidents (opened_at) WHERE status != 'resolved';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -31,10 +31,12 @@ from pagerd.core.records import (
     AlertRow,
     DeadLetter,
     DeveloperRow,
+    IncidentRow,
     OutboxRow,
     OverrideRow,
     PolicyRow,
     ScheduleRow,
+    ServicePage,
     StoreError,
     TeamRow,
     WatchRow,
@@ -42,6 +44,16 @@ from pagerd.core.records import (
 )
 from pagerd.core.schedules import Override, Rotation, Schedule
 from pagerd.store.group_commit import GroupCommit, TransactionError
+from pagerd.store.postgres_listings import (
+    BEFORE_KEY,
+    INCIDENTS_ORDER,
+    SELECT_HEALTHY_PAGE,
+    SELECT_INCIDENT_ALERTS,
+    SELECT_INCIDENT_ROWS,
+    SELECT_SERVICE_ALERTS,
+    SELECT_UNHEALTHY_PAGE,
+    STATUS_CLAUSES,
+)
 from pagerd.store.postgres_schema import (
     MIGRATION_LOCK,
     MIGRATIONS,
@@ -54,7 +66,7 @@ from pagerd.store.postgres_schema import (
     encode_batch,
 )
 from pagerd.store.postgres_services import ServiceIndex, ServiceReader
-from pagerd.store.schema import Op, decode_policy, new_integration_key
+from pagerd.store.schema import Op, decode_policy, like_pattern, new_integration_key
 from pagerd.telemetry import metrics
 from pagerd.telemetry.logs import get_logger
 
@@ -428,18 +440,6 @@ class PostgresStore:
             for service_id, heartbeat_s, until, reason in rows
         ]
 
-    async def service_alerts(
-        self, service_id: str, *, limit: int, before: int | None = None
-    ) -> list[AlertRow]:
-        """The service's alerts newest first, those older than the alert ``before`` only."""
-        sql = (
-            "SELECT seq, at, message, alert_id, source, incident_id FROM alerts"
-            " WHERE service_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
-        )
-        last = (1 << 63) - 1 if before is None else before
-        rows = await self._fetch(sql, service_id, last, max(limit, 0))
-        return [AlertRow(*row) for row in rows]
-
     async def count_services(self) -> int:
         """How many services are registered."""
         rows = await self._fetch("SELECT count(*) FROM services")
@@ -549,17 +549,69 @@ class PostgresStore:
         return bool(await self._fetch(sql, incident_id, alert_id))
 
     async def list_incidents(
-        self, *, service_id: str | None = None, status: str | None = None, limit: int = 100
-    ) -> list[tuple[str, Incident]]:
-        """Incidents newest first, optionally of one service and/or in one status."""
-        sql = (
-            SELECT_INCIDENTS
-            + " WHERE ($1::text IS NULL OR i.service_id = $1)"
-            + " AND ($2::text IS NULL OR i.status = $2)"
-            + " ORDER BY i.opened_at DESC, i.seq DESC LIMIT $3"
-        )
-        rows = await self._fetch(sql, service_id, status, max(limit, 0))
-        return [decode_incident(tuple(row)) for row in rows]
+        self,
+        *,
+        service_id: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        before: tuple[datetime, int] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[IncidentRow]:
+        """Incidents newest first: of one service, in one status (or ``open``), opened in
+        [since, until), and after the key ``before`` (opened_at, seq) of a page's last."""
+        clauses: list[str] = []
+        params: list[object] = []
+        if service_id is not None:
+            params.append(service_id)
+            clauses.append(f"i.service_id = ${len(params)}")
+        if status is not None:
+            clauses.append(STATUS_CLAUSES[status])
+        if since is not None:
+            params.append(since)
+            clauses.append(f"i.opened_at >= ${len(params)}")
+        if until is not None:
+            params.append(until)
+            clauses.append(f"i.opened_at < ${len(params)}")
+        if before is not None:
+            params += before
+            clauses.append(BEFORE_KEY.format(len(params) - 1, len(params)))
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        params.append(max(limit, 0))
+        sql = SELECT_INCIDENT_ROWS + where + INCIDENTS_ORDER.format(len(params))
+        rows = await self._fetch(sql, *params)
+        return [IncidentRow(row[0], *decode_incident(tuple(row)[1:])) for row in rows]
+
+    async def incident_row(self, incident_id: str) -> IncidentRow | None:
+        """The incident as listed (without its alert ids), or None if there is none."""
+        rows = await self._fetch(SELECT_INCIDENT_ROWS + " WHERE i.id = $1", incident_id)
+        return IncidentRow(rows[0][0], *decode_incident(tuple(rows[0])[1:])) if rows else None
+
+    async def service_alerts(
+        self, service_id: str, *, limit: int, before: int | None = None
+    ) -> list[AlertRow]:
+        """The service's alerts newest first, those older than the alert ``before`` only."""
+        return await self._alerts(SELECT_SERVICE_ALERTS, service_id, limit, before)
+
+    async def incident_alerts(
+        self, incident_id: str, *, limit: int, before: int | None = None
+    ) -> list[AlertRow]:
+        """The incident's alerts newest first, those older than the alert ``before`` only."""
+        return await self._alerts(SELECT_INCIDENT_ALERTS, incident_id, limit, before)
+
+    async def _alerts(self, sql: str, key: str, limit: int, before: int | None) -> list[AlertRow]:
+        last = _NO_KEY if before is None else before
+        rows = await self._fetch(sql, key, last, max(limit, 0))
+        return [AlertRow(*row) for row in rows]
+
+    async def services_page(
+        self, *, unhealthy: bool, after: str, limit: int, text: str | None = None
+    ) -> ServicePage:
+        """Up to ``limit`` services of one health, by id after ``after``, as the API lists
+        them; only those whose id or name contains ``text`` (in any case)."""
+        sql = SELECT_UNHEALTHY_PAGE if unhealthy else SELECT_HEALTHY_PAGE
+        [(docs, last, count)] = await self._fetch(sql, after, like_pattern(text), limit)
+        return ServicePage(b"" if docs is None else str(docs).encode(), int(count), last)
 
     async def timeline(self, incident_id: str) -> list[tuple[datetime, str, dict[str, object]]]:
         """The incident's timeline as (at, type, detail), in the order it was written."""
@@ -590,6 +642,10 @@ class PostgresStore:
             SELECT_OUTBOX + " WHERE status IN ('pending', 'held') ORDER BY created_at, seq LIMIT $1"
         )
         return [decode_outbox(tuple(row)) for row in await self._fetch(sql, max(limit, 0))]
+
+
+# Above every seq: the first page starts here.
+_NO_KEY = (1 << 63) - 1
 
 
 async def _keep_session(_connection: asyncpg.Connection) -> None:

@@ -229,6 +229,12 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE services ALTER COLUMN integration_key SET NOT NULL;
     CREATE UNIQUE INDEX services_integration_key ON services (integration_key);
     """,
+    # 4 -> 5: SQLite's version 7. Pages for the console: an incident's alerts newest
+    # first; open incidents newest first, however long the history behind them.
+    """
+    CREATE INDEX alerts_incident ON alerts (incident_id, seq);
+    CREATE INDEX incidents_open_opened ON incidents (opened_at, seq) WHERE status <> 'resolved';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

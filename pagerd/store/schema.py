@@ -34,6 +34,14 @@ def new_integration_key() -> str:
 # --- values as stored ---------------------------------------------------------------------
 
 
+def like_pattern(text: str | None) -> str | None:
+    """A LIKE pattern (escape character ``\\``) matching values that contain ``text``."""
+    if text is None:
+        return None
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 # The effects of one decision share one ``now``: most conversions are a cache hit.
 @functools.lru_cache(maxsize=4096)
 def to_db_time(value: datetime) -> str:

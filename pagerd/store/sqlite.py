@@ -24,10 +24,12 @@ from pagerd.core.records import (
     AlertRow,
     DeadLetter,
     DeveloperRow,
+    IncidentRow,
     OutboxRow,
     OverrideRow,
     PolicyRow,
     ScheduleRow,
+    ServicePage,
     StoreError,
     TeamRow,
     WatchRow,
@@ -57,9 +59,21 @@ from pagerd.store.schema import (
     decode_rotation,
     encode_batch,
     from_db_time,
+    like_pattern,
     new_integration_key,
+    to_db_time,
 )
 from pagerd.store.service_reader import ServiceReader, connect_sync_reader
+from pagerd.store.sqlite_listings import (
+    BEFORE_KEY,
+    INCIDENTS_ORDER,
+    SELECT_HEALTHY_PAGE,
+    SELECT_INCIDENT_ALERTS,
+    SELECT_INCIDENT_ROWS,
+    SELECT_SERVICE_ALERTS,
+    SELECT_UNHEALTHY_PAGE,
+    STATUS_CLAUSES,
+)
 from pagerd.telemetry.logs import get_logger
 
 log = get_logger(__name__)
@@ -315,21 +329,6 @@ class Store:
             for service_id, heartbeat_s, until, reason in rows
         ]
 
-    async def service_alerts(
-        self, service_id: str, *, limit: int, before: int | None = None
-    ) -> list[AlertRow]:
-        """The service's alerts newest first, those older than the alert ``before`` only."""
-        sql = (
-            "SELECT seq, at, message, alert_id, source, incident_id FROM alerts"
-            " WHERE service_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
-        )
-        last = (1 << 63) - 1 if before is None else before
-        rows = await self._fetch(sql, (service_id, last, max(limit, 0)))
-        return [
-            AlertRow(seq, from_db_time(at), message, alert_id, source, incident_id)
-            for seq, at, message, alert_id, source, incident_id in rows
-        ]
-
     async def count_services(self) -> int:
         """How many services are registered."""
         rows = await self._fetch("SELECT count(*) FROM services")
@@ -431,12 +430,71 @@ class Store:
         return bool(await self._fetch(sql, (incident_id, alert_id)))
 
     async def list_incidents(
-        self, *, service_id: str | None = None, status: str | None = None, limit: int = 100
-    ) -> list[tuple[str, Incident]]:
-        """Incidents newest first, optionally of one service and/or in one status."""
-        clause, params = _where(("i.service_id", service_id), ("i.status", status))
-        sql = SELECT_INCIDENTS + clause + " ORDER BY i.opened_at DESC, i.rowid DESC LIMIT ?"
-        return [decode_incident(row) for row in await self._fetch(sql, [*params, max(limit, 0)])]
+        self,
+        *,
+        service_id: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        before: tuple[datetime, int] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[IncidentRow]:
+        """Incidents newest first: of one service, in one status (or ``open``), opened in
+        [since, until), and after the key ``before`` (opened_at, seq) of a page's last."""
+        clauses: list[str] = []
+        params: list[object] = []
+        if service_id is not None:
+            clauses.append("i.service_id = ?")
+            params.append(service_id)
+        if status is not None:
+            clauses.append(STATUS_CLAUSES[status])
+        if since is not None:
+            clauses.append("i.opened_at >= ?")
+            params.append(to_db_time(since))
+        if until is not None:
+            clauses.append("i.opened_at < ?")
+            params.append(to_db_time(until))
+        if before is not None:
+            clauses.append(BEFORE_KEY)
+            params += [to_db_time(before[0]), before[1]]
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        sql = SELECT_INCIDENT_ROWS + where + INCIDENTS_ORDER
+        rows = await self._fetch(sql, [*params, max(limit, 0)])
+        return [IncidentRow(row[0], *decode_incident(row[1:])) for row in rows]
+
+    async def incident_row(self, incident_id: str) -> IncidentRow | None:
+        """The incident as listed (without its alert ids), or None if there is none."""
+        rows = await self._fetch(SELECT_INCIDENT_ROWS + " WHERE i.id = ?", (incident_id,))
+        return IncidentRow(rows[0][0], *decode_incident(rows[0][1:])) if rows else None
+
+    async def service_alerts(
+        self, service_id: str, *, limit: int, before: int | None = None
+    ) -> list[AlertRow]:
+        """The service's alerts newest first, those older than the alert ``before`` only."""
+        return await self._alerts(SELECT_SERVICE_ALERTS, service_id, limit, before)
+
+    async def incident_alerts(
+        self, incident_id: str, *, limit: int, before: int | None = None
+    ) -> list[AlertRow]:
+        """The incident's alerts newest first, those older than the alert ``before`` only."""
+        return await self._alerts(SELECT_INCIDENT_ALERTS, incident_id, limit, before)
+
+    async def _alerts(self, sql: str, key: str, limit: int, before: int | None) -> list[AlertRow]:
+        last = _NO_KEY if before is None else before
+        rows = await self._fetch(sql, (key, last, max(limit, 0)))
+        return [
+            AlertRow(seq, from_db_time(at), message, alert_id, source, incident_id)
+            for seq, at, message, alert_id, source, incident_id in rows
+        ]
+
+    async def services_page(
+        self, *, unhealthy: bool, after: str, limit: int, text: str | None = None
+    ) -> ServicePage:
+        """Up to ``limit`` services of one health, by id after ``after``, as the API lists
+        them; only those whose id or name contains ``text`` (ASCII letters in any case)."""
+        sql = SELECT_UNHEALTHY_PAGE if unhealthy else SELECT_HEALTHY_PAGE
+        [(docs, last, count)] = await self._fetch(sql, (after, like_pattern(text), limit))
+        return ServicePage(b"" if docs is None else str(docs).encode(), int(count), last)
 
     async def timeline(self, incident_id: str) -> list[tuple[datetime, str, dict[str, object]]]:
         """The incident's timeline as (at, type, detail), in the order it was written."""
@@ -471,12 +529,8 @@ class Store:
         return [decode_outbox(row) for row in await self._fetch(sql, (max(limit, 0),))]
 
 
-def _where(*filters: tuple[str, object]) -> tuple[str, list[object]]:
-    """A WHERE clause over the given (constant column, value) pairs whose value is not None."""
-    used = [(column, value) for column, value in filters if value is not None]
-    if not used:
-        return "", []
-    return " WHERE " + " AND ".join(f"{column} = ?" for column, _ in used), [v for _, v in used]
+# Above every rowid: the first page starts here.
+_NO_KEY = (1 << 63) - 1
 
 
 # --- start-up and directory reads -----------------------------------------------------------
