@@ -816,7 +816,7 @@ async def test_incidents_are_listed_newest_first_with_filters(site: ApiSite) -> 
     assert await ids("?status=triggered&service_id=b") == [second["incident_id"]]
     assert await ids("?limit=2") == newest_first[:2]
     assert await ids("?service_id=%27%20OR%201%3D1--") == []
-    status, body = await site.call("GET", "/incidents?status=open&limit=0")
+    status, body = await site.call("GET", "/incidents?status=opened&limit=0")
     assert status == 422
     assert fields_of(body) == {"status", "limit"}
 
@@ -850,6 +850,8 @@ async def test_an_incident_has_its_timeline_and_notifications(site: ApiSite) -> 
             "status": "pending",
             "attempts": 0,
             "last_error": None,
+            "developer_id": None,
+            "name": None,
         }
     ]
     status, _ = await site.call("GET", "/incidents/nope")

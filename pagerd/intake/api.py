@@ -9,7 +9,6 @@ like is ``api_views``; what the bodies must be is ``api_schemas``.
 from __future__ import annotations
 
 import contextlib
-import typing
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -23,7 +22,7 @@ from pagerd.core.egress import EgressRule
 from pagerd.core.policy import DomainError, Policy
 from pagerd.core.ports import Store
 from pagerd.core.records import StoreError
-from pagerd.core.times import rfc3339
+from pagerd.intake import api_pages as pages
 from pagerd.intake import api_schemas as wire
 from pagerd.intake import api_views as views
 from pagerd.intake.api_answers import MAX_ID_DIGITS, RefusedError
@@ -34,6 +33,7 @@ from pagerd.intake.api_answers import limit as _limit
 from pagerd.intake.api_answers import new_id as _new_id
 from pagerd.intake.api_answers import read_body as _read
 from pagerd.intake.api_answers import service_id_of as _service_id
+from pagerd.intake.api_incidents import IncidentRoutes
 from pagerd.intake.api_schedules import ScheduleRoutes
 from pagerd.intake.openapi import openapi_document
 from pagerd.runtime.catalogue import KEEP, Catalogue
@@ -47,6 +47,7 @@ from pagerd.runtime.refusals import (
 )
 from pagerd.telemetry import metrics
 from pagerd.telemetry.logs import get_logger
+from pagerd.web.auth import principal_of
 from pagerd.web.server import CONTEXT, PROBLEM_JSON, problem
 
 log = get_logger(__name__)
@@ -62,6 +63,8 @@ _TITLES = {
     503: "Service Unavailable",
 }
 _CATALOGUE_STATUS = {NotFoundError: 404, ConflictError: 409, NotSavedError: 503}
+# Any of these asks for a page of services (``limit`` defaulting), not all of them.
+_PAGE_PARAMETERS = frozenset({"after", "health", "q"})
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -134,7 +137,7 @@ def add_api_routes(app: web.Application, *, egress: EgressRule | None = None) ->
         app.router.add_route(op.method, BASE + op.path, _answering(handler))
 
 
-class _Api(ScheduleRoutes):
+class _Api(ScheduleRoutes, IncidentRoutes):
     def __init__(self, egress: EgressRule) -> None:
         self.egress = egress
         document = openapi_document(wire.OPERATIONS, __version__, wire.Problem)
@@ -221,33 +224,42 @@ class _Api(ScheduleRoutes):
     # --- services ----------------------------------------------------------------------------
 
     async def list_services(self, request: web.Request) -> web.StreamResponse:
-        """``ServiceList``, written a chunk at a time as the store reads it.
-
-        Services can number a million, ~100 MiB of JSON: built here whole, it would hold
-        the event loop, and every page and escalation behind it. A first read that
-        fails is a 503;
-        a later one can only cut the answer off, which the client sees as incomplete.
-        """
-        ctx = request.app[CONTEXT]
-        async with contextlib.aclosing(ctx.store.services_listing()) as chunks:
-            chunk = await anext(chunks, b"")  # StoreError here: a 503 problem, as elsewhere
-            response = web.StreamResponse(headers={"Content-Type": "application/json"})
-            try:
-                await response.prepare(request)
-                await response.write(b'{"services":[' + chunk)
-                async for chunk in chunks:
-                    await response.write(b"," + chunk)
-                await response.write(b"]}")
-            except StoreError as error:
-                _store_failed(request, error)
-                # Closing before the chunked body's end tells the client it is incomplete.
-                if request.transport is not None:
-                    request.transport.close()
-            except ConnectionResetError:
-                # The client left mid-list (a console closed): not pagerd's failure, which
-                # the web layer would otherwise log as one, with its traceback.
-                log.info("api.client_gone", path=request.path)
-        return response
+        """A page of services with ``?limit=``, else every one (``_every_service``)."""
+        query = request.query
+        if "limit" not in query and not query.keys() & _PAGE_PARAMETERS:
+            return await _every_service(request)
+        problems: list[wire.FieldProblem] = []
+        count = _limit(query, problems)
+        health = pages.read_choice(query, "health", pages.HEALTHS, problems)
+        text = pages.read_text(query, problems)
+        after = pages.read_service_cursor(query, problems)
+        if after is not None and health is not None and after[0] != (health == "unhealthy"):
+            problems.append(wire.FieldProblem(field="after", problem=pages.NOT_A_CURSOR))
+        if problems:
+            raise wire.invalid(problems)
+        store = request.app[CONTEXT].store
+        # Unhealthy first, then healthy, each by id; the cursor says which part it is in.
+        parts = [True, False] if health is None else [health == "unhealthy"]
+        if after is not None:
+            parts = parts[parts.index(after[0]) :]
+        documents: list[bytes] = []
+        found = 0
+        cursor = None
+        for unhealthy in parts:
+            start = after[1] if after is not None and after[0] == unhealthy else ""
+            page = await store.services_page(
+                unhealthy=unhealthy, after=start, limit=count - found, text=text
+            )
+            if page.count:
+                documents.append(page.documents)
+                found += page.count
+                assert page.last_id is not None  # a page with services has a last one
+                cursor = pages.service_cursor(unhealthy, page.last_id)
+            if found == count:
+                break
+        next_page = msgspec.json.encode(cursor if found == count else None)
+        body = b'{"services":[' + b",".join(documents) + b'],"next":' + next_page + b"}"
+        return web.Response(body=body, content_type="application/json")
 
     async def get_service(self, request: web.Request) -> web.Response:
         ctx = request.app[CONTEXT]
@@ -295,7 +307,9 @@ class _Api(ScheduleRoutes):
         ctx = request.app[CONTEXT]
         service_id = _service_id(request)
         body = await _read(request, wire.AckBody, empty=wire.AckBody())
-        result = await _ask(ctx, service_id, Ack(body.incident_id, body.by or "api"))
+        principal = principal_of(request)
+        by, via = (principal, "console") if principal else (body.by or "api", "api")
+        result = await _ask(ctx, service_id, Ack(body.incident_id, by, via))
         metrics.ALERTS_RECEIVED.labels(source="api", kind="ack").inc()
         if result.outcome not in (Outcome.ACKNOWLEDGED, Outcome.ALREADY_ACKNOWLEDGED):
             which = (
@@ -309,55 +323,18 @@ class _Api(ScheduleRoutes):
     async def healthy_service(self, request: web.Request) -> web.Response:
         ctx = request.app[CONTEXT]
         service_id = _service_id(request)
-        await _read(request, wire.HealthyBody, empty=wire.HealthyBody())
-        result = await _ask(ctx, service_id, Healthy())
+        body = await _read(request, wire.HealthyBody, empty=wire.HealthyBody())
+        principal = principal_of(request)
+        # A monitor says nothing of who; a person resolving from the console is named.
+        by, via = (principal, "console") if principal else (body.by, "api" if body.by else None)
+        result = await _ask(ctx, service_id, Healthy(by, via))
         metrics.ALERTS_RECEIVED.labels(source="api", kind="healthy").inc()
         resolved = None
         if result.outcome is Outcome.RESOLVED:
             resolved = _incident_of(result).id
         return _json(wire.MadeHealthy(service_id=service_id, resolved_incident_id=resolved))
 
-    # --- incidents ---------------------------------------------------------------------------
-
-    async def list_incidents(self, request: web.Request) -> web.Response:
-        ctx = request.app[CONTEXT]
-        query = request.query
-        problems: list[wire.FieldProblem] = []
-        status = query.get("status")
-        statuses = typing.get_args(wire.Status)
-        if status is not None and status not in statuses:
-            problems.append(
-                wire.FieldProblem(field="status", problem=f"must be one of {', '.join(statuses)}")
-            )
-        limit = _limit(query, problems)
-        if problems:
-            raise wire.invalid(problems)
-        rows = await ctx.store.list_incidents(
-            service_id=query.get("service_id"), status=status, limit=limit
-        )
-        return _json(wire.IncidentList(incidents=[views.incident_out(s, i) for s, i in rows]))
-
-    async def get_incident(self, request: web.Request) -> web.Response:
-        store = request.app[CONTEXT].store
-        incident_id = request.match_info["id"]
-        found = await store.get_incident(incident_id)
-        if found is None:
-            raise RefusedError(404, f"no incident {incident_id!r}")
-        service_id, incident = found
-        # Read in the order things are committed in: the timeline last, so that it holds
-        # every event of the state and the outcomes read before it.
-        notifications = [
-            views.notification_out(row) for row in await store.notifications(incident_id)
-        ]
-        timeline = [
-            wire.TimelineEntry(at=rfc3339(at), type=kind, detail=detail)
-            for at, kind, detail in await store.timeline(incident_id)
-        ]
-        brief = views.incident_out(service_id, incident)
-        detail = wire.IncidentDetail(
-            **msgspec.structs.asdict(brief), timeline=timeline, notifications=notifications
-        )
-        return _json(detail)
+    # --- dead letters -----------------------------------------------------------------------
 
     async def list_dead_letters(self, request: web.Request) -> web.Response:
         problems: list[wire.FieldProblem] = []
@@ -372,6 +349,35 @@ class _Api(ScheduleRoutes):
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+async def _every_service(request: web.Request) -> web.StreamResponse:
+    """``ServiceList`` of every service, written a chunk at a time as the store reads it.
+
+    Services can number a million, ~100 MiB of JSON: built here whole, it would hold the
+    event loop, and every page and escalation behind it. A first read that fails is a
+    503; a later one can only cut the answer off, which the client sees as incomplete.
+    """
+    ctx = request.app[CONTEXT]
+    async with contextlib.aclosing(ctx.store.services_listing()) as chunks:
+        chunk = await anext(chunks, b"")  # StoreError here: a 503 problem, as elsewhere
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        try:
+            await response.prepare(request)
+            await response.write(b'{"services":[' + chunk)
+            async for chunk in chunks:
+                await response.write(b"," + chunk)
+            await response.write(b'],"next":null}')
+        except StoreError as error:
+            _store_failed(request, error)
+            # Closing before the chunked body's end tells the client it is incomplete.
+            if request.transport is not None:
+                request.transport.close()
+        except ConnectionResetError:
+            # The client left mid-list (a console closed): not pagerd's failure, which
+            # the web layer would otherwise log as one, with its traceback.
+            log.info("api.client_gone", path=request.path)
+    return response
 
 
 def _team_id(request: web.Request) -> int:

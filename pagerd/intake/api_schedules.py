@@ -24,7 +24,6 @@ from pagerd.intake.api_answers import (
     RefusedError,
     ask,
     json_response,
-    limit,
     new_id,
     read_body,
     service_id_of,
@@ -151,31 +150,6 @@ class ScheduleRoutes:
         interval = timedelta(seconds=row.heartbeat_s or 0)
         due = rfc3339(ctx.clock.now() + interval)
         return json_response(wire.HeartbeatAccepted(service_id=service_id, due=due), 202)
-
-    # --- a service's alerts ------------------------------------------------------------------
-
-    async def list_alerts(self, request: web.Request) -> web.Response:
-        ctx = request.app[CONTEXT]
-        service_id = service_id_of(request)
-        ctx.catalogue.service(service_id)
-        problems: list[wire.FieldProblem] = []
-        count = limit(request.query, problems)
-        after = request.query.get("after")
-        before: int | None = None
-        if after is not None:
-            if after.isascii() and after.isdigit() and len(after) <= 19:
-                before = int(after)
-            else:
-                problems.append(
-                    wire.FieldProblem(field="after", problem="must be the next cursor of a page")
-                )
-        if problems:
-            raise wire.invalid(problems)
-        rows = await ctx.store.service_alerts(service_id, limit=count, before=before)
-        cursor = str(rows[-1].seq) if len(rows) == count else None
-        return json_response(
-            wire.AlertList(alerts=[views.alert_out(row) for row in rows], next=cursor)
-        )
 
 
 def _current(book: ScheduleBook, schedule_id: str, now: datetime) -> list[Override]:

@@ -31,6 +31,7 @@ from pagerd.core.policy import (
     require_phone_number,
 )
 from pagerd.core.schedules import MAX_SHIFT_S
+from pagerd.core.values import MAX_NOTE_CHARS
 from pagerd.intake.openapi import INCIDENT_ID, Operation
 from pagerd.wire.explain import JSON, explain
 
@@ -49,6 +50,7 @@ Name = Annotated[str, Meta(min_length=1, max_length=100, pattern=_NOT_BLANK)]
 Message = Annotated[str, Meta(min_length=1, max_length=MAX_MESSAGE_CHARS, pattern=_NOT_BLANK)]
 AlertId = Annotated[str, Meta(min_length=1, max_length=MAX_ALERT_ID_CHARS)]
 ShortText = Annotated[str, Meta(min_length=1, max_length=255)]
+NoteText = Annotated[str, Meta(min_length=1, max_length=MAX_NOTE_CHARS, pattern=_NOT_BLANK)]
 ServiceId = Annotated[str, Meta(pattern=anchored(SERVICE_ID))]
 Timeout = Annotated[float, Meta(gt=0, le=MAX_ACK_TIMEOUT_S)]
 Time = Annotated[str, Meta(description="RFC 3339 UTC with milliseconds")]
@@ -231,7 +233,11 @@ class ServiceDetail(ServiceOut, kw_only=True):
 
 
 class ServiceList(Struct, kw_only=True):
+    """Services; with ``?limit=``, one page of them, unhealthy first, then by id, and
+    ``next``, the cursor of the page after it (null after the last)."""
+
     services: list[ServiceOut]
+    next: str | None = None
 
 
 class ServiceAlert(_Body):
@@ -260,7 +266,9 @@ class Acknowledged(Struct, kw_only=True):
 
 
 class HealthyBody(_Body):
-    """No fields: the service is healthy."""
+    """The service is healthy; ``by`` names who says so, if a person does."""
+
+    by: ShortText | None = None
 
 
 class MadeHealthy(Struct, kw_only=True):
@@ -283,7 +291,10 @@ class IncidentOut(Struct, kw_only=True):
 
 
 class IncidentList(Struct, kw_only=True):
+    """Incidents newest first; ``next`` is the cursor of the page after it."""
+
     incidents: list[IncidentOut]
+    next: str | None = None
 
 
 class TimelineEntry(Struct, kw_only=True):
@@ -300,11 +311,48 @@ class NotificationOut(Struct, kw_only=True):
     status: Delivery
     attempts: int
     last_error: str | None
+    developer_id: int | None = None  # paged as a team's or schedule's developer
+    name: str | None = None  # that developer's name
+
+
+class AlertOut(Struct, kw_only=True):
+    at: Time
+    message: str
+    alert_id: str | None
+    source: str | None
+    incident_id: str | None
+    suppressed: bool  # recorded during a maintenance window, on no incident
+
+
+class AlertList(Struct, kw_only=True):
+    """A page of alerts, newest first; ``next`` is the cursor of the page after it."""
+
+    alerts: list[AlertOut]
+    next: str | None
 
 
 class IncidentDetail(IncidentOut, kw_only=True):
+    """The incident, its first page of alerts (newest first), timeline and notifications."""
+
+    alerts: list[AlertOut]
+    alerts_next: str | None  # the cursor of the next page, at /incidents/{id}/alerts
     timeline: list[TimelineEntry]
     notifications: list[NotificationOut]
+
+
+class NoteBody(_Body):
+    """A note on the incident's timeline; ``by`` defaults to ``api`` (a console session's
+    own name is used instead)."""
+
+    text: NoteText
+    by: ShortText | None = None
+
+
+class NoteAdded(Struct, kw_only=True):
+    incident_id: str
+    type: Literal["incident.note"] = "incident.note"
+    text: str
+    by: str
 
 
 class DeadLetterOut(Struct, kw_only=True):
@@ -412,22 +460,6 @@ class HeartbeatAccepted(Struct, kw_only=True):
     due: Time
 
 
-class AlertOut(Struct, kw_only=True):
-    at: Time
-    message: str
-    alert_id: str | None
-    source: str | None
-    incident_id: str | None
-    suppressed: bool  # recorded during a maintenance window, on no incident
-
-
-class AlertList(Struct, kw_only=True):
-    """A page of alerts, newest first; ``next`` is the cursor of the page after it."""
-
-    alerts: list[AlertOut]
-    next: str | None
-
-
 class Problem(Struct, kw_only=True):
     """RFC 9457 problem details; ``errors`` names each invalid field of a 422."""
 
@@ -511,8 +543,10 @@ def decode_body(raw: bytes, tp: type[T], *, empty: T | None = None) -> T:
 
 # The API's routes: add_api_routes routes each to the _Api method of its name.
 _BODY = (400, 413, 422)
-_STATUSES = {"enum": list(typing.get_args(Status))}
+_STATUSES = {"enum": ["open", *typing.get_args(Status)]}
 _LIMIT = {"name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_INCIDENTS}}
+_CURSOR = {"type": "string", "description": "the next cursor of an earlier page"}
+_TIME = {"type": "string", "format": "date-time"}
 OPERATIONS = (
     Operation("POST", "/teams", "create_team", "Create a team, its developers and its service",
               {201: (TeamWithDevelopers, "created, with ids")}, NewTeam,
@@ -535,8 +569,14 @@ OPERATIONS = (
               {200: (PolicyOut, "the policy")}, problems=(404,)),
     Operation("DELETE", "/policies/{id}", "delete_policy", "Delete a policy no service uses",
               {204: (None, "deleted")}, problems=(404, 409, 503)),
-    Operation("GET", "/services", "list_services", "Every service, its health and incident",
-              {200: (ServiceList, "the services")}),
+    Operation("GET", "/services", "list_services",
+              "Services, their health and incident: all, or a page of them",
+              {200: (ServiceList, "the services")}, problems=(422,),
+              query=({**_LIMIT, "description": "one page of this many, unhealthy first; else all"},
+                     {"name": "after", "schema": _CURSOR},
+                     {"name": "health", "schema": {"enum": ["unhealthy", "healthy"]}},
+                     {"name": "q", "schema": {"type": "string", "maxLength": 100},
+                      "description": "text in the id or name"})),
     Operation("PUT", "/services/{id}", "put_service", "Create or change a service",
               {200: (ServiceDetail, "changed"), 201: (ServiceDetail, "created")}, ServiceBody,
               problems=(*_BODY, 409, 503)),
@@ -555,22 +595,34 @@ OPERATIONS = (
               "The service is healthy: resolve its open incident",
               {200: (MadeHealthy, "healthy")}, HealthyBody, body_required=False,
               problems=(*_BODY, 404, 503)),
-    Operation("GET", "/incidents", "list_incidents", "Incidents, newest first",
+    Operation("GET", "/services/{id}/alerts", "list_alerts",
+              "The service's alerts, newest first, a page at a time",
+              {200: (AlertList, "a page of alerts")}, problems=(404, 422),
+              query=(_LIMIT, {"name": "after", "schema": _CURSOR})),
+    Operation("GET", "/incidents", "list_incidents", "Incidents, newest first, a page at a time",
               {200: (IncidentList, "the incidents")}, problems=(422,),
               query=({"name": "service_id", "schema": {"type": "string"}},
-                     {"name": "status", "schema": _STATUSES},
-                     {"name": "limit", "schema": {"type": "integer", "minimum": 1,
-                                                  "maximum": MAX_INCIDENTS}})),
-    Operation("GET", "/incidents/{id}", "get_incident", "One incident, timeline, notifications",
+                     {"name": "status", "schema": _STATUSES,
+                      "description": "open is triggered or acknowledged"},
+                     {"name": "since", "schema": _TIME, "description": "opened at or after"},
+                     {"name": "until", "schema": _TIME, "description": "opened before"},
+                     _LIMIT,
+                     {"name": "after", "schema": _CURSOR})),
+    Operation("GET", "/incidents/{id}", "get_incident",
+              "One incident: its first alerts, timeline and notifications",
               {200: (IncidentDetail, "the incident")}, problems=(404,), id_schema=INCIDENT_ID),
+    Operation("GET", "/incidents/{id}/alerts", "list_incident_alerts",
+              "The incident's alerts, newest first, a page at a time",
+              {200: (AlertList, "a page of alerts")}, problems=(404, 422), id_schema=INCIDENT_ID,
+              query=(_LIMIT, {"name": "after", "schema": _CURSOR})),
+    Operation("POST", "/incidents/{id}/notes", "add_note", "Write a note on the incident",
+              {201: (NoteAdded, "committed to the timeline")}, NoteBody,
+              problems=(*_BODY, 404, 503), id_schema=INCIDENT_ID),
     Operation("GET", "/dead-letters", "list_dead_letters",
               "Events pagerd could not take, kept for an operator, newest first",
               {200: (DeadLetterList, "the dead letters")}, problems=(422,),
               query=({"name": "limit", "schema": {"type": "integer", "minimum": 1,
                                                   "maximum": MAX_INCIDENTS}},)),
-    Operation("GET", "/services/{id}/alerts", "list_alerts", "The service's alerts, newest first",
-              {200: (AlertList, "a page of alerts")}, problems=(404, 422),
-              query=(_LIMIT, {"name": "after", "schema": {"type": "string"}})),
     Operation("POST", "/services/{id}/maintenance", "start_maintenance",
               "Put the service in maintenance: its alerts open no incident",
               {201: (MaintenanceOut, "the window")}, MaintenanceBody,

@@ -111,7 +111,8 @@ def incident_out(service_id: str, incident: Incident) -> wire.IncidentOut:
     )
 
 
-def notification_out(row: OutboxRow) -> wire.NotificationOut:
+def notification_out(row: OutboxRow, name: str | None = None) -> wire.NotificationOut:
+    """A notification; ``name`` is its developer's, when a developer was paged."""
     return wire.NotificationOut(
         id=row.id,
         # The store's CHECK constraints allow these values only.
@@ -121,6 +122,19 @@ def notification_out(row: OutboxRow) -> wire.NotificationOut:
         status=cast(wire.Delivery, row.status),
         attempts=row.attempts,
         last_error=row.last_error,
+        developer_id=row.developer_id,
+        name=name,
+    )
+
+
+def alert_out(row: AlertRow) -> wire.AlertOut:
+    return wire.AlertOut(
+        at=rfc3339(row.at),
+        message=row.message,
+        alert_id=row.alert_id,
+        source=row.source,
+        incident_id=row.incident_id,
+        suppressed=row.incident_id is None,
     )
 
 
@@ -164,15 +178,4 @@ def override_out(schedule_id: str, override: Override) -> wire.OverrideOut:
         developer_id=override.developer_id,
         start=rfc3339(override.start),
         end=rfc3339(override.end),
-    )
-
-
-def alert_out(row: AlertRow) -> wire.AlertOut:
-    return wire.AlertOut(
-        at=rfc3339(row.at),
-        message=row.message,
-        alert_id=row.alert_id,
-        source=row.source,
-        incident_id=row.incident_id,
-        suppressed=row.incident_id is None,
     )

@@ -207,6 +207,18 @@ class Catalogue:
         """The team's developers, in rotation order."""
         return list(self.directory.developers.get(team_id, ()))
 
+    def developer_names(self, ids: Iterable[int | None]) -> dict[int, str]:
+        """The names of the developers among ``ids`` that are known, by id."""
+        wanted = {i for i in ids if i is not None}
+        if not wanted:
+            return {}
+        return {
+            d.id: d.name
+            for team in self.directory.developers.values()
+            for d in team
+            if d.id in wanted
+        }
+
     def refuse_managed_team(self, team_id: int) -> None:
         """ConflictError if the team is declared in the config file."""
         team = self.team(team_id)

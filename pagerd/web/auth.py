@@ -56,6 +56,9 @@ MAX_SESSIONS = 10_000  # past it, the oldest session ends: memory stays bounded
 SIGN_IN_FAILURES = 5
 SIGN_IN_WINDOW_S = 60.0
 MAX_CLIENTS = 10_000  # addresses whose failures are remembered
+# Who a console session is when nobody gave a name at sign-in.
+DEFAULT_PRINCIPAL = "console"
+MAX_PRINCIPAL_CHARS = 100
 
 
 def is_protected(path: str) -> bool:
@@ -119,6 +122,7 @@ def client_key(request: web.Request) -> str:
 class _Session:
     started: float
     used: float
+    principal: str  # who signed in: what the console's acknowledgements and notes record
 
 
 class Sessions:
@@ -142,27 +146,32 @@ class Sessions:
         self._clock = clock
         self._sessions: OrderedDict[bytes, _Session] = OrderedDict()  # oldest first
 
-    def create(self) -> str:
-        """A new session; its id, for the cookie."""
+    def create(self, principal: str = DEFAULT_PRINCIPAL) -> str:
+        """A new session of ``principal``; its id, for the cookie."""
         new_id = secrets.token_urlsafe(32)
         now = self._clock()
-        self._sessions[_digest(new_id)] = _Session(now, now)
+        self._sessions[_digest(new_id)] = _Session(now, now, principal)
         while len(self._sessions) > self._limit:
             self._sessions.popitem(last=False)
         return new_id
 
     def valid(self, presented: str) -> bool:
         """Whether ``presented`` is a live session; using it keeps it from idling out."""
+        return self.principal(presented) is not None
+
+    def principal(self, presented: str) -> str | None:
+        """Who signed in to the live session ``presented``, or None; using it keeps it
+        from idling out."""
         key = _digest(presented)
         session = self._sessions.get(key)
         if session is None:
-            return False
+            return None
         now = self._clock()
         if now - session.used > self.idle_s or now - session.started > self.max_age_s:
             del self._sessions[key]
-            return False
+            return None
         session.used = now
-        return True
+        return session.principal
 
     def revoke(self, presented: str) -> None:
         """End the session (sign-out); an unknown id is no error."""
@@ -257,6 +266,13 @@ class ConsoleAuth:
 
 
 CONSOLE_AUTH = web.AppKey("pagerd.console_auth", ConsoleAuth)
+# Who a console request comes from (the session's principal); absent on bearer requests.
+PRINCIPAL = web.RequestKey("pagerd.principal", str)
+
+
+def principal_of(request: web.Request) -> str | None:
+    """The signed-in console user a request comes from, or None (a program's token)."""
+    return request.get(PRINCIPAL)
 
 
 # --- the middleware ----------------------------------------------------------------------------
@@ -318,7 +334,8 @@ def bearer_auth(
         console = request.app.get(CONSOLE_AUTH)
         if session is None or console is None:
             return refuse(request, "no token", unauthorized)
-        if not console.sessions.valid(session):
+        principal = console.sessions.principal(session)
+        if principal is None:
             reason = "the console session has expired or was signed out"
             return refuse(request, reason, unauthorized)
         if request.method not in SAFE_METHODS and not console.same_origin(request):
@@ -327,6 +344,7 @@ def bearer_auth(
                 f"a signed-in console request must come from {console.origin}"
                 " ([http] public_url) in its Origin header"
             )
+        request[PRINCIPAL] = principal
         return await handler(request)
 
     return middleware
