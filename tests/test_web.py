@@ -17,8 +17,8 @@ import structlog
 from aiohttp import web
 
 from pagerd.core.domain import Alert, Healthy, Incident, IncidentStatus, Outcome
-from pagerd.core.policy import Level, Policy, SmsTarget
-from pagerd.core.records import PolicyRow, ServiceRow, WriteBatch
+from pagerd.core.policy import Level, Policy, SmsTarget, TeamTarget
+from pagerd.core.records import DeveloperRow, PolicyRow, ServiceRow, TeamRow, WriteBatch
 from pagerd.runtime.answers import Committed
 from pagerd.runtime.ids import new_incident_id
 from pagerd.runtime.router import Runtime
@@ -29,6 +29,7 @@ from tests.assembly import assembled, serving, web_app
 from tests.doubles import T0, DrivenClock
 
 POLICY = Policy("p", (Level((SmsTarget("+15550000001"),), 3600.0),))
+TEAM_POLICY = Policy("team", (Level((TeamTarget("claims"),), 3600.0),))
 MAX_BODY = 1024
 TOKEN = "web-test-token-Lm5cV8bX1nJ3sD9g"
 PUBLIC_URL = "https://pg.example.com"
@@ -44,9 +45,11 @@ class Site:
     clock: DrivenClock
     not_ready: list[str]
 
-    async def open_incident(self, message: str = "checkout is down") -> tuple[Incident, str]:
-        """An incident of service "api", and the ack path of its first notification."""
-        result = await self.runtime.ask("api", Alert(message, new_incident_id()))
+    async def open_incident(
+        self, message: str = "checkout is down", service_id: str = "api"
+    ) -> tuple[Incident, str]:
+        """An incident of the service, and the ack path of its first notification."""
+        result = await self.runtime.ask(service_id, Alert(message, new_incident_id()))
         assert isinstance(result, Committed)
         assert result.outcome is Outcome.OPENED
         assert result.incident is not None
@@ -78,8 +81,13 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
     store = await Store.open(tmp_path / "pagerd.db")
     await store.write(
         WriteBatch(
-            policies=(PolicyRow(POLICY, managed=True),),
-            services=(ServiceRow("api", "Payments <API>", "p", managed=True),),
+            policies=(PolicyRow(POLICY, managed=True), PolicyRow(TEAM_POLICY, managed=True)),
+            services=(
+                ServiceRow("api", "Payments <API>", "p", managed=True),
+                ServiceRow("claims", "Claims", "team", managed=True),
+            ),
+            teams=(TeamRow(1, "claims", managed=True, cursor=0),),
+            developers=(DeveloperRow(1, 1, "Alice", "+15550000011"),),
         )
     )
     clock = DrivenClock()
@@ -214,7 +222,6 @@ async def test_get_shows_the_incident_and_changes_nothing(site: Site) -> None:
 
 async def test_post_acknowledges_in_the_store_and_a_second_post_says_already(site: Site) -> None:
     incident, path = await site.open_incident()
-    notification_id = path.rsplit("/", 1)[1].split(".")[0]
 
     status, text, headers = await post(site, path)
 
@@ -223,17 +230,35 @@ async def test_post_acknowledges_in_the_store_and_a_second_post_says_already(sit
     assert headers["Cache-Control"] == "no-store"
     stored = await site.status_of(incident.id)
     assert stored.status is IncidentStatus.ACKNOWLEDGED
-    assert stored.acknowledged_by == f"link:{notification_id}"
+    # In the name of the target the link was sent to (no developer: the number, masked).
+    assert stored.acknowledged_by == "+155*****001"
 
     status, text, _ = await post(site, path)
     assert status == 200
     assert "Already acknowledged" in text
-    assert f"by link:{notification_id}" in text
+    assert "by +155*****001" in text
 
     status, text, _ = await get(site, path)
     assert status == 200
     assert "Already acknowledged" in text
     assert "<button" not in text
+
+
+async def test_a_link_acknowledges_in_the_name_of_the_developer_it_was_sent_to(
+    site: Site,
+) -> None:
+    """Given a team's developer paged, when the link is posted, then the incident is
+    acknowledged by that developer, by name, via the SMS link."""
+    incident, path = await site.open_incident(service_id="claims")
+
+    status, text, _ = await post(site, path)
+
+    assert status == 200
+    assert (await site.status_of(incident.id)).acknowledged_by == "Alice"
+    timeline = await site.store.timeline(incident.id)
+    assert timeline[-1][1:] == ("incident.acknowledged", {"by": "Alice", "level": 1, "via": "sms"})
+    status, text, _ = await get(site, path)
+    assert "by Alice" in text
 
 
 async def test_post_after_the_incident_is_resolved_is_409(site: Site) -> None:

@@ -53,6 +53,7 @@ class StaticFile:
 
 class SignIn(msgspec.Struct, forbid_unknown_fields=True):
     token: str
+    name: str = ""  # who signs in, recorded on acknowledgements and notes
 
 
 def load_static(directory: Path = STATIC_DIR) -> dict[str, StaticFile]:
@@ -111,17 +112,21 @@ class _Console:
             seconds = str(max(1, math.ceil(wait)))
             detail = f"too many failed sign-ins from your address; try again in {seconds} s"
             return problem(429, "Too Many Requests", detail, headers={"Retry-After": seconds})
-        token = await _presented(request)
-        if token is None:
+        presented = await _presented(request)
+        if presented is None:
             return problem(422, "Unprocessable Content", "token: is required")
+        token, name = presented
+        if len(name) > auth.MAX_PRINCIPAL_CHARS:
+            detail = f"name: must be at most {auth.MAX_PRINCIPAL_CHARS} characters"
+            return problem(422, "Unprocessable Content", detail)
         if not auth.token_matches(token, self.tokens):
             metrics.CONSOLE_SIGN_INS.labels(outcome="refused").inc()
             limited = console.limiter.failed(client)
             log.warning("console.sign_in_refused", client=client, limited=limited)  # no token
             return problem(401, "Unauthorized", "token: not a token of this pagerd")
-        session = console.sessions.create()
+        session = console.sessions.create(name or auth.DEFAULT_PRINCIPAL)
         metrics.CONSOLE_SIGN_INS.labels(outcome="signed_in").inc()
-        log.info("console.signed_in", client=client, sessions=len(console.sessions))
+        log.info("console.signed_in", client=client, sessions=len(console.sessions), name=name)
         response = web.Response(status=204, headers={"Cache-Control": "no-store"})
         console.set_cookie(response, session)
         return response
@@ -140,16 +145,18 @@ class _Console:
         return response
 
 
-async def _presented(request: web.Request) -> str | None:
-    """The token of a JSON or form body, or None if the body has none."""
+async def _presented(request: web.Request) -> tuple[str, str] | None:
+    """The token and name (blank if none) of a JSON or form body; None if it has no token."""
     raw = await request.read()  # past [http] max_body_bytes: 413
     if request.content_type == "application/x-www-form-urlencoded":
-        values = parse_qs(raw.decode(errors="replace")).get("token", [])
-        token = values[0] if values else ""
+        form = parse_qs(raw.decode(errors="replace"))
+        token = next(iter(form.get("token", [])), "")
+        name = next(iter(form.get("name", [])), "")
     else:
         try:
-            token = msgspec.json.decode(raw, type=SignIn).token
+            body = msgspec.json.decode(raw, type=SignIn)
         except msgspec.DecodeError:  # includes ValidationError
             return None
+        token, name = body.token, body.name
     token = token.strip()
-    return token or None
+    return (token, " ".join(name.split())) if token else None

@@ -17,6 +17,7 @@ from typing import Any, assert_never
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from yarl import URL
 
 from pagerd.core.domain import Ack, Incident, IncidentStatus, Outcome
 from pagerd.core.ports import Clock, Store
@@ -26,7 +27,7 @@ from pagerd.runtime.answers import Committed, Refused, Retryable
 from pagerd.runtime.catalogue import Catalogue
 from pagerd.runtime.router import Runtime
 from pagerd.telemetry import metrics
-from pagerd.telemetry.logs import get_logger
+from pagerd.telemetry.logs import get_logger, mask_value
 from pagerd.web.acklinks import EXPIRED, AckClaim, AckLinks, InvalidAckToken
 from pagerd.web.auth import bearer_auth
 from pagerd.web.limits import ConnectionGate, HttpLimits, connection_budget, protocol_factory
@@ -417,8 +418,8 @@ async def _ack(request: web.Request) -> web.Response:
     name = ctx.catalogue.service_name(service_id)
     if incident.status is IncidentStatus.RESOLVED:
         return _incident_page(409, "Already resolved", name, incident, note=_RESOLVED)
-    event = Ack(incident_id=claim.incident_id, by=f"link:{claim.notification_id}")
-    answer = await ctx.runtime.ask(service_id, event)
+    by, via = await _link_holder(ctx, claim)
+    answer = await ctx.runtime.ask(service_id, Ack(claim.incident_id, by, via))
     match answer:
         case Refused(code="unknown_service"):
             return _refusal_page(404, "Service not found", "The service of this incident is gone.")
@@ -464,6 +465,26 @@ async def _claimed_incident(
         return _refusal_page(404, "Incident not found", "This incident is not known here.")
     service_id, incident = found
     return claim, service_id, incident
+
+
+async def _link_holder(ctx: WebContext, claim: AckClaim) -> tuple[str, str | None]:
+    """Whom the page with this link was sent to, as an acknowledgement names them (the
+    developer; else the target, partly masked), and by which channel.
+
+    Whoever opens a link acknowledges in the name of the person it was sent to: that is
+    all a link can tell, and what "who acknowledged" means in PagerDuty and GoAlert too.
+    """
+    pages = await ctx.store.notifications(claim.incident_id)
+    page = next((p for p in pages if p.id == claim.notification_id), None)
+    if page is None:  # the link outlived its page's row: the notification is all we know
+        return f"link {claim.notification_id}", None
+    if page.developer_id is not None:
+        names = ctx.catalogue.developer_names((page.developer_id,))
+        if page.developer_id in names:
+            return names[page.developer_id], page.channel
+    if page.channel == "webhook":
+        return URL(page.recipient).host or "a webhook", page.channel
+    return mask_value(page.recipient), page.channel
 
 
 _RESOLVED = "The service is healthy again; there is nothing to acknowledge."
