@@ -45,6 +45,7 @@ from pagerd.runtime.catalogue import (
 from pagerd.runtime.clock import SteadyClock, SystemClock, TimerWheel
 from pagerd.runtime.directory import Directory
 from pagerd.runtime.handovers import Handovers
+from pagerd.runtime.publishers import Publishers
 from pagerd.runtime.router import Runtime
 from pagerd.store import open_store
 from pagerd.systemd import SystemdNotifier
@@ -52,6 +53,7 @@ from pagerd.telemetry import metrics
 from pagerd.web.acklinks import AckLinks, load_or_create_secret
 from pagerd.web.console import add_console_routes
 from pagerd.web.limits import HttpLimits, descriptor_reserve, raise_descriptor_limit
+from pagerd.web.live import LiveFeed, serve_live
 from pagerd.web.role import NodeRole
 from pagerd.web.server import HttpServer, WebContext, build_app, start_http
 
@@ -250,6 +252,7 @@ class ClusterTerm:
     context: WebContext
     role: NodeRole
     subscribed: Callable[[], None]  # MQTT intake is on: the node is active and ready
+    live: LiveFeed | None = None  # the node's live updates (GET /api/v1/events)
 
 
 async def run_active(
@@ -272,7 +275,10 @@ async def run_active(
     lapsed: then another node may act already, so nothing more is drained or sent.
     """
     settings = mqtt_settings(config)
-    publisher = MqttPublisher(settings.topic_prefix)
+    mqtt_publisher = MqttPublisher(settings.topic_prefix)
+    # A cluster node's feed is its web app's, which outlives the term.
+    live = term.live if term is not None and term.live is not None else LiveFeed()
+    publisher = Publishers((mqtt_publisher, live))
     notify = config.notify
     may_act = term.may_act if term is not None else _always
     senders: dict[str, Sender] = {
@@ -320,7 +326,7 @@ async def run_active(
         )
         catalogue.schedules.changed = handovers.changed
         dead_letters = DeadLetters(store, clock)
-        link = MqttLink(settings, runtime, publisher, dead_letters, may_connect=may_act)
+        link = MqttLink(settings, runtime, mqtt_publisher, dead_letters, may_connect=may_act)
         recovered, watched = await _recover(store, runtime, clock.now() + ARM_AT_ONCE)
         handovers.start()
 
@@ -340,6 +346,7 @@ async def run_active(
                 max_body_bytes=config.http.max_body_bytes,
                 tokens=config.http_tokens(),
             )
+            serve_live(web_app, live)
             http = await serve_http(web_app, config, webhooks.rule, session)
         else:
             term.context.serve(

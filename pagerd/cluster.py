@@ -59,6 +59,7 @@ from pagerd.store.postgres import PostgresStore
 from pagerd.systemd import SystemdNotifier
 from pagerd.telemetry import metrics
 from pagerd.web.acklinks import SECRET_META_KEY, AckLinks
+from pagerd.web.live import LiveFeed, serve_live
 from pagerd.web.role import NodeRole
 from pagerd.web.server import WebContext, make_app
 
@@ -77,6 +78,8 @@ async def serve_node(
     role = NodeRole(config.cluster.node_id)
     context = WebContext(clock=clock, not_ready=list, role=role)
     app = make_app(context, max_body_bytes=config.http.max_body_bytes, tokens=config.http_tokens())
+    live = LiveFeed()  # the console's live updates, fed by each active term's runtime
+    serve_live(app, live)
     presence = Presence(mqtt_settings(config), config.cluster.node_id, clock)
     # The senders' sessions live as long as the node: the HTTP server keeps descriptors
     # for their connections, and every active term sends through them.
@@ -86,6 +89,7 @@ async def serve_node(
             config,
             role=role,
             context=context,
+            live=live,
             presence=presence,
             notifier=notifier,
             clock=clock,
@@ -115,6 +119,7 @@ class _Node:
         *,
         role: NodeRole,
         context: WebContext,
+        live: LiveFeed,
         presence: Presence,
         notifier: SystemdNotifier,
         clock: SteadyClock,
@@ -123,6 +128,7 @@ class _Node:
         self._config = config
         self._role = role
         self._context = context
+        self._feed = live
         self._presence = presence
         self._notifier = notifier
         self._clock = clock
@@ -287,7 +293,9 @@ class _Node:
                         notifier=self._notifier,
                         until=term_end,
                         started=self._started,
-                        term=ClusterTerm(tenure.held, self._context, self._role, self._subscribed),
+                        term=ClusterTerm(
+                            tenure.held, self._context, self._role, self._subscribed, self._feed
+                        ),
                     )
                 except* StoreError as failed:
                     # The database failed while the term began (recovery reads): the node

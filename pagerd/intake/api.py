@@ -48,6 +48,7 @@ from pagerd.runtime.refusals import (
 from pagerd.telemetry import metrics
 from pagerd.telemetry.logs import get_logger
 from pagerd.web.auth import principal_of
+from pagerd.web.live import LIVE
 from pagerd.web.server import CONTEXT, PROBLEM_JSON, problem
 
 log = get_logger(__name__)
@@ -343,6 +344,12 @@ class _Api(ScheduleRoutes, IncidentRoutes):
             raise wire.invalid(problems)
         letters = await request.app[CONTEXT].store.dead_letters(limit)
         return _json(wire.DeadLetterList(dead_letters=[views.dead_letter_out(d) for d in letters]))
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        feed = request.app.get(LIVE)
+        if feed is None:
+            raise RefusedError(503, "live updates are not served here")
+        return await feed.stream(request)
 
     async def openapi(self, _: web.Request) -> web.Response:
         return web.Response(body=self.document, content_type="application/json")

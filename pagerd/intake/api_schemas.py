@@ -651,5 +651,11 @@ OPERATIONS = (
     Operation("GET", "/schedules/{id}/oncall", "on_call", "Who is on call at an instant",
               {200: (OnCallOut, "who, and until when")}, problems=(404, 422),
               query=({"name": "at", "schema": {"type": "string", "format": "date-time"}},)),
+    Operation("GET", "/events", "events",
+              "Live updates: service and timeline events as Server-Sent Events",
+              {200: (None, ("text/event-stream: event service (health and open incident),"
+                            " event timeline (an incident's event, as on MQTT) and event"
+                            " oncall (a schedule's on-call, as on MQTT)"))},
+              problems=(503,)),
     Operation("GET", "/openapi.json", "openapi", "This document", {200: (None, "OpenAPI 3.1")}),
 )  # fmt: skip

@@ -150,6 +150,14 @@ NOTIFICATION_LOCAL_ERRORS = Counter(
     ["channel"],
     registry=REGISTRY,
 )
+LIVE_CLIENTS = Gauge(
+    "pagerd_live_clients", "Console streams of live updates open.", registry=REGISTRY
+)
+LIVE_CLIENTS_DROPPED = Counter(
+    "pagerd_live_clients_dropped",
+    "Live update streams ended because their client read too slowly.",
+    registry=REGISTRY,
+)
 
 # --- more than one node (CONTRACT §7) --------------------------------------------------------
 
