@@ -12,8 +12,10 @@ import html
 import json
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, assert_never
+from urllib.parse import quote
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -21,7 +23,7 @@ from yarl import URL
 
 from pagerd.core.domain import Ack, Incident, IncidentStatus, Outcome
 from pagerd.core.ports import Clock, Store
-from pagerd.core.records import StoreError
+from pagerd.core.records import OutboxRow, StoreError
 from pagerd.core.values import Maintenance
 from pagerd.runtime.answers import Committed, Refused, Retryable
 from pagerd.runtime.catalogue import Catalogue
@@ -387,24 +389,21 @@ async def _ack_page(request: web.Request) -> web.Response:
     if isinstance(found, web.Response):
         return found
     _, service_id, incident = found
-    name = ctx.catalogue.service_name(service_id)
+    page = _IncidentPage(ctx.catalogue.service_name(service_id), await _paged(ctx, incident.id))
     match incident.status:
         case IncidentStatus.TRIGGERED:
-            return _incident_page(
+            return page.show(
                 200,
                 "Acknowledge this incident?",
-                name,
                 incident,
                 note="Acknowledging stops the escalation. The incident stays open until"
                 " the service is healthy again.",
                 button=True,
             )
         case IncidentStatus.ACKNOWLEDGED:
-            return _incident_page(
-                200, "Already acknowledged", name, incident, note=_acked_note(incident)
-            )
+            return page.show(200, "Already acknowledged", incident, note=_acked_note(incident))
         case IncidentStatus.RESOLVED:
-            return _incident_page(200, "Already resolved", name, incident, note=_RESOLVED)
+            return page.show(200, "Already resolved", incident, note=_RESOLVED)
         case _:
             assert_never(incident.status)
 
@@ -417,7 +416,8 @@ async def _ack(request: web.Request) -> web.Response:
     claim, service_id, incident = found
     name = ctx.catalogue.service_name(service_id)
     if incident.status is IncidentStatus.RESOLVED:
-        return _incident_page(409, "Already resolved", name, incident, note=_RESOLVED)
+        page = _IncidentPage(name, await _paged(ctx, incident.id))
+        return page.show(409, "Already resolved", incident, note=_RESOLVED)
     by, via = await _link_holder(ctx, claim)
     answer = await ctx.runtime.ask(service_id, Ack(claim.incident_id, by, via))
     match answer:
@@ -434,12 +434,13 @@ async def _ack(request: web.Request) -> web.Response:
             assert_never(answer)
     metrics.ALERTS_RECEIVED.labels(source="ack_link", kind="ack").inc()
     current = answer.incident if answer.incident is not None else incident
+    page = _IncidentPage(name, await _paged(ctx, incident.id))
     if answer.outcome is Outcome.ACKNOWLEDGED:
-        return _incident_page(200, "Acknowledged", name, current, note="Escalation stopped.")
+        return page.show(200, "Acknowledged", current, note="Escalation stopped.")
     if answer.outcome is Outcome.ALREADY_ACKNOWLEDGED:
-        return _incident_page(200, "Already acknowledged", name, current, note=_acked_note(current))
+        return page.show(200, "Already acknowledged", current, note=_acked_note(current))
     # No open incident with this id: it was resolved (a later one is never acknowledged).
-    return _incident_page(409, "Already resolved", name, incident, note=_RESOLVED)
+    return page.show(409, "Already resolved", incident, note=_RESOLVED)
 
 
 async def _claimed_incident(
@@ -478,13 +479,31 @@ async def _link_holder(ctx: WebContext, claim: AckClaim) -> tuple[str, str | Non
     page = next((p for p in pages if p.id == claim.notification_id), None)
     if page is None:  # the link outlived its page's row: the notification is all we know
         return f"link {claim.notification_id}", None
-    if page.developer_id is not None:
-        names = ctx.catalogue.developer_names((page.developer_id,))
-        if page.developer_id in names:
-            return names[page.developer_id], page.channel
+    names = ctx.catalogue.developer_names((page.developer_id,))
+    return _recipient(page, names), page.channel
+
+
+def _recipient(page: OutboxRow, names: dict[int, str]) -> str:
+    """A page's recipient as people see it: the developer's name, else the target masked
+    (a webhook by its host)."""
+    if page.developer_id is not None and page.developer_id in names:
+        return names[page.developer_id]
     if page.channel == "webhook":
-        return URL(page.recipient).host or "a webhook", page.channel
-    return mask_value(page.recipient), page.channel
+        return URL(page.recipient).host or "a webhook"
+    return mask_value(page.recipient)
+
+
+async def _paged(ctx: WebContext, incident_id: str) -> list[str]:
+    """Who the incident paged, how, and how it went: what the person holding a link
+    needs to know of the others (names and masked targets only)."""
+    pages = await ctx.store.notifications(incident_id)
+    names = ctx.catalogue.developer_names(p.developer_id for p in pages)
+    channels = {"sms": "SMS", "email": "email", "webhook": "webhook"}
+    return [
+        f"{_recipient(p, names)} by {channels.get(p.channel, p.channel)}, level {p.level}:"
+        f" {p.status}"
+        for p in pages
+    ]
 
 
 _RESOLVED = "The service is healthy again; there is nothing to acknowledge."
@@ -541,17 +560,33 @@ def _refusal_page(status: int, title: str, detail: str = "") -> web.Response:
     return _page(status, title, f"<p>{html.escape(detail)}</p>" if detail else "")
 
 
-def _incident_page(
-    status: int, title: str, service: str, incident: Incident, *, note: str, button: bool = False
-) -> web.Response:
-    rows = (
-        ("Service", service),
-        ("Alert", incident.message),
-        ("Level", str(incident.level)),
-        ("Status", incident.status.value),
-        ("Opened", _when(incident.opened_at)),
-        ("Incident", incident.id),
-    )
-    details = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in rows)
-    form = '<form method="post"><button type="submit">Acknowledge</button></form>' if button else ""
-    return _page(status, title, f"<dl>{details}</dl><p>{html.escape(note)}</p>{form}")
+@dataclass(frozen=True, slots=True)
+class _IncidentPage:
+    """The page an acknowledge link shows of its incident."""
+
+    service: str
+    paged: list[str]
+
+    def show(
+        self, status: int, title: str, incident: Incident, *, note: str, button: bool = False
+    ) -> web.Response:
+        rows = (
+            ("Service", self.service),
+            ("Alert", incident.message),
+            ("Level", str(incident.level)),
+            ("Status", incident.status.value),
+            ("Opened", _when(incident.opened_at)),
+            ("Incident", incident.id),
+        )
+        details = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in rows)
+        form = (
+            '<form method="post"><button type="submit">Acknowledge</button></form>'
+            if button
+            else ""
+        )
+        paged = "".join(f"<li>{html.escape(who)}</li>" for who in self.paged)
+        paged_html = f'<h2>Paged</h2><ul class="paged">{paged}</ul>' if paged else ""
+        console = html.escape(f"/#/incidents/{quote(incident.id, safe='')}")
+        link = f'<p><a href="{console}">Open this incident in the console</a></p>'
+        body = f"<dl>{details}</dl><p>{html.escape(note)}</p>{form}{paged_html}{link}"
+        return _page(status, title, body)
