@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.async_api import Browser, async_playwright
 
+from tests.browser import CHROMIUM_ARGS
 from tests.harness import (
     Monitor,
     Mosquitto,
@@ -128,3 +130,17 @@ def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> StoreLocat
     if request.param == "sqlite":
         return StoreLocation(path=str(tmp_path / "state" / "pagerd.db"))
     return StoreLocation(url=request.getfixturevalue("postgres_url"))
+
+
+# --- the browser of the console's tests -------------------------------------------------
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's chromium, headless."""
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
+        )
+        yield launched
+        await launched.close()

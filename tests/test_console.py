@@ -1,6 +1,6 @@
 """The web console, end to end: a real pagerd, mosquitto, the SMS stand-in and chromium.
 
-Each browser test leaves a screenshot in tests/artifacts/ (git-ignored). The
+Each browser test leaves screenshots in tests/artifacts/ (tests/browser.py). The
 session cookie and its Origin check are also tested with a plain HTTP client.
 """
 
@@ -8,111 +8,31 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from http.cookies import SimpleCookie
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
-from playwright.async_api import Browser, Locator, Page, async_playwright, expect
+from playwright.async_api import Browser, expect
 
+from tests.browser import (
+    ALICE,
+    BEARER,
+    BOB,
+    CAROL,
+    LEVEL_TIMEOUT_S,
+    ONCALL,
+    PHONE_PROBLEM,
+    TOKEN,
+    api,
+    expect_field_error,
+    no_script_errors,
+    open_page,
+    screenshot,
+    service_row,
+    sign_in,
+)
 from tests.conftest import PagerdFactory
-from tests.harness import API_TOKEN, Monitor, Pagerd, Policy, SmsStandIn, eventually, sms
-
-TOKEN = API_TOKEN
-BEARER = {"Authorization": f"Bearer {TOKEN}"}
-ARTIFACTS = Path(__file__).parent / "artifacts"
-ONCALL = "+15550000001"
-ALICE = "+15550000011"
-BOB = "+15550000012"
-CAROL = "+15550000013"
-PHONE_PROBLEM = "must be a phone number: an optional + and 6 to 15 digits"
-POLL_S = 2.0  # the console's polling interval (services.js POLL_MS)
-# Level 1's timeout: one poll for the alert to show, the click, and room for a slow box.
-LEVEL_TIMEOUT_S = 5.0
-UI_TIMEOUT_MS = 8_000  # a change shows within one poll; this leaves room on a slow CI box
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-expect.set_options(timeout=UI_TIMEOUT_MS)
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
-        )
-        yield launched
-        await launched.close()
-
-
-async def open_page(browser: Browser, **options: Any) -> tuple[Page, list[str]]:
-    """A page in a fresh context, and the script errors and refused loads it will report."""
-    context = await browser.new_context(**options)
-    page = await context.new_page()
-    page.set_default_timeout(UI_TIMEOUT_MS)
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on(
-        "console",
-        lambda m: errors.append(f"{m.text} {m.location['url']}") if m.type == "error" else None,
-    )
-    return page, errors
-
-
-def no_script_errors(errors: list[str]) -> None:
-    """A script error or a refused resource (CSP, 404) fails the test that caused it;
-    chromium also logs the API's answers the console expects (401 for a wrong token or
-    before sign-in, a new policy's 404, 409, 422)."""
-    expected = tuple(f"status of {status} " for status in (401, 404, 409, 422))
-    answers = ("/api/v1/", "/console/sign-in")
-    unexpected = [
-        e for e in errors if not (any(a in e for a in answers) and any(s in e for s in expected))
-    ]
-    assert unexpected == []
-
-
-async def screenshot(page: Page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-async def sign_in(page: Page, daemon: Pagerd) -> None:
-    await page.goto(daemon.base_url + "/")
-    await page.get_by_label("API token").fill(TOKEN)
-    await page.get_by_role("button", name="Sign in").click()
-    await expect(page.get_by_role("heading", name="Services", level=1)).to_be_visible()
-
-
-def service_row(page: Page, service_id: str) -> Locator:
-    return page.locator(f'tr[data-service="{service_id}"]')
-
-
-async def expect_field_error(field: Locator, text: str) -> None:
-    """The error element that ``field`` is described by (what a screen reader reads
-    with it) shows ``text``, and the field is marked invalid."""
-    described = await field.get_attribute("aria-describedby") or ""
-    error_id = next(i for i in described.split() if i.endswith("-error"))
-    await expect(field.page.locator(f"[id='{error_id}']")).to_have_text(text)
-    await expect(field).to_have_attribute("aria-invalid", "true")
-
-
-async def api(daemon: Pagerd, method: str, path: str, body: Any = None) -> Any:
-    async with (
-        aiohttp.ClientSession(headers=BEARER) as http,
-        http.request(method, f"{daemon.base_url}/api/v1{path}", json=body) as response,
-    ):
-        assert response.status < 300, await response.text()
-        return await response.json()
-
+from tests.harness import Monitor, Policy, SmsStandIn, eventually, sms
 
 # --- the session cookie, with a plain HTTP client ------------------------------------------
 
@@ -206,8 +126,8 @@ async def test_engineer_builds_a_team_and_policy_then_handles_an_incident_live(
     await page.goto(daemon.base_url + "/")
     await page.get_by_label("API token").fill("wrong")
     await page.get_by_role("button", name="Sign in").click()
-    await expect(page.locator(".error")).to_have_text("not a token of this pagerd")
-    await sign_in(page, daemon)
+    await expect_field_error(page.get_by_label("API token"), "not a token of this pagerd")
+    await sign_in(page, daemon, name="Dana")
     (cookie,) = await page.context.cookies()
     assert (cookie["name"], cookie["httpOnly"], cookie["sameSite"]) == (
         "pagerd_session",
@@ -265,7 +185,7 @@ async def test_engineer_builds_a_team_and_policy_then_handles_an_incident_live(
     ]
 
     # A service using it.
-    await page.get_by_role("link", name="Services").click()
+    await page.get_by_role("link", name="Services", exact=True).click()
     await page.get_by_label("Service id").fill("payments-api")
     await page.get_by_label("Name", exact=True).fill("Payments API")
     await page.get_by_label("Escalation policy").select_option("payments")
@@ -283,38 +203,39 @@ async def test_engineer_builds_a_team_and_policy_then_handles_an_incident_live(
     await expect(row.get_by_role("button", name="Acknowledge Payments API")).to_be_visible()
     assert await page.evaluate("window.notReloaded") is True
     await eventually(lambda: len(sms_service.to(ONCALL)) == 1, what="level 1 page")
-    await screenshot(page, "readme-services")
+    await screenshot(page, "console-services", readme=True)
 
     await row.get_by_role("button", name="Acknowledge Payments API").click()
     await expect(row).to_contain_text("acknowledged")
     assert time.monotonic() - triggered_at < LEVEL_TIMEOUT_S, "acked too late to test escalation"
     await expect(row.get_by_role("button", name="Acknowledge Payments API")).to_be_hidden()
-    # Past level 1's timeout (and one poll): no level 2 page to the team.
-    remaining = LEVEL_TIMEOUT_S + POLL_S - (time.monotonic() - triggered_at)
+    # Past level 1's timeout (and a second more): no level 2 page to the team.
+    remaining = LEVEL_TIMEOUT_S + 1.0 - (time.monotonic() - triggered_at)
     await asyncio.sleep(max(remaining, 0))
     assert sms_service.to(ALICE) == []
     assert len(sms_service.pages) == 1
 
     # The incident: timeline, and the notification with a masked recipient.
     await row.get_by_role("link").click()
-    await expect(page.get_by_role("heading", name="Incident on payments-api")).to_be_visible()
+    await expect(page.get_by_role("heading", name="5xx rate over 20%", level=1)).to_be_visible()
     notification = page.locator(".notifications tbody tr")
     await expect(notification).to_have_count(1)
-    await expect(notification).to_contain_text("sms")
+    await expect(notification).to_contain_text("SMS")
     await expect(notification).to_contain_text("+155*****001")
     await expect(notification.locator(".badge")).to_have_text("sent")
     await expect(notification.locator("td").nth(3)).to_have_text("1")  # attempts
     timeline = page.locator(".timeline")
-    await expect(timeline).to_contain_text("incident.triggered")
-    await expect(timeline).to_contain_text("notification.sent")
-    await expect(timeline).to_contain_text("incident.acknowledged")
-    assert "incident.escalated" not in (await timeline.text_content() or "")
+    await expect(timeline).to_contain_text("Triggered: “5xx rate over 20%”")
+    await expect(timeline).to_contain_text("Paged +155*****001 by SMS (level 1)")
+    await expect(timeline).to_contain_text("Acknowledged by Dana in the console")
+    assert "Escalated" not in (await timeline.text_content() or "")
     assert ONCALL not in await page.locator("main").inner_text()
     await screenshot(page, "console-incident")
 
-    await page.get_by_role("button", name="Mark service healthy").click()
-    await expect(page.locator(".facts .badge")).to_have_text("resolved")
-    await page.get_by_role("link", name="← Services").click()
+    await page.get_by_role("button", name="Resolve").click()
+    await expect(page.locator("h1 .badge")).to_have_text("resolved")
+    await expect(timeline).to_contain_text("Resolved by Dana in the console")
+    await page.get_by_role("link", name="Services", exact=True).click()
     await expect(row.locator(".badge").first).to_have_text("healthy")
     await expect(row.get_by_role("button")).to_have_count(0)  # nothing to do
     assert await page.evaluate("window.notReloaded") is True
@@ -377,7 +298,7 @@ async def test_policy_editor_shows_the_apis_errors_at_their_fields(
     await page.get_by_role("button", name="Create policy").click()
     await expect(page.locator(".ok")).to_contain_text("Saved")
     await expect(page.get_by_role("button", name="Save policy")).to_be_visible()
-    await screenshot(page, "readme-policy-editor")
+    await screenshot(page, "console-policy-editor", readme=True)
     saved = await api(daemon, "GET", "/policies/web")
     assert saved["repeat"] == 2
     assert [level["ack_timeout_s"] for level in saved["levels"]] == [120.0, 30.0]
@@ -422,7 +343,7 @@ async def test_phone_sized_screen_lists_services_and_acknowledges(
     assert await page.evaluate("document.documentElement.scrollWidth") <= 390
     await screenshot(page, "console-phone-ack-page")
 
-    await sign_in(page, daemon)
+    await sign_in(page, daemon, path="/#/services")
     row = service_row(page, "api")
     ack = row.get_by_role("button", name="Acknowledge Service api")
     await expect(ack).to_be_visible()

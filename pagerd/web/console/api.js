@@ -53,8 +53,8 @@ export function api(method, path, body) {
 
 export const enc = encodeURIComponent;
 
-export function signIn(token) {
-  return request("POST", "/console/sign-in", { token });
+export function signIn(token, name = "") {
+  return request("POST", "/console/sign-in", { token, name });
 }
 
 export function signOut() {

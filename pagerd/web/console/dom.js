@@ -99,6 +99,33 @@ export function timeEl(iso) {
   return iso ? h("time", { datetime: iso }, when(iso)) : "";
 }
 
+/** A <time> element showing how long ago ``iso`` was ("3m 12s"), kept current by the
+ *  ticker below, and the full time on hover. */
+export function ago(iso) {
+  return h("time", { datetime: iso, "data-ago": "", title: when(iso) }, since(iso));
+}
+
+/** The time of day of ``iso`` ("06:14:56 PM"), with its date when it is not today. */
+export function clockText(iso) {
+  const t = new Date(iso);
+  const today = new Date().toDateString() === t.toDateString();
+  return today
+    ? t.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" })
+    : when(iso);
+}
+
+/** A <time> element showing ``clockText(iso)``, the full time on hover. */
+export function clock(iso) {
+  return h("time", { datetime: iso, title: when(iso) }, clockText(iso));
+}
+
+// Relative times move on by themselves: re-read nothing, just redraw the text.
+setInterval(() => {
+  for (const el of document.querySelectorAll("time[data-ago]")) {
+    el.textContent = since(el.getAttribute("datetime"));
+  }
+}, 5000);
+
 let noticeTimer = null;
 
 /** Say something in the page's live region (read out by screen readers). */
@@ -109,24 +136,8 @@ export function notify(text) {
   noticeTimer = setTimeout(() => { notice.textContent = ""; }, 8000);
 }
 
-/** Call ``refresh`` every ``ms`` while the page is visible (the first time after ``ms``);
- *  an error goes to ``onError``. Returns stop(). */
-export function poll(refresh, ms, onError) {
-  let timer = null;
-  let stopped = false;
-  const tick = async () => {
-    if (!document.hidden) {
-      try {
-        await refresh();
-      } catch (error) {
-        if (!stopped) onError(error);
-      }
-    }
-    if (!stopped) timer = setTimeout(tick, ms);
-  };
-  timer = setTimeout(tick, ms);
-  return () => {
-    stopped = true;
-    clearTimeout(timer);
-  };
+/** Take the notice down (on navigation: it was about the page before). */
+export function clearNotice() {
+  clearTimeout(noticeTimer);
+  document.getElementById("notice").textContent = "";
 }

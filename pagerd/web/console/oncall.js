@@ -1,0 +1,144 @@
+// On call, per team and schedule: who now and until when, the next three hand-overs, and
+// the overrides, which can be added and removed (CONTRACT §8).
+
+import { ApiError, api, enc } from "./api.js";
+import { field, h, notify, setError, timeEl, when } from "./dom.js";
+
+const HANDOVERS = 3;
+
+export async function oncallView(container) {
+  const { teams } = await api("GET", "/teams");
+  let schedules = [];
+  let available = true;
+  try {
+    ({ schedules } = await api("GET", "/schedules"));
+  } catch (error) {
+    if (!(error instanceof ApiError) || (error.status !== 404 && error.status !== 405)) throw error;
+    available = false; // a pagerd without schedules: the rotations are all there is
+  }
+  const sections = await Promise.all(teams.map(async (team) => teamSection(
+    team, schedules.filter((s) => s.team_id === team.team.id))));
+  container.append(
+    h("h1", {}, "On call"),
+    available ? null : h("p", { class: "note", role: "note" },
+      "This pagerd has no schedules: each team's rotation pages its next developer."),
+    teams.length ? sections : h("p", { class: "empty" }, "No teams yet."));
+}
+
+function reload() {
+  window.dispatchEvent(new HashChangeEvent("hashchange"));
+}
+
+async function teamSection({ team, developers, next_developer_id: nextId }, schedules) {
+  const names = new Map(developers.map((d) => [d.id, d.name]));
+  const next = developers.find((d) => d.id === nextId);
+  const cards = await Promise.all(schedules.map((schedule) => scheduleCard(schedule, names, developers)));
+  return h("section", { class: "team", "aria-labelledby": `team-${team.id}` },
+    h("h2", { id: `team-${team.id}` }, team.name),
+    h("p", { class: "hint" }, next
+      ? `Team alerts page the rotation's next developer: ${next.name}.`
+      : "The team has no developers."),
+    cards.length ? h("ul", { class: "cards" }, cards) : null);
+}
+
+/** Who is on call at ``at`` and the next ``count`` hand-overs after: [{developer, from, until}]. */
+async function turns(scheduleId, count) {
+  const found = [];
+  let at = null;
+  for (let n = 0; n <= count; n += 1) {
+    const query = at ? `?at=${enc(at)}` : "";
+    const answer = await api("GET", `/schedules/${enc(scheduleId)}/oncall${query}`);
+    found.push({ developer: answer.developer, from: at, until: answer.until });
+    if (!answer.until) break;
+    at = answer.until;
+  }
+  return found;
+}
+
+async function scheduleCard(schedule, names, developers) {
+  const [now, ...later] = await turns(schedule.id, HANDOVERS);
+  const who = (turn) => (turn.developer ? turn.developer.name : "nobody");
+  const until = (turn) => (turn.until ? ["until ", timeEl(turn.until)] : "until further notice");
+  const card = h("li", { class: "card schedule", "data-schedule": schedule.id },
+    h("h3", {}, schedule.id, h("span", { class: "why" }, ` · ${schedule.time_zone}`)),
+    h("p", { class: "now" }, h("strong", {}, who(now)), " is on call now, ", until(now), "."),
+    later.length ? h("div", {}, h("h4", {}, "Next hand-overs"),
+      h("ol", { class: "handovers" }, later.map((turn) =>
+        h("li", {}, h("strong", {}, who(turn)), " from ", timeEl(turn.from), ", ", until(turn))))) : null,
+    h("h4", {}, "Overrides"),
+    schedule.overrides.length
+      ? h("ul", { class: "overrides" }, schedule.overrides.map((o) => overrideItem(schedule, o, names)))
+      : h("p", { class: "empty" }, "None."),
+    overrideForm(schedule, developers));
+  return card;
+}
+
+function overrideItem(schedule, override, names) {
+  const name = names.get(override.developer_id) || `developer ${override.developer_id}`;
+  const remove = h("button", { type: "button", class: "quiet",
+    "aria-label": `Remove the override of ${name} from ${when(override.start)}` }, "Remove");
+  remove.addEventListener("click", async () => {
+    try {
+      await api("DELETE", `/schedules/${enc(schedule.id)}/overrides/${enc(override.id)}`);
+    } catch (error) {
+      notify(error.detail || String(error));
+      return;
+    }
+    notify(`Override of ${name} removed.`);
+    reload();
+  });
+  return h("li", {}, h("strong", {}, name), " from ", timeEl(override.start), " until ",
+    timeEl(override.end), " ", remove);
+}
+
+function localInput(date) {
+  // <input type=datetime-local> wants local time without a zone: YYYY-MM-DDTHH:MM.
+  const shifted = new Date(date.getTime() - date.getTimezoneOffset() * 60e3);
+  return shifted.toISOString().slice(0, 16);
+}
+
+function overrideForm(schedule, developers) {
+  const who = field("Who", { name: "developer_id" }, {
+    control: "select", options: developers.map((d) => [String(d.id), d.name]) });
+  const now = new Date();
+  const start = field("From", { type: "datetime-local", name: "start", value: localInput(now) });
+  const end = field("Until", { type: "datetime-local", name: "end",
+    value: localInput(new Date(now.getTime() + 3600e3)) });
+  const problem = h("p", { class: "problem", role: "alert", hidden: true });
+  const form = h("form", { class: "inline", novalidate: true,
+    "aria-label": `Add an override to ${schedule.id}` },
+    h("h4", {}, "Add an override"), problem,
+    h("div", { class: "row" }, who.wrap, start.wrap, end.wrap),
+    h("button", { type: "submit", class: "secondary" }, "Add override"));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    for (const f of [who, start, end]) setError(f, "");
+    problem.hidden = true;
+    const body = {
+      developer_id: Number(who.input.value),
+      start: start.input.value ? new Date(start.input.value).toISOString() : "",
+      end: end.input.value ? new Date(end.input.value).toISOString() : "",
+    };
+    try {
+      await api("POST", `/schedules/${enc(schedule.id)}/overrides`, body);
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      const fields = { developer_id: who, start, end };
+      let shown = false;
+      for (const e of error.errors) {
+        if (fields[e.field]) {
+          setError(fields[e.field], e.problem);
+          shown = true;
+        }
+      }
+      if (!shown) {
+        problem.hidden = false;
+        problem.textContent = error.detail;
+      }
+      return;
+    }
+    notify(`Override added to ${schedule.id}.`);
+    reload();
+  });
+  return form;
+}
