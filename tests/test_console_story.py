@@ -19,7 +19,7 @@ from tests.harness import Monitor, Policy, SmsStandIn, eventually
 
 ALICE = "+15550000011"
 BOB = "+15550000012"
-SIZES = {
+SIZES: dict[str, dict[str, Any]] = {
     "desktop": {"viewport": {"width": 1280, "height": 800}},
     "phone": {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True},
 }

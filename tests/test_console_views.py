@@ -26,7 +26,7 @@ from tests.browser import (
 from tests.conftest import PagerdFactory
 from tests.harness import Monitor, Pagerd, Policy, SmsStandIn, eventually, sms
 
-SIZES = {
+SIZES: dict[str, dict[str, Any]] = {
     "desktop": {"viewport": {"width": 1280, "height": 800}},
     "phone": {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True},
 }
