@@ -65,14 +65,14 @@ def no_script_errors(errors: list[str]) -> None:
     assert unexpected == []
 
 
-async def screenshot(page: Page, name: str, *, readme: bool = False) -> None:
+async def screenshot(page: Page, name: str, *, readme: bool = False, whole: bool = False) -> None:
     """Keep what the page looks like: in tests/artifacts/, the whole page; for the README's
-    pictures (``readme``), what the screen shows, in tests/screenshots/ when
-    PAGERD_README_SCREENSHOTS=1."""
+    pictures (``readme``), what the screen shows (the whole page if ``whole``), in
+    tests/screenshots/ when PAGERD_README_SCREENSHOTS=1."""
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
     if readme and os.environ.get("PAGERD_README_SCREENSHOTS") == "1":
-        await page.screenshot(path=str(README_SCREENSHOTS / f"{name}.png"))
+        await page.screenshot(path=str(README_SCREENSHOTS / f"{name}.png"), full_page=whole)
 
 
 async def sign_in(page: Page, daemon: Pagerd, name: str = "", path: str = "/") -> None:

@@ -230,7 +230,7 @@ async def test_engineer_builds_a_team_and_policy_then_handles_an_incident_live(
     await expect(timeline).to_contain_text("Acknowledged by Dana in the console")
     assert "Escalated" not in (await timeline.text_content() or "")
     assert ONCALL not in await page.locator("main").inner_text()
-    await screenshot(page, "console-incident")
+    await screenshot(page, "console-incident-acknowledged")
 
     await page.get_by_role("button", name="Resolve").click()
     await expect(page.locator("h1 .badge")).to_have_text("resolved")

@@ -142,5 +142,7 @@ async def test_the_3am_story(
     assert "incident." not in text
     assert "notification." not in text
     await fits(page, width)
-    await screenshot(page, f"story-{size}-3-incident", readme=size == "desktop")
+    await screenshot(page, f"story-{size}-3-incident")
+    if size == "desktop":
+        await screenshot(page, "console-incident", readme=True, whole=True)
     no_script_errors(errors)
