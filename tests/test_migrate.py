@@ -178,7 +178,7 @@ async def everything(store: SqliteStore | PostgresStore) -> dict[str, object]:
         "each": [await store.get_incident(i.id) for _, i in incidents],
         "timelines": [await store.timeline(i.id) for _, i in incidents],
         "notifications": [await store.notifications(i.id) for _, i in incidents],
-        "alerts": [await store.incident_alerts(i.id, limit=100) for _, i in incidents],
+        "incident alerts": [await store.incident_alerts(i.id, limit=100) for _, i in incidents],
         "keys": [(row.incident.opened_at, row.seq) for row in listed],
         "pending": await store.pending_outbox(100),
         "dead letters": await store.dead_letters(100),
@@ -187,7 +187,7 @@ async def everything(store: SqliteStore | PostgresStore) -> dict[str, object]:
         "overrides": await store.load_overrides(),
         "last override id": await store.last_override_id(),
         "watches": sorted(await store.read_watches(), key=lambda w: w.service_id),
-        "alerts": [await store.service_alerts(f"s{n}", limit=10) for n in range(3)],
+        "service alerts": [await store.service_alerts(f"s{n}", limit=10) for n in range(3)],
     }
 
 
