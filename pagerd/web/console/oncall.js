@@ -3,6 +3,7 @@
 
 import { ApiError, api, enc } from "./api.js";
 import { field, h, notify, setError, timeEl, when } from "./dom.js";
+import { coalesced, subscribe } from "./live.js";
 
 const HANDOVERS = 3;
 
@@ -18,11 +19,24 @@ export async function oncallView(container) {
   }
   const sections = await Promise.all(teams.map(async (team) => teamSection(
     team, schedules.filter((s) => s.team_id === team.team.id))));
-  container.append(
+  // h() flattens arrays and skips nulls; the DOM's own append would print them.
+  container.append(h("div", {},
     h("h1", {}, "On call"),
     available ? null : h("p", { class: "note", role: "note" },
       "This pagerd has no schedules: each team's rotation pages its next developer."),
-    teams.length ? sections : h("p", { class: "empty" }, "No teams yet."));
+    teams.length ? sections : h("p", { class: "empty" }, "No teams yet.")));
+  // A hand-over, or an override made elsewhere: read the schedules afresh, unless the
+  // engineer is filling in a form here (their next action reloads the view anyway).
+  const again = coalesced(() => {
+    if (!container.contains(document.activeElement) || !document.activeElement.form) reload();
+  });
+  const stop = subscribe((kind) => {
+    if (kind === "oncall" || kind === "reconnected") again();
+  });
+  return () => {
+    stop();
+    again.cancel();
+  };
 }
 
 function reload() {
