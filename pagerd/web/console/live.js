@@ -40,6 +40,7 @@ export function connect() {
   });
   source.addEventListener("service", (event) => dispatch("service", event));
   source.addEventListener("timeline", (event) => dispatch("timeline", event));
+  source.addEventListener("oncall", (event) => dispatch("oncall", event));
 }
 
 /** Close the stream (signed out). */
@@ -50,8 +51,8 @@ export function disconnect() {
   setState("closed");
 }
 
-/** Call listener(kind, data) for each event; kind is "service", "timeline" or
- *  "reconnected" (data null). Returns unsubscribe(). */
+/** Call listener(kind, data) for each event; kind is "service", "timeline", "oncall"
+ *  or "reconnected" (data null). Returns unsubscribe(). */
 export function subscribe(listener) {
   listeners.add(listener);
   return () => listeners.delete(listener);
