@@ -79,6 +79,7 @@ export function sentence(entry, pages) {
     case "incident.acknowledged":
       return `Acknowledged by ${d.by || "someone"}${how(d.via)}`;
     case "incident.resolved":
+      if (d.by === "heartbeat" && !d.via) return "Resolved: the heartbeat came back";
       return d.by
         ? `Resolved by ${d.by}${how(d.via)}`
         : "Resolved: the service is healthy again";
