@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 
 from pagerd.core.domain import RecordTimeline
+from pagerd.core.ports import OnCallNow
 from pagerd.intake.api import add_api_routes
 from pagerd.store.sqlite import Store
 from pagerd.telemetry.metrics import REGISTRY
@@ -110,6 +111,28 @@ async def test_a_stream_carries_each_state_change_and_timeline_event(site: Site)
     # Gone: the next event written to it finds the connection closed, and forgets it.
     await site.call("POST", "/services/api/healthy")
     await eventually(lambda: site.feed.clients == 0, what="the stream forgotten")
+
+
+async def test_a_stream_carries_each_hand_over(site: Site) -> None:
+    """Given a stream open, when a schedule's on-call changes and a schedule goes, then
+    the stream says who is on call until when, and that nobody is on the one gone."""
+    async with site.http.get(f"{site.base}/api/v1/events") as stream:
+        await eventually(lambda: site.feed.clients == 1, what="the stream registered")
+        site.feed.publish_on_call("primary", OnCallNow(3, "Alice", T0))
+        site.feed.publish_on_call("old", None)
+        events = await read_events(stream, 2)
+    assert events == [
+        (
+            "oncall",
+            {
+                "schedule_id": "primary",
+                "developer_id": 3,
+                "name": "Alice",
+                "until": "2026-11-22T10:00:00.000Z",
+            },
+        ),
+        ("oncall", {"schedule_id": "old", "developer_id": None}),
+    ]
 
 
 async def test_a_stream_needs_a_token(site: Site) -> None:
