@@ -34,7 +34,7 @@ async def test_who_is_on_call_the_next_hand_overs_and_overrides(
 ) -> None:
     """Given a daily rotation of three, then the on-call page says who is on call now and
     until the next hand-over, and the three after it, in turn; an override added for
-    Carol makes her the one on call now, and removing it gives the rotation back; an
+    the one on call already is no hand-over where it ends, and can be removed; an
     override made through the API shows up without a reload."""
     options = SIZES[size]
     daemon = make_pagerd([], {}, teams={"claims": CLAIMS})
@@ -68,27 +68,27 @@ async def test_who_is_on_call_the_next_hand_overs_and_overrides(
         await expect(handovers.nth(n)).to_contain_text(order[(first + 1 + n) % 3])
     await expect(card.locator(".overrides li")).to_have_count(0)
 
+    # An override for the one on call already changes who is on call in nothing: no
+    # hand-over where it ends, the shift goes on.
+    on_call = order[first]
     form = card.get_by_role("form", name="Add an override to primary")
-    await form.get_by_label("Who").select_option(label="Carol")
+    await form.get_by_label("Who").select_option(label=on_call)
     await form.get_by_role("button", name="Add override").click()
     await expect(page.locator("#notice")).to_have_text("Override added to primary.")
     card = page.locator("[data-schedule=primary]")
-    await expect(card.locator(".now")).to_contain_text("Carol is on call now")
     await expect(card.locator(".overrides li")).to_have_count(1)
-    await expect(card.locator(".overrides li")).to_contain_text("Carol")
-    await fits(page, options["viewport"]["width"])
-    await screenshot(page, f"console-oncall-{size}")
-    if size == "desktop":
-        await screenshot(page, "console-oncall", readme=True, whole=True)
+    await expect(card.locator(".overrides li")).to_contain_text(on_call)
+    await expect(card.locator(".now")).to_contain_text(f"{on_call} is on call now")
+    await expect(handovers.first).to_contain_text(order[(first + 1) % 3])
 
-    await card.get_by_role("button", name="Remove the override of Carol").click()
-    await expect(page.locator("#notice")).to_have_text("Override of Carol removed.")
+    await card.get_by_role("button", name=f"Remove the override of {on_call}").click()
+    await expect(page.locator("#notice")).to_have_text(f"Override of {on_call} removed.")
     card = page.locator("[data-schedule=primary]")
-    await expect(card.locator(".overrides li")).to_have_count(0)
-    await expect(card.locator(".now")).to_contain_text(f"{now['developer']['name']} is on call now")
+    await expect(card.locator(".overrides-none")).to_have_text("None.")
 
-    # An override made elsewhere (the API, another console) shows up by itself.
-    other = next(name for name, _ in CLAIMS if name != now["developer"]["name"])
+    # An override made elsewhere (the API, another console) shows up by itself; the
+    # rotation's developer takes over again where it ends.
+    other = order[(first + 1) % 3]
     start = datetime.now(UTC) - timedelta(minutes=1)
     override = {
         "developer_id": ids[other],
@@ -97,6 +97,12 @@ async def test_who_is_on_call_the_next_hand_overs_and_overrides(
     }
     await api(daemon, "POST", "/schedules/primary/overrides", override)
     await expect(card.locator(".now")).to_contain_text(f"{other} is on call now")
+    await expect(card.locator(".overrides li")).to_contain_text(other)
+    await expect(handovers.first).to_contain_text(on_call)
+    await fits(page, options["viewport"]["width"])
+    await screenshot(page, f"console-oncall-{size}")
+    if size == "desktop":
+        await screenshot(page, "console-oncall", readme=True, whole=True)
     no_script_errors(errors)
 
 

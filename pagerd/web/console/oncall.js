@@ -8,35 +8,32 @@ import { coalesced, subscribe } from "./live.js";
 const HANDOVERS = 3;
 
 export async function oncallView(container) {
-  const { teams } = await api("GET", "/teams");
-  let schedules = [];
-  let available = true;
-  try {
-    ({ schedules } = await api("GET", "/schedules"));
-  } catch (error) {
-    if (!(error instanceof ApiError) || (error.status !== 404 && error.status !== 405)) throw error;
-    available = false; // a pagerd without schedules: the rotations are all there is
-  }
-  const sections = await Promise.all(teams.map(async (team) => teamSection(
-    team, schedules.filter((s) => s.team_id === team.team.id))));
-  // h() flattens arrays and skips nulls; the DOM's own append would print them.
-  container.append(h("div", {},
-    h("h1", {}, "On call"),
-    available ? null : h("p", { class: "note", role: "note" },
-      "This pagerd has no schedules: each team's rotation pages its next developer."),
-    teams.length ? sections : h("p", { class: "empty" }, "No teams yet.")));
-  // A hand-over, or an override made elsewhere: read the schedules afresh, unless the
-  // engineer is filling in a form here (their next action reloads the view anyway).
+  // Listening before reading: a hand-over while the view loads is not missed. A reload
+  // waits if the engineer is filling in a form here (their next action reloads anyway).
   const again = coalesced(() => {
     if (!container.contains(document.activeElement) || !document.activeElement.form) reload();
   });
   const stop = subscribe((kind) => {
     if (kind === "oncall" || kind === "reconnected") again();
   });
-  return () => {
+  const leave = () => {
     stop();
     again.cancel();
   };
+  try {
+    const [{ teams }, { schedules }] = await Promise.all([
+      api("GET", "/teams"), api("GET", "/schedules")]);
+    const sections = await Promise.all(teams.map(async (team) => teamSection(
+      team, schedules.filter((s) => s.team_id === team.team.id))));
+    // h() flattens arrays and skips nulls; the DOM's own append would print them.
+    container.append(h("div", {},
+      h("h1", {}, "On call"),
+      teams.length ? sections : h("p", { class: "empty" }, "No teams yet.")));
+  } catch (error) {
+    leave();
+    throw error;
+  }
+  return leave;
 }
 
 function reload() {
@@ -55,18 +52,30 @@ async function teamSection({ team, developers, next_developer_id: nextId }, sche
     cards.length ? h("ul", { class: "cards" }, cards) : null);
 }
 
-/** Who is on call at ``at`` and the next ``count`` hand-overs after: [{developer, from, until}]. */
+/** Who is on call now and the next ``count`` hand-overs: [{developer, from, until}].
+ *  An override that ends where the same developer's shift goes on is no hand-over: the
+ *  turns of one developer in a row are one turn. */
 async function turns(scheduleId, count) {
   const found = [];
   let at = null;
-  for (let n = 0; n <= count; n += 1) {
+  // Each answer is one span; a few more than ``count`` allow for spans that join.
+  for (let asked = 0; asked <= count + 4 && found.length <= count; asked += 1) {
     const query = at ? `?at=${enc(at)}` : "";
     const answer = await api("GET", `/schedules/${enc(scheduleId)}/oncall${query}`);
-    found.push({ developer: answer.developer, from: at, until: answer.until });
+    const last = found[found.length - 1];
+    if (last && developerId(last) === developerId(answer)) last.until = answer.until;
+    else found.push({ developer: answer.developer, from: at, until: answer.until });
     if (!answer.until) break;
-    at = answer.until;
+    // Times are answered to the millisecond; an override may end within one (set to the
+    // microsecond through the API): a span that ends where it was asked goes on 1 ms on.
+    at = !at || Date.parse(answer.until) > Date.parse(at) ? answer.until
+      : new Date(Date.parse(answer.until) + 1).toISOString();
   }
-  return found;
+  return found.slice(0, count + 1);
+}
+
+function developerId(turn) {
+  return turn.developer ? turn.developer.id : null;
 }
 
 async function scheduleCard(schedule, names, developers) {
@@ -82,7 +91,7 @@ async function scheduleCard(schedule, names, developers) {
     h("h4", {}, "Overrides"),
     schedule.overrides.length
       ? h("ul", { class: "overrides" }, schedule.overrides.map((o) => overrideItem(schedule, o, names)))
-      : h("p", { class: "empty" }, "None."),
+      : h("p", { class: "empty overrides-none" }, "None."),
     overrideForm(schedule, developers));
   return card;
 }
