@@ -86,23 +86,33 @@ export function since(iso, now = Date.now()) {
 
 /** A local, readable time for an RFC 3339 string. */
 export function when(iso) {
+  // "Thu, Dec 3, 08:17 PM": the weekday says "tonight" or "tomorrow" at a glance; the
+  // year only when it is not this one; seconds only in exact() (on hover).
   if (!iso) return "";
   const t = new Date(iso);
-  return t.toLocaleString(undefined, {
-    year: "numeric", month: "short", day: "numeric",
+  const options = { weekday: "short", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" };
+  if (t.getFullYear() !== new Date().getFullYear()) options.year = "numeric";
+  return t.toLocaleString(undefined, options);
+}
+
+/** ``iso`` to the second, with its year: what a hover shows. */
+export function exact(iso) {
+  if (!iso) return "";
+  return new Date(iso).toLocaleString(undefined, {
+    weekday: "short", year: "numeric", month: "short", day: "numeric",
     hour: "2-digit", minute: "2-digit", second: "2-digit",
   });
 }
 
-/** A <time> element showing ``when(iso)``. */
+/** A <time> element showing ``when(iso)``, to the second on hover. */
 export function timeEl(iso) {
-  return iso ? h("time", { datetime: iso }, when(iso)) : "";
+  return iso ? h("time", { datetime: iso, title: exact(iso) }, when(iso)) : "";
 }
 
 /** A <time> element showing how long ago ``iso`` was ("3m 12s"), kept current by the
  *  ticker below, and the full time on hover. */
 export function ago(iso) {
-  return h("time", { datetime: iso, "data-ago": "", title: when(iso) }, since(iso));
+  return h("time", { datetime: iso, "data-ago": "", title: exact(iso) }, since(iso));
 }
 
 /** The time of day of ``iso`` ("06:14:56 PM"), with its date when it is not today. */
@@ -116,7 +126,7 @@ export function clockText(iso) {
 
 /** A <time> element showing ``clockText(iso)``, the full time on hover. */
 export function clock(iso) {
-  return h("time", { datetime: iso, title: when(iso) }, clockText(iso));
+  return h("time", { datetime: iso, title: exact(iso) }, clockText(iso));
 }
 
 // Relative times move on by themselves: re-read nothing, just redraw the text.

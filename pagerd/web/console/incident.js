@@ -2,7 +2,7 @@
 // alert it absorbed (a page at a time), and acknowledge, resolve, add a note.
 
 import { api, enc } from "./api.js";
-import { ago, clock, h, notify, timeEl } from "./dom.js";
+import { ago, clock, h, notify, since, timeEl } from "./dom.js";
 import { coalesced, subscribe } from "./live.js";
 import { channelName, outcomeWords, recipient, sentence } from "./words.js";
 
@@ -62,14 +62,19 @@ export async function incidentView(container, incidentId) {
       ` ${incident.message}`);
     const name = service && service.name !== incident.service_id ? `${service.name} · ` : "";
     subtitle.replaceChildren(`${name}${incident.service_id} · level ${incident.level}`);
+    // How long after it opened: the figure a post-mortem asks for first.
+    const after = (iso) => h("span", { class: "why" },
+      ` (after ${since(incident.opened_at, Date.parse(iso))})`);
     const acknowledged = incident.acknowledged_at
-      ? [incident.acknowledged_by ? `${incident.acknowledged_by}, ` : "", timeEl(incident.acknowledged_at)]
+      ? [incident.acknowledged_by ? `${incident.acknowledged_by}, ` : "",
+        timeEl(incident.acknowledged_at), after(incident.acknowledged_at)]
       : "not yet";
     const rows = [
       ["Opened", [timeEl(incident.opened_at),
         incident.status === "resolved" ? "" : [" (", ago(incident.opened_at), " ago)"]]],
       ["Acknowledged", acknowledged],
-      ["Resolved", incident.resolved_at ? timeEl(incident.resolved_at) : "not yet"],
+      ["Resolved", incident.resolved_at
+        ? [timeEl(incident.resolved_at), after(incident.resolved_at)] : "not yet"],
       ["Alerts", String(incident.alert_count)],
       ["Service", h("a", { href: `#/services?q=${enc(incident.service_id)}` }, incident.service_id)],
       ["Incident", h("code", {}, incident.id)],
