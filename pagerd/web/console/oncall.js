@@ -47,7 +47,7 @@ async function teamSection({ team, developers, next_developer_id: nextId }, sche
   return h("section", { class: "team", "aria-labelledby": `team-${team.id}` },
     h("h2", { id: `team-${team.id}` }, team.name),
     h("p", { class: "hint" }, next
-      ? `Team alerts page the rotation's next developer: ${next.name}.`
+      ? `Alerts to the team itself (not to a schedule) page its rotation's next developer: ${next.name}.`
       : "The team has no developers."),
     cards.length ? h("ul", { class: "cards" }, cards) : null);
 }
@@ -83,7 +83,8 @@ async function scheduleCard(schedule, names, developers) {
   const who = (turn) => (turn.developer ? turn.developer.name : "nobody");
   const until = (turn) => (turn.until ? ["until ", timeEl(turn.until)] : "until further notice");
   const card = h("li", { class: "card schedule", "data-schedule": schedule.id },
-    h("h3", {}, schedule.id, h("span", { class: "why" }, ` · ${schedule.time_zone}`)),
+    h("h3", {}, schedule.id, h("span", { class: "why" },
+      ` · shifts follow ${schedule.time_zone} time; times here are yours`)),
     h("p", { class: "now" }, h("strong", {}, who(now)), " is on call now, ", until(now), "."),
     later.length ? h("div", {}, h("h4", {}, "Next hand-overs"),
       h("ol", { class: "handovers" }, later.map((turn) =>
