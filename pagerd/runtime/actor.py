@@ -466,7 +466,13 @@ class ServiceActor:
 
 
 def _outbox_row(notify: Notify, now: datetime) -> OutboxRow:
-    failed = notify.failure is not None
+    # A page that reaches nobody is never sent: failed (it named nobody, which is an
+    # error) or skipped (nobody is on call, which is not); either way it says why.
+    status = "pending"
+    if notify.failure is not None:
+        status = "failed"
+    elif notify.skipped is not None:
+        status = "skipped"
     return OutboxRow(
         id=notify.notification_id,
         incident_id=notify.incident_id,
@@ -478,8 +484,8 @@ def _outbox_row(notify: Notify, now: datetime) -> OutboxRow:
         message=notify.message,
         created_at=now,
         developer_id=notify.developer_id,
-        status="failed" if failed else "pending",
-        last_error=notify.failure,
+        status=status,
+        last_error=notify.failure if notify.failure is not None else notify.skipped,
     )
 
 
