@@ -158,3 +158,37 @@ async def test_a_missed_heartbeat_and_its_return_in_plain_words(
     await expect(timeline).to_contain_text("Resolved: the heartbeat came back")
     await fits(page, options["viewport"]["width"])
     no_script_errors(errors)
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_a_page_skipped_because_nobody_is_on_call_says_so(
+    make_pagerd: PagerdFactory, sms_service: SmsStandIn, browser: Browser, size: str
+) -> None:
+    """Given a policy that pages a schedule whose rotation has not begun, when an alert
+    opens an incident, then its page says nobody was paged and why, and the page's
+    outcome is skipped, in plain words; nothing is sent."""
+    options = SIZES[size]
+    daemon = make_pagerd([], {}, teams={"claims": CLAIMS})
+    await daemon.start()
+    [team] = (await api(daemon, "GET", "/teams"))["teams"]
+    rotation = {
+        "start": "2099-01-01T09:00:00",
+        "shift_s": 86_400,
+        "developer_ids": [d["id"] for d in team["developers"]],
+    }
+    body = {"team_id": team["team"]["id"], "time_zone": "UTC", "rotations": [rotation]}
+    await api(daemon, "PUT", "/schedules/later", body)
+    target = {"type": "schedule", "schedule": "later"}
+    await api(daemon, "PUT", "/policies/p", {"levels": [{"targets": [target]}]})
+    await api(daemon, "PUT", "/services/api", {"policy_id": "p"})
+    opened = await api(daemon, "POST", "/services/api/alerts", {"message": "api down"})
+
+    page, errors = await open_page(browser, **options)
+    await sign_in(page, daemon, path=f"/#/incidents/{opened['incident_id']}")
+    await expect(page.locator(".notifications")).to_contain_text("skipped: nobody on call")
+    await expect(page.locator(".timeline")).to_contain_text(
+        "Paged nobody (level 1): nobody is on call on schedule 'later'"
+    )
+    assert sms_service.pages == []  # a skipped page is never sent
+    await fits(page, options["viewport"]["width"])
+    no_script_errors(errors)
