@@ -70,11 +70,15 @@ async def test_a_flapping_service_is_paged_at_once_and_never_after_resolution(
         if arrived > closed + IN_FLIGHT_S:
             after_resolution.append(page.key)
     statuses = dict(sqlite_rows(daemon.db, "SELECT status, count(*) FROM outbox GROUP BY 1"))
+    ((retried,),) = sqlite_rows(
+        daemon.db, "SELECT coalesce(sum(attempts - 1), 0) FROM outbox WHERE attempts > 1"
+    )
     report(
         "flapping service",
         incidents=incidents,
         pages=len(sms_service.pages),
         statuses=statuses,
+        retried=retried,
         latest_s=round(max(late), 3),
         after_resolution=len(after_resolution),
     )
