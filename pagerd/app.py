@@ -20,7 +20,7 @@ from aiohttp import web
 from pagerd.config import DEFAULT_SMS_URL, Config
 from pagerd.core.domain import IncidentStatus, ServiceState
 from pagerd.core.egress import EgressRule
-from pagerd.core.ports import Page, Sender, Store
+from pagerd.core.ports import Page, Store
 from pagerd.core.records import (
     OutboxRow,
     ServiceRow,
@@ -33,7 +33,7 @@ from pagerd.intake.mqtt import MqttLink, MqttPublisher, MqttSettings
 from pagerd.notify import texts as messages
 from pagerd.notify.egress import WebhookEgress
 from pagerd.notify.outbox import DeliveryPolicy, Dispatcher
-from pagerd.notify.senders import EmailSender, SmsSender, WebhookSender
+from pagerd.notify.pool import SenderPool
 from pagerd.runtime.catalogue import (
     Catalogue,
     Declared,
@@ -47,6 +47,7 @@ from pagerd.runtime.directory import Directory
 from pagerd.runtime.handovers import Handovers
 from pagerd.runtime.publishers import Publishers
 from pagerd.runtime.router import Runtime
+from pagerd.sending import channel_senders, sender_processes, senders_ready
 from pagerd.store import open_store
 from pagerd.systemd import SystemdNotifier
 from pagerd.telemetry import metrics
@@ -59,7 +60,8 @@ from pagerd.web.server import HttpServer, WebContext, build_app, start_http
 
 log = structlog.get_logger("pagerd.app")
 
-# Shutdown stages (with the HTTP server's 5 s) sum to 18 s, under TimeoutStopSec=30.
+# Shutdown stages (with the HTTP server's 5 s, and the sender processes' 4 s: see
+# pagerd.sending) sum to 22 s, under TimeoutStopSec=30.
 DRAIN_TIMEOUT_S = 10.0
 SENDERS_GRACE_S = 3.0
 # Recovery arms the timers due this soon; the others once subscribed (READY), or after
@@ -199,28 +201,31 @@ async def serve(
 
         return await serve_node(config, stop=stop, notifier=notifier, clock=clock)
     started = time.monotonic()
-    store = await open_store(path=config.database.path, url=config.database.url)
-    store.on_commit(observe_commit)
-    try:
-        await apply_declared(store, declared(config))
-        directory = await Directory.load(store)
+    # The sender processes start first: they import aiohttp while the store loads.
+    async with sender_processes(config) as pool:
+        store = await open_store(path=config.database.path, url=config.database.url)
+        store.on_commit(observe_commit)
         try:
-            async with client_sessions(config) as (session, webhooks):
-                await run_active(
-                    config,
-                    store=store,
-                    directory=directory,
-                    session=session,
-                    webhooks=webhooks,
-                    clock=clock,
-                    notifier=notifier,
-                    until=stop,
-                    started=started,
-                )
+            await apply_declared(store, declared(config))
+            directory = await Directory.load(store)
+            try:
+                async with client_sessions(config) as (session, webhooks):
+                    await run_active(
+                        config,
+                        store=store,
+                        directory=directory,
+                        session=session,
+                        webhooks=webhooks,
+                        pool=pool,
+                        clock=clock,
+                        notifier=notifier,
+                        until=stop,
+                        started=started,
+                    )
+            finally:
+                directory.close()
         finally:
-            directory.close()
-    finally:
-        await store.close()  # the last group commit
+            await store.close()  # the last group commit
     log.info("pagerd.stopped")
     return 0
 
@@ -266,10 +271,12 @@ async def run_active(
     notifier: SystemdNotifier,
     until: asyncio.Event,
     started: float,
+    pool: SenderPool | None = None,
     term: ClusterTerm | None = None,
 ) -> None:
     """Run the runtime, the outbox and MQTT intake until ``until`` is set.
 
+    Pages go out through ``pool``'s sender processes, or from this loop when None.
     Alone (``term`` None) this serves HTTP too, and shuts down in stages. A cluster
     node's term ends either so (the node stops), or abandoned at once when its lease
     lapsed: then another node may act already, so nothing more is drained or sent.
@@ -279,13 +286,8 @@ async def run_active(
     # A cluster node's feed is its web app's, which outlives the term.
     live = term.live if term is not None and term.live is not None else LiveFeed()
     publisher = Publishers((mqtt_publisher, live))
-    notify = config.notify
     may_act = term.may_act if term is not None else _always
-    senders: dict[str, Sender] = {
-        "sms": SmsSender(session, notify.sms.url, notify.sms.timeout_s),
-        "email": EmailSender(notify.email, config.email_password()),
-        "webhook": WebhookSender(webhooks, notify.webhook.timeout_s),
-    }
+    senders = channel_senders(config, session, webhooks, pool)
     async with asyncio.TaskGroup() as group:
         links = AckLinks(await load_or_create_secret(store), config.http.public_url)
         catalogue = Catalogue(
@@ -331,7 +333,8 @@ async def run_active(
         handovers.start()
 
         def not_ready() -> list[str]:
-            return [] if link.subscribed.is_set() else ["mqtt: not subscribed"]
+            mqtt = [] if link.subscribed.is_set() else ["mqtt: not subscribed"]
+            return mqtt + (pool.not_ready() if pool is not None else [])
 
         # Only after recovery: an ack arriving earlier would meet an actor with no incident.
         http: HttpServer | None = None
@@ -366,9 +369,9 @@ async def run_active(
                 _idle() if term else notifier.watchdog_loop(), name="pagerd[watchdog]"
             ),
             ready=group.create_task(
-                _announce_subscribed(link, term.subscribed, recovered)
+                _announce_subscribed(link, term.subscribed, recovered, pool)
                 if term
-                else _announce_ready(link, notifier, store, started, recovered),
+                else _announce_ready(link, notifier, store, started, recovered, pool=pool),
                 name="pagerd[ready]",
             ),
         )
@@ -523,9 +526,16 @@ def _collection_paused() -> Iterator[None]:
 
 
 async def _announce_ready(
-    link: MqttLink, notifier: SystemdNotifier, store: Store, started: float, recovered: int
+    link: MqttLink,
+    notifier: SystemdNotifier,
+    store: Store,
+    started: float,
+    recovered: int,
+    *,
+    pool: SenderPool | None,
 ) -> None:
     await link.subscribed.wait()
+    await senders_ready(pool)  # READY promises pages can go out
     seconds = round(time.monotonic() - started, 3)
     notifier.ready()
     notifier.status(f"ready: {recovered} open incidents recovered in {seconds}s")
@@ -537,9 +547,10 @@ async def _announce_ready(
 
 
 async def _announce_subscribed(
-    link: MqttLink, subscribed: Callable[[], None], recovered: int
+    link: MqttLink, subscribed: Callable[[], None], recovered: int, pool: SenderPool | None
 ) -> None:
     await link.subscribed.wait()
+    await senders_ready(pool)
     log.info("pagerd.active", open_incidents=recovered)
     subscribed()
 

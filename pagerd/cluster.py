@@ -43,9 +43,11 @@ from pagerd.config import Config
 from pagerd.core.records import StoreError
 from pagerd.intake.presence import Presence
 from pagerd.notify.egress import WebhookEgress
+from pagerd.notify.pool import SenderPool
 from pagerd.runtime.catalogue import Catalogue, apply_declared
 from pagerd.runtime.clock import SteadyClock
 from pagerd.runtime.directory import Directory
+from pagerd.sending import sender_processes, senders_ready
 from pagerd.store.lease import (
     Holder,
     Lease,
@@ -81,12 +83,13 @@ async def serve_node(
     live = LiveFeed()  # the console's live updates, fed by each active term's runtime
     serve_live(app, live)
     presence = Presence(mqtt_settings(config), config.cluster.node_id, clock)
-    # The senders' sessions live as long as the node: the HTTP server keeps descriptors
-    # for their connections, and every active term sends through them.
-    async with client_sessions(config) as (session, webhooks):
+    # The senders' sessions and processes live as long as the node: the HTTP server keeps
+    # descriptors for their connections, and every active term sends through them.
+    async with sender_processes(config) as pool, client_sessions(config) as (session, webhooks):
         http = await serve_http(app, config, webhooks.rule, session)
         node = _Node(
             config,
+            pool=pool,
             role=role,
             context=context,
             live=live,
@@ -117,6 +120,7 @@ class _Node:
         self,
         config: Config,
         *,
+        pool: SenderPool | None,
         role: NodeRole,
         context: WebContext,
         live: LiveFeed,
@@ -126,6 +130,7 @@ class _Node:
         stop: asyncio.Event,
     ) -> None:
         self._config = config
+        self._pool = pool  # sender processes, or None: pages go from the loop
         self._role = role
         self._context = context
         self._feed = live
@@ -164,6 +169,10 @@ class _Node:
     ) -> int:
         try:
             if not await self._unless_stopped(lease.join()):
+                return 0
+            # READY, standby or active, only once pages can go out: and a node that
+            # cannot send does not take the lease from one that can.
+            if not await self._unless_stopped(senders_ready(self._pool)):
                 return 0
             while not self._stop.is_set():
                 tenure = await self._stand_by(store, lease)
@@ -293,6 +302,7 @@ class _Node:
                         notifier=self._notifier,
                         until=term_end,
                         started=self._started,
+                        pool=self._pool,
                         term=ClusterTerm(
                             tenure.held, self._context, self._role, self._subscribed, self._feed
                         ),

@@ -27,7 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "web": {"core", "runtime", "web", "telemetry", "config", "wire"},
     "intake": {"core", "runtime", "intake", "telemetry", "web", "config", "wire"},
 }
-WIRING = {"app", "cli", "cluster", "systemd", "__init__", "__main__", "tools"}
+WIRING = {"app", "cli", "cluster", "sending", "systemd", "__init__", "__main__", "tools"}
 
 
 def _layer(path: Path) -> str:

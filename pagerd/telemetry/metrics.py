@@ -179,3 +179,22 @@ FENCED_ROUNDS = Counter(
     "Commit rounds refused because this node does not hold the lease.",
     registry=REGISTRY,
 )
+
+# --- sender processes (pagerd.notify.pool) ---------------------------------------------------
+
+SENDER_RESTARTS = Counter(
+    "pagerd_sender_restarts",
+    "Sender processes that died (killed, crashed, link broken) and were started again.",
+    registry=REGISTRY,
+)
+SENDER_START_FAILURES = Counter(
+    "pagerd_sender_start_failures",
+    "Sender processes that could not be started or were not ready in time (tried again).",
+    registry=REGISTRY,
+)
+SENDER_RESENT = Counter(
+    "pagerd_sender_resent",
+    "Attempts in flight in a sender process that died, handed to another (same page, same"
+    " Idempotency-Key).",
+    registry=REGISTRY,
+)

@@ -116,7 +116,8 @@ async def pagerd_backlog(root: Path, load: Load, sms: SmsProcess, profile: Path 
         await daemon.start()
         ready_at = time.monotonic()
         cpu = CpuMeter(
-            {"pagerd": daemon.pid, "mosquitto": pid_of(broker.process), "bench": os.getpid()}
+            {"pagerd": daemon.pid, "mosquitto": pid_of(broker.process), "bench": os.getpid()},
+            children={"pagerd senders": daemon.pid},
         )
         with py_spy(daemon.pid, profile and profile / "pagerd-backlog.txt"), cpu:
             committed_at = await wait_until(
@@ -157,7 +158,8 @@ async def pagerd_live(root: Path, load: Load, sms: SmsProcess, profile: Path | N
         pages_before = sms.pages
         await daemon.start()
         cpu = CpuMeter(
-            {"pagerd": daemon.pid, "mosquitto": pid_of(broker.process), "bench": os.getpid()}
+            {"pagerd": daemon.pid, "mosquitto": pid_of(broker.process), "bench": os.getpid()},
+            children={"pagerd senders": daemon.pid},
         )
         with (
             Publisher(load.plan(broker.port)) as publisher,

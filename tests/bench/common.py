@@ -156,6 +156,10 @@ async def pagerd_in(
     # Only the URL is read from it: the stand-in itself runs in its own process.
     stand_in = SmsStandIn(port=sms_port)
     daemon = BenchPagerd(directory, broker, stand_in, [policy], {}, database_url=database_url)
+    # BENCH_SENDER_WORKERS=0 sends from pagerd's event loop, for a before/after pair.
+    workers = os.environ.get("BENCH_SENDER_WORKERS")
+    if workers is not None:
+        daemon.notify["workers"] = int(workers)
     try:
         yield daemon
     finally:
@@ -220,6 +224,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes ``pid`` started that still run (pagerd's sender processes)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def children_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of each running child of ``pid``."""
+    seconds: dict[int, float] = {}
+    for child in child_pids(pid):
+        with contextlib.suppress(FileNotFoundError):
+            seconds[child] = cpu_seconds(child)
+    return seconds
+
+
 def machine_busy() -> float:
     """CPU seconds the whole machine has been busy (all cores), from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -232,20 +253,29 @@ class CpuMeter:
     """CPU used by some processes and by the machine over a stretch of wall time."""
 
     pids: dict[str, int]
+    # name -> a parent whose children are counted together (pagerd's sender processes);
+    # a child that ended meanwhile is not counted.
+    children: dict[str, int] = field(default_factory=dict)
     _start: dict[str, float] = field(default_factory=dict)
+    _start_children: dict[str, dict[int, float]] = field(default_factory=dict)
     _wall: float = 0.0
 
     def __enter__(self) -> CpuMeter:
         self._wall = time.monotonic()
         self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._start_children = {name: children_cpu(pid) for name, pid in self.children.items()}
         self._start["machine"] = machine_busy()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._wall = time.monotonic() - self._wall
-        used = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
-        used["machine"] = machine_busy()
-        self.used = {name: used[name] - self._start[name] for name in used}
+        used = {name: cpu_seconds(pid) - self._start[name] for name, pid in self.pids.items()}
+        for name, pid in self.children.items():
+            before = self._start_children[name]
+            now = children_cpu(pid)
+            used[name] = sum(seconds - before.get(child, 0.0) for child, seconds in now.items())
+        used["machine"] = machine_busy() - self._start["machine"]
+        self.used = used
 
     def summary(self) -> str:
         """``pagerd 0.93 cores, mosquitto 0.20, machine 1.61 of 2``."""
