@@ -10,6 +10,12 @@ stand-in runs in a process of its own. Two loads:
   what one page costs from decision to the stand-in.
 
     .venv/bin/python -m tests.bench.bench_outbox [--incidents 200] [--concurrency 16]
+        [--workers 2 --workers 0]
+
+Beside the rates, the CPU each page cost pagerd's main process (its event loop, and
+SQLite's thread) and its sender processes, from /proc: on a shared machine a page's
+CPU moves less than its rate. ``--workers`` runs each load with that many sender
+processes (0: sending on the event loop), alternating.
 """
 
 from __future__ import annotations
@@ -23,14 +29,22 @@ from pathlib import Path
 
 import aiomqtt
 
-from tests.bench.common import SmsProcess, broker_in, percentile, rate, report
+from tests.bench.common import (
+    SmsProcess,
+    broker_in,
+    children_cpu,
+    cpu_seconds,
+    percentile,
+    rate,
+    report,
+)
 from tests.harness import Pagerd, Policy, SmsStandIn, sms, sqlite_rows
 
 ROUNDS = 10  # repeat = 9
 LOADS = {"saturated": (5, 0.05), "paced": (1, 1.0)}  # phones per round, ack timeout
 
 
-async def run(load: str, incidents: int, concurrency: int) -> list[str]:
+async def run(load: str, incidents: int, concurrency: int, workers: int | None) -> list[str]:
     targets, timeout = LOADS[load]
     with tempfile.TemporaryDirectory() as tmp, SmsProcess() as stand_in:
         root = Path(tmp)
@@ -44,9 +58,13 @@ async def run(load: str, incidents: int, concurrency: int) -> list[str]:
                 SmsStandIn(port=stand_in.port),
                 [Policy("storm", [(timeout, phones)], repeat=ROUNDS - 1)],
                 services,
-                notify={"bundle_window_s": 0, "concurrency": concurrency},
+                notify={"bundle_window_s": 0, "concurrency": concurrency}
+                | ({} if workers is None else {"workers": workers}),
             )
             await daemon.start()
+            assert daemon.process is not None
+            pid = daemon.process.pid
+            main_before, senders_before = cpu_seconds(pid), children_cpu(pid)
             try:
                 expected = incidents * targets * ROUNDS
                 async with aiomqtt.Client("127.0.0.1", broker.port) as client:
@@ -56,6 +74,11 @@ async def run(load: str, incidents: int, concurrency: int) -> list[str]:
                 deadline = time.monotonic() + 300
                 while stand_in.pages < expected and time.monotonic() < deadline:
                     await asyncio.sleep(0.05)
+                main_cpu = cpu_seconds(pid) - main_before
+                senders_cpu = sum(
+                    used - senders_before.get(child, 0.0)
+                    for child, used in children_cpu(pid).items()
+                )
                 # Arrival times are monotonic in the stand-in's process; the same clock here.
                 wall_offset = time.time() - time.monotonic()
                 arrivals = stand_in.arrivals()
@@ -71,8 +94,10 @@ async def run(load: str, incidents: int, concurrency: int) -> list[str]:
     )
     times = sorted(first_arrival.values())
     seconds = times[-1] - times[0] if len(times) > 1 else 0.0
+    pages = max(1, len(first_arrival))
     return [
         load,
+        "-" if workers is None else str(workers),
         str(incidents),
         str(concurrency),
         f"{len(first_arrival):,} / {expected:,}",
@@ -80,6 +105,8 @@ async def run(load: str, incidents: int, concurrency: int) -> list[str]:
         f"{percentile(latencies, 50) * 1000:.1f}",
         f"{percentile(latencies, 99) * 1000:.1f}",
         f"{latencies[-1] * 1000:.1f}" if latencies else "-",
+        f"{main_cpu / pages * 1e6:.0f}",
+        f"{senders_cpu / pages * 1e6:.0f}",
     ]
 
 
@@ -91,15 +118,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--incidents", type=int, default=200)
     parser.add_argument("--concurrency", type=int, action="append")
+    parser.add_argument("--workers", type=int, action="append", help="default: pagerd's")
+    parser.add_argument("--loads", choices=list(LOADS), action="append", help="default: all")
     args = parser.parse_args()
     rows = [
-        asyncio.run(run(load, args.incidents, c))
-        for load in LOADS
+        asyncio.run(run(load, args.incidents, c, w))
+        for load in args.loads or LOADS
         for c in args.concurrency or [16]
+        for w in args.workers or [None]
     ]
     report(
         "Outbox: pages through to the SMS stand-in",
-        ["load", "incidents", "sends/channel", "pages", "pages/s", "p50 ms", "p99 ms", "max ms"],
+        [
+            "load",
+            "workers",
+            "incidents",
+            "sends/channel",
+            "pages",
+            "pages/s",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "main µs CPU/page",
+            "senders µs CPU/page",
+        ],
         rows,
     )
 
