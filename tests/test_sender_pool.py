@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
+from pagerd.core.egress import ADDRESS_NOT_ALLOWED
 from pagerd.core.ports import Attempt, Verdict
 from pagerd.notify import pool as pool_module
 from pagerd.notify.ipc import Settings
@@ -83,6 +85,7 @@ def counted(counter: object) -> float:
         id(metrics.SENDER_RESTARTS): "pagerd_sender_restarts_total",
         id(metrics.SENDER_RESENT): "pagerd_sender_resent_total",
         id(metrics.SENDER_START_FAILURES): "pagerd_sender_start_failures_total",
+        id(metrics.WEBHOOK_ADDRESSES_REFUSED): "pagerd_webhook_addresses_refused_total",
     }[id(counter)]
     return metrics.REGISTRY.get_sample_value(name) or 0.0
 
@@ -101,6 +104,27 @@ async def test_ready_once_every_process_is_and_a_page_goes_through_one(
         attempt = await asyncio.wait_for(pool.send(a_page(1)), timeout=10)
     assert attempt == Attempt(Verdict.SENT, "HTTP 200")
     assert provider.keys == [a_page(1).row.id]
+
+
+async def test_a_webhook_address_refused_in_a_process_is_counted_once_by_the_daemon(
+    provider: Provider,
+) -> None:
+    """The egress rule refuses loopback (no allow_hosts): each refusal in a sender process
+    is counted in the daemon's metric, once, and each page fails with the rule's reason."""
+    pool = SenderPool(settings_for(provider), workers=1)
+    refused = counted(metrics.WEBHOOK_ADDRESSES_REFUSED)
+    webhook = dataclasses.replace(
+        a_page(3).row, channel="webhook", recipient=f"http://127.0.0.1:{provider.port}/hook"
+    )
+    async with running(pool):
+        await asyncio.wait_for(pool.ready.wait(), timeout=20)
+        for _ in range(2):
+            page = dataclasses.replace(a_page(3), row=webhook)
+            attempt = await asyncio.wait_for(pool.send(page), timeout=10)
+            assert attempt.verdict is Verdict.FAIL
+            assert ADDRESS_NOT_ALLOWED in attempt.detail
+    assert counted(metrics.WEBHOOK_ADDRESSES_REFUSED) == refused + 2
+    assert provider.keys == []
 
 
 async def test_a_process_killed_mid_send_is_restarted_and_the_page_resent_with_its_key(

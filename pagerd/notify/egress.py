@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -29,11 +30,16 @@ class AddressNotAllowedError(PermissionError):
         super().__init__(errno.EACCES, ADDRESS_NOT_ALLOWED)
 
 
-def checked_socket(rule: EgressRule, addr_info: tuple[Any, ...]) -> socket.socket:
-    """The socket for one address a webhook connects to; refused if the rule says so."""
+def checked_socket(
+    rule: EgressRule,
+    addr_info: tuple[Any, ...],
+    on_refused: Callable[[], None] = metrics.WEBHOOK_ADDRESSES_REFUSED.inc,
+) -> socket.socket:
+    """The socket for one address a webhook connects to; refused (and ``on_refused``
+    called: the daemon's metric, or a sender process's tally for it) if the rule says so."""
     family, kind, proto, _, sockaddr = addr_info
     if not rule.address_allowed(ipaddress.ip_address(sockaddr[0])):
-        metrics.WEBHOOK_ADDRESSES_REFUSED.inc()
+        on_refused()
         raise AddressNotAllowedError
     return socket.socket(family=family, type=kind, proto=proto)
 
@@ -46,16 +52,24 @@ class WebhookEgress:
     """
 
     def __init__(
-        self, rule: EgressRule, open_session: aiohttp.ClientSession, **options: Any
+        self,
+        rule: EgressRule,
+        open_session: aiohttp.ClientSession,
+        *,
+        on_refused: Callable[[], None] = metrics.WEBHOOK_ADDRESSES_REFUSED.inc,
+        **options: Any,
     ) -> None:
         self.rule = rule
+        self._on_refused = on_refused
         self._open = open_session
         self._options = options  # for the checked session, as the open one was made
         self._checked: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> WebhookEgress:
-        rule = self.rule
-        connector = aiohttp.TCPConnector(socket_factory=lambda info: checked_socket(rule, info))
+        rule, on_refused = self.rule, self._on_refused
+        connector = aiohttp.TCPConnector(
+            socket_factory=lambda info: checked_socket(rule, info, on_refused)
+        )
         self._checked = aiohttp.ClientSession(connector=connector, **self._options)
         return self
 

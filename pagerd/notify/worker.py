@@ -31,7 +31,6 @@ from pagerd.core.ports import Attempt, Sender, Verdict
 from pagerd.notify.egress import WebhookEgress
 from pagerd.notify.ipc import Link, Ready, Result, Send, Settings, ToWorker
 from pagerd.notify.senders import EmailSender, SmsSender, WebhookSender
-from pagerd.telemetry import metrics
 from pagerd.telemetry.logs import configure_logging
 
 log = structlog.get_logger("pagerd.sender")
@@ -44,14 +43,17 @@ def _json_text(body: object) -> str:
 
 
 class _Refusals:
-    """Webhook addresses refused (counted here by the egress check), not yet reported."""
+    """Webhook addresses the egress check refused here, not yet reported to the daemon
+    (whose metric counts them): a tally, as reading a metric back costs a registry scan."""
 
     def __init__(self) -> None:
-        self._reported = 0.0
+        self._fresh = 0
+
+    def add(self) -> None:
+        self._fresh += 1
 
     def take(self) -> int:
-        total = metrics.REGISTRY.get_sample_value("pagerd_webhook_addresses_refused_total") or 0.0
-        fresh, self._reported = int(total - self._reported), total
+        fresh, self._fresh = self._fresh, 0
         return fresh
 
 
@@ -112,7 +114,7 @@ class Worker:
         rule = EgressRule.from_allow_hosts(settings.allow_hosts)
         async with (
             aiohttp.ClientSession(**options) as session,
-            WebhookEgress(rule, session, **options) as webhooks,
+            WebhookEgress(rule, session, on_refused=self._refusals.add, **options) as webhooks,
         ):
             self._senders = {
                 "sms": SmsSender(session, settings.sms_url, settings.sms_timeout_s),
