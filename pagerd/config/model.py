@@ -149,8 +149,9 @@ class NotifyConfig(_Section, frozen=True, kw_only=True):
     max_attempts: Annotated[int, Meta(ge=1, le=100)] = 6
     max_age_s: PositiveSeconds = 3600.0  # older than this: failed, not retried
     concurrency: Annotated[int, Meta(ge=1, le=1000)] = 16  # sends in flight per channel
-    # Sender processes beside the daemon's event loop; 0 sends from the loop itself.
-    workers: Annotated[int, Meta(ge=0, le=64)] = 2
+    # Sender processes beside the daemon's event loop; 0 sends from the loop itself, which
+    # measured best on 2 cores, where the processes compete with the loop (docs/processes.md).
+    workers: Annotated[int, Meta(ge=0, le=64)] = 0
     sms: SmsConfig = field(default_factory=SmsConfig)
     email: EmailConfig = field(default_factory=EmailConfig)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
