@@ -35,6 +35,7 @@ from tests.bench.common import (
     POLICY_ID,
     SmsProcess,
     broker_in,
+    child_pids,
     create_schema,
     pagerd_in,
     proc_status,
@@ -149,6 +150,7 @@ async def run(services: int, incidents: int, directory: Path | None, profile: Pa
             at_ready = proc_status(daemon.pid)
             await asyncio.sleep(SETTLE_S)
             settled = proc_status(daemon.pid)
+            senders_kib = [proc_status(child)["VmRSS"] for child in child_pids(daemon.pid)]
             listings = [await list_services(daemon.base_url, API_TOKEN) for _ in range(2)]
             after_listing = proc_status(daemon.pid)
             stopping = time.monotonic()
@@ -167,6 +169,11 @@ async def run(services: int, incidents: int, directory: Path | None, profile: Pa
             ("VmRSS at READY", f"{at_ready['VmRSS'] / 1024:,.0f} MiB", f"<= {TARGET_RSS_MIB} MiB"),
             (f"VmRSS {SETTLE_S:.0f} s after READY", f"{settled['VmRSS'] / 1024:,.0f} MiB", ""),
             ("VmHWM (peak RSS)", f"{settled['VmHWM'] / 1024:,.0f} MiB", ""),
+            (
+                f"sender processes' VmRSS ({len(senders_kib)}), settled",
+                f"{sum(senders_kib) / 1024:,.0f} MiB",
+                "",
+            ),
             *(
                 (
                     f"GET /api/v1/services, {n}",
