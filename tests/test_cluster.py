@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -211,18 +212,26 @@ async def ready_or_none(daemon: Pagerd) -> tuple[int, dict[str, Any]] | None:
         return None
 
 
+@pytest.mark.parametrize("workers", [0, 1], ids=["on-the-loop", "sender-processes"])
 async def test_sigkill_at_level_1_the_standby_pages_level_2_once_at_its_deadline(
     pair: Pair,
     monitor: Monitor,
     sms_service: SmsStandIn,
     postgres_url: str,
+    workers: int,
 ) -> None:
     """Given an incident waiting at level 1 on the active node, when that node is SIGKILLed,
     then the standby pages level 2 exactly once, no earlier than the deadline the dead node
-    set, and no later than that deadline + lease_ttl_s + 3 s."""
+    set, and no later than that deadline + lease_ttl_s + 3 s; the same with each node's
+    pages going through a sender process ([notify] workers = 1)."""
     timeout = 1.0  # level 1's deadline falls while the standby takes over
-    a, b = pair([Policy("p", [(timeout, [sms(ONE)]), (60.0, [sms(TWO)])])], {"svc": "p"})
+    a, b = pair(
+        [Policy("p", [(timeout, [sms(ONE)]), (60.0, [sms(TWO)])])],
+        {"svc": "p"},
+        notify={"workers": workers},
+    )
     await start_pair(a, b)
+    assert [len(sender_processes(node)) for node in (a, b)] == [workers, workers]
 
     await monitor.publish("alert", "svc", "down")
     await eventually(lambda: bool(sms_service.to(ONE)), what="level 1's page")
@@ -239,6 +248,13 @@ async def test_sigkill_at_level_1_the_standby_pages_level_2_once_at_its_deadline
     await eventually_async(lambda: fetch(postgres_url, status, TWO), [("sent",)])
     assert len(sms_service.to(TWO)) == 1
     assert len({p.key for p in sms_service.to(ONE)}) == 1, "level 1 repeated only with its key"
+
+
+def sender_processes(daemon: Pagerd) -> list[str]:
+    """The node's children: its sender processes, ready before READY."""
+    assert daemon.process is not None
+    pid = daemon.process.pid
+    return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
 
 
 async def eventually_async(
