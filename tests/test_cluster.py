@@ -8,7 +8,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -141,20 +141,26 @@ async def test_two_nodes_started_together_on_an_empty_database_agree_on_one(
 ) -> None:
     """Given two nodes started at once on an empty database, then the migrations run once,
     one node becomes active and applies the declared objects, the other stands by and
-    reads them from the database."""
+    reads them from the database, a maintenance window included."""
     a, b = pair([Policy("p", [(60.0, [sms(ONE)])])], {"svc": "p"})
     await asyncio.gather(a.start(wait_ready=False), b.start(wait_ready=False))
     await asyncio.gather(a.ready(), b.ready())
 
     roles = {await a.role(), await b.role()}
     assert roles == {"active", "standby"}
-    standby = a if await a.role() == "standby" else b
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(f"{standby.base_url}/api/v1/services/svc", headers=AUTH) as response,
-    ):
-        assert response.status == 200, await response.text()
-        assert (await response.json())["policy_id"] == "p"
+    standby, active = (a, b) if await a.role() == "standby" else (b, a)
+    until = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    window = {"until": until, "reason": "deploy"}
+    async with aiohttp.ClientSession() as http:
+        url = f"{active.base_url}/api/v1/services/svc/maintenance"
+        async with http.post(url, json=window, headers=AUTH) as response:
+            assert response.status == 201, await response.text()
+        async with http.get(f"{standby.base_url}/api/v1/services/svc", headers=AUTH) as response:
+            assert response.status == 200, await response.text()
+            shown = await response.json()
+        assert (shown["policy_id"], shown["maintenance"]) == ("p", window)
+        async with http.delete(url, headers=AUTH) as response:
+            assert response.status in {200, 204}, await response.text()
     await monitor.publish("alert", "svc", "down")
     await eventually(lambda: bool(sms_service.to(ONE)), what="the page")
 

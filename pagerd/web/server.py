@@ -131,10 +131,11 @@ class WebContext:
         if self._runtime is not None:
             state = self._runtime.state_of(service_id)
             return (None, None) if state is None else (state.open_incident, state.maintenance)
-        watched = (w for w in await self.store.read_watches() if w.service_id == service_id)
-        return await self.store.open_incident_of(service_id), next(
-            (w.maintenance for w in watched), None
-        )
+        # A standby runs no actors: both come from the database (the watched are few).
+        incident = await self.store.open_incident_of(service_id)
+        watches = await self.store.read_watches()
+        window = next((w.maintenance for w in watches if w.service_id == service_id), None)
+        return incident, window
 
 
 def _unavailable(detail: str) -> web.HTTPServiceUnavailable:
