@@ -21,8 +21,10 @@ RUN_S = 60.0
 # just after (the contract lets an attempt in flight finish). A held page or a retry, the
 # faults this test is for, would come a bundle window or a back-off later.
 IN_FLIGHT_S = 1.0
-# Well under the 30 s window a flapping service's page used to be held for; over the
-# 2 s stalls seen on a loaded CI machine.
+# Well under the 30 s window a flapping service's page used to be held for. A page held
+# past the window's first bundle_after goes when the window ends: that of an incident
+# opened just before it (at most FLAP_S before, still open then) arrives up to FLAP_S
+# after its alert, as held pages may; those of incidents resolved by then are cancelled.
 LATEST_S = 5.0
 
 
