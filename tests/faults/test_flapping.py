@@ -1,6 +1,6 @@
 """Fault suite: a flapping service, alert and healthy in turn every 2 s for a minute (issue
 #13). With the default bundling (a 30 s window, three pages at once), no page may go
-out after its incident was resolved, and none may wait for the bundle window."""
+out after its incident was resolved, and none may wait a whole bundle window."""
 
 from __future__ import annotations
 
