@@ -53,7 +53,7 @@ unit: $(STAMP)
 test: system-packages lint typecheck unit
 
 # The fault-injection suite (SIGKILL loops, broker and notification outages, a full disk on
-# a tmpfs, two nodes killed in turn: needs root), about 5 minutes; CI runs it after `make test`.
+# a tmpfs, two nodes killed in turn: needs root), about 8 minutes; CI runs it after `make test`.
 faults: system-packages $(STAMP)
 	$(BIN)/pytest tests/faults -q -s
 
