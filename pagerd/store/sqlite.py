@@ -74,6 +74,7 @@ from pagerd.store.sqlite_listings import (
     SELECT_UNHEALTHY_PAGE,
     STATUS_CLAUSES,
 )
+from pagerd.store.sqlite_rows import execute_rows
 from pagerd.telemetry.logs import get_logger
 
 log = get_logger(__name__)
@@ -162,7 +163,7 @@ def _apply(conn: sqlite3.Connection, parts: list[tuple[Op, list[Row]]]) -> None:
         conn.execute("BEGIN IMMEDIATE")
         for op, rows in parts:
             where = op.name.lower()
-            conn.executemany(SQL[op], rows)
+            execute_rows(conn, SQL[op], rows)
         where = "commit"
         conn.execute("COMMIT")
     except (sqlite3.Error, ValueError, TypeError, OverflowError) as error:
