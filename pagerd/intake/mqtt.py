@@ -408,58 +408,11 @@ class MqttLink:
         payload: bytes,
         intake: Intake,
     ) -> Reply:
-        topic = intake.topic
         # Kept until the answer, for a refusal to quote: never more than the quote needs.
         quoted = (
             payload if len(payload) <= REJECTED_PAYLOAD_BYTES else payload[:REJECTED_PAYLOAD_BYTES]
         )
-
-        def redeliver() -> None:
-            # Not committed: no PUBACK, so the broker redelivers it after a reconnect.
-            if generation == self._generation:
-                self._redeliver.set()
-
-        def verdict(taken: bool, **fields: str | None) -> None:
-            if intake.request_id is not None:
-                self._verdict(client, Verdict(intake.request_id, taken, **fields))
-
-        def dead(reason: str, code: str) -> None:
-            def kept() -> None:
-                self._reject(client, topic, quoted, f"dead-lettered: {reason}", code)
-                self._ack(client, generation, mid)
-                verdict(False, reason=f"dead-lettered: {reason}")
-
-            self._dead_letters.keep("mqtt", topic, quoted, reason, kept=kept, not_kept=redeliver)
-
-        def reply(answer: Answer) -> None:
-            match answer:
-                case Committed(outcome=outcome, incident=incident):
-                    self._ack(client, generation, mid)
-                    if intake.request_id is not None:
-                        incident_id = None if incident is None else incident.id
-                        if outcome in TAKEN:
-                            verdict(True, outcome=outcome.value, incident_id=incident_id)
-                        else:
-                            asked = getattr(intake.event, "incident_id", None)
-                            why = not_taken_reason(intake.service_id, outcome, asked)
-                            verdict(False, outcome=outcome.value, reason=why)
-                case Refused(reason=reason, code="no_policy"):
-                    dead(reason, "no_policy")  # pagerd's own reason: kept for the operator
-                case Refused(reason=reason, code=code):
-                    self._reject(client, topic, quoted, reason, code)
-                    self._ack(client, generation, mid)
-                    verdict(False, reason=reason)
-                case Retryable(reason=reason, code="internal_error") if self._dead_letters.failed(
-                    topic, quoted
-                ):
-                    dead(f"failed {FAILURES_BEFORE_DEAD} times: {reason}", "internal_error")
-                case Retryable(reason=reason):
-                    log.error("mqtt.not_acknowledged", topic=topic, error=reason)
-                    redeliver()
-                case _:
-                    assert_never(answer)
-
-        return reply
+        return _MessageReply(self, client, generation, mid, quoted=quoted, intake=intake)
 
     def _oversized(
         self, client: MqttClient, generation: int, topic: str, size: int, mid: int | None
@@ -517,6 +470,88 @@ class MqttLink:
             log.warning("mqtt.rejected", topic=topic, reason=reason, size=size)
             body["size"] = size
         client.publish_nowait(f"{self._prefix}/rejected", json.dumps(body).encode())
+
+
+class _MessageReply:
+    """The answer to one MQTT message: PUBACK, refusal, dead letter or redelivery.
+
+    One object per message in flight, rather than a closure per outcome: thousands wait
+    for their commit at once, and each object the cyclic garbage collector tracks is
+    scanned again at every collection while it waits.
+    """
+
+    __slots__ = ("_client", "_generation", "_intake", "_link", "_mid", "_quoted")
+
+    def __init__(
+        self,
+        link: MqttLink,
+        client: MqttClient,
+        generation: int,
+        mid: int | None,
+        *,
+        quoted: bytes,
+        intake: Intake,
+    ) -> None:
+        self._link = link
+        self._client = client
+        self._generation = generation
+        self._mid = mid
+        self._quoted = quoted
+        self._intake = intake
+
+    def __call__(self, answer: Answer) -> None:
+        link, intake = self._link, self._intake
+        match answer:
+            case Committed(outcome=outcome, incident=incident):
+                self._ack()
+                if intake.request_id is not None:
+                    incident_id = None if incident is None else incident.id
+                    if outcome in TAKEN:
+                        self._verdict(True, outcome=outcome.value, incident_id=incident_id)
+                    else:
+                        asked = getattr(intake.event, "incident_id", None)
+                        why = not_taken_reason(intake.service_id, outcome, asked)
+                        self._verdict(False, outcome=outcome.value, reason=why)
+            case Refused(reason=reason, code="no_policy"):
+                self._dead(reason, "no_policy")  # pagerd's own reason: kept for the operator
+            case Refused(reason=reason, code=code):
+                link._reject(self._client, intake.topic, self._quoted, reason, code)
+                self._ack()
+                self._verdict(False, reason=reason)
+            case Retryable(reason=reason, code="internal_error") if link._dead_letters.failed(
+                intake.topic, self._quoted
+            ):
+                self._dead(f"failed {FAILURES_BEFORE_DEAD} times: {reason}", "internal_error")
+            case Retryable(reason=reason):
+                log.error("mqtt.not_acknowledged", topic=intake.topic, error=reason)
+                self._redeliver()
+            case _:
+                assert_never(answer)
+
+    def _ack(self) -> None:
+        self._link._ack(self._client, self._generation, self._mid)
+
+    def _redeliver(self) -> None:
+        # Not committed: no PUBACK, so the broker redelivers it after a reconnect.
+        if self._generation == self._link._generation:
+            self._link._redeliver.set()
+
+    def _verdict(self, taken: bool, **fields: str | None) -> None:
+        if self._intake.request_id is not None:
+            verdict = Verdict(self._intake.request_id, taken, **fields)
+            self._link._verdict(self._client, verdict)
+
+    def _dead(self, reason: str, code: str) -> None:
+        topic = self._intake.topic
+
+        def kept() -> None:
+            self._link._reject(self._client, topic, self._quoted, f"dead-lettered: {reason}", code)
+            self._ack()
+            self._verdict(False, reason=f"dead-lettered: {reason}")
+
+        self._link._dead_letters.keep(
+            "mqtt", topic, self._quoted, reason, kept=kept, not_kept=self._redeliver
+        )
 
 
 def _handler_failure(error: MqttError) -> BaseException | None:
