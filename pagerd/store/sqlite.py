@@ -74,7 +74,7 @@ from pagerd.store.sqlite_listings import (
     SELECT_UNHEALTHY_PAGE,
     STATUS_CLAUSES,
 )
-from pagerd.store.sqlite_rows import execute_rows
+from pagerd.store.sqlite_rows import STATEMENT_CACHE_SIZE, execute_rows
 from pagerd.telemetry.logs import get_logger
 
 log = get_logger(__name__)
@@ -99,7 +99,13 @@ _UNIT_AT_FAULT = (
 async def _connect(path: Path, *, read_only: bool) -> aiosqlite.Connection:
     # isolation_level=None: the store issues BEGIN/COMMIT itself. check_same_thread=False
     # lets the event loop read ``in_transaction``; all SQL still runs on aiosqlite's thread.
-    db = await aiosqlite.connect(path, isolation_level=None, check_same_thread=False)
+    # The statement cache holds every chunk size of every write (see sqlite_rows).
+    db = await aiosqlite.connect(
+        path,
+        isolation_level=None,
+        check_same_thread=False,
+        cached_statements=STATEMENT_CACHE_SIZE,
+    )
     try:
         await _configure(db, path, read_only=read_only)
     except BaseException:

@@ -26,9 +26,11 @@ from typing import Any
 
 # SQLite's bound on the parameters of one statement (3.32 and later).
 MAX_PARAMETERS = 32_766
-# Chunks are powers of two rows, at most this many: a handful of distinct statements
-# per table to prepare and cache (the sqlite3 module caches 128).
-MAX_CHUNK_ROWS = 4096
+# Chunks are powers of two rows, at most this many: eleven statements per write to
+# prepare once and cache, a few MiB in all for a table's largest ones.
+MAX_CHUNK_ROWS = 1024
+# Room in the connection's statement cache for all of them, and the store's reads.
+STATEMENT_CACHE_SIZE = 256
 
 _INSERT = re.compile(r"^(INSERT INTO .*? VALUES )(\([?, ]+\))(.*)$", re.DOTALL)
 _UPDATE = re.compile(r"^UPDATE (\w+) SET ((?:\w+ = \?, )*\w+ = \?) WHERE (\w+) = \?$")
