@@ -13,7 +13,8 @@ Two forms are rewritten, each equivalent to running it row by row in order:
   key. The same key twice in one statement would update its row with either, so only
   the last row per key is kept: setting the same columns to plain values in turn
   leaves the last one's.
-Any other statement runs with ``executemany``.
+Any other statement, and what is left of fewer than ``MIN_CHUNK_ROWS`` rows, runs with
+``executemany``.
 """
 
 from __future__ import annotations
@@ -26,9 +27,12 @@ from typing import Any
 
 # SQLite's bound on the parameters of one statement (3.32 and later).
 MAX_PARAMETERS = 32_766
-# Chunks are powers of two rows, at most this many: eleven statements per write to
+# Chunks are powers of two rows, at most this many: six statements per write to
 # prepare once and cache, a few MiB in all for a table's largest ones.
 MAX_CHUNK_ROWS = 1024
+# Fewer rows go row by row: without a busy event loop to wait for, binding many at once
+# gains nothing, and one cached statement serves them all.
+MIN_CHUNK_ROWS = 32
 # Room in the connection's statement cache for all of them, and the store's reads.
 STATEMENT_CACHE_SIZE = 256
 
@@ -76,15 +80,16 @@ def form_of(sql: str) -> RowsForm:
 def execute_rows(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
     """Run ``sql`` once per row of ``rows``, in their order, in as few steps as it can."""
     form = form_of(sql)
-    if form.keyed:
-        rows = list({row[-1]: row for row in rows}.values())
-    if not form.columns or len(rows) < 2:
+    if not form.columns or len(rows) < MIN_CHUNK_ROWS:
         conn.executemany(sql, rows)
         return
+    if form.keyed:
+        rows = list({row[-1]: row for row in rows}.values())
     start = 0
-    while start < len(rows):
-        left = len(rows) - start
+    while (left := len(rows) - start) >= MIN_CHUNK_ROWS:
         size = min(form.largest_chunk, 1 << (left.bit_length() - 1))
         chunk = rows[start : start + size]
         conn.execute(form.statement(size), [value for row in chunk for value in row])
         start += size
+    if start < len(rows):
+        conn.executemany(sql, rows[start:])
