@@ -29,10 +29,12 @@ log = structlog.get_logger("pagerd.runtime")
 REPLY_TIMEOUT_S = 30.0
 # MQTT intake pauses at FULL_AT messages in the mailboxes and goes on at ROOM_AT. A
 # broker sends a persistent session's whole backlog at once: a million queued alerts
-# taken in together would be gigabytes of memory. The bound is wide because a service
-# with several messages waiting decides and commits them in one batch.
-FULL_AT = 20_000
-ROOM_AT = 10_000
+# taken in together would be gigabytes of memory (about 2 KiB a waiting message). The
+# bound is wide because a service with several messages waiting decides and commits
+# them in one batch, and a commit round carries more services: a backlog is taken in
+# faster with more waiting (docs/benchmarks.md, 2026-12-04).
+FULL_AT = 40_000
+ROOM_AT = 20_000
 
 
 class Runtime:
