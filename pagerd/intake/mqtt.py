@@ -412,7 +412,7 @@ class MqttLink:
         quoted = (
             payload if len(payload) <= REJECTED_PAYLOAD_BYTES else payload[:REJECTED_PAYLOAD_BYTES]
         )
-        return _MessageReply(self, client, generation, mid, quoted=quoted, intake=intake)
+        return _MessageReply(self, client, generation, mid, quoted, intake)
 
     def _oversized(
         self, client: MqttClient, generation: int, topic: str, size: int, mid: int | None
@@ -472,6 +472,7 @@ class MqttLink:
         client.publish_nowait(f"{self._prefix}/rejected", json.dumps(body).encode())
 
 
+@dataclass(slots=True, eq=False)
 class _MessageReply:
     """The answer to one MQTT message: PUBACK, refusal, dead letter or redelivery.
 
@@ -480,24 +481,12 @@ class _MessageReply:
     scanned again at every collection while it waits.
     """
 
-    __slots__ = ("_client", "_generation", "_intake", "_link", "_mid", "_quoted")
-
-    def __init__(
-        self,
-        link: MqttLink,
-        client: MqttClient,
-        generation: int,
-        mid: int | None,
-        *,
-        quoted: bytes,
-        intake: Intake,
-    ) -> None:
-        self._link = link
-        self._client = client
-        self._generation = generation
-        self._mid = mid
-        self._quoted = quoted
-        self._intake = intake
+    _link: MqttLink
+    _client: MqttClient
+    _generation: int
+    _mid: int | None
+    _quoted: bytes
+    _intake: Intake
 
     def __call__(self, answer: Answer) -> None:
         link, intake = self._link, self._intake
