@@ -37,8 +37,11 @@ from tests.bench.common import (
     PublishPlan,
     SmsProcess,
     broker_in,
+    children_cpu,
+    cpu_seconds,
     create_schema,
     insert_services,
+    loop_cpu_seconds,
     pagerd_in,
     percentile,
     py_spy,
@@ -66,22 +69,28 @@ class Figures:
     max_ms: float
     paged_per_s: float  # distinct pages over first scheduled send to last arrival
     publisher_lag_ms: float
+    loop_us: float  # CPU of pagerd's event-loop thread per page, from first send to last page
+    pagerd_us: float  # CPU of pagerd in all, its threads and sender processes, per page
 
 
 def services_for(name: str, n: int) -> tuple[str, ...]:
     return tuple(f"{name}-{i:06d}" for i in range(n))
 
 
-async def offer(sms: SmsProcess, port: int, name: str, *, rate: int, seconds: float) -> Figures:
+async def offer(
+    sms: SmsProcess, port: int, pid: int, name: str, *, rate: int, seconds: float
+) -> Figures:
     """Publish at ``rate`` per second for ``seconds``; wait for every page; measure."""
     services = services_for(name, round(rate * seconds))
     already = sms.pages
+    loop_before, pagerd_before = loop_cpu_seconds(pid), _pagerd_cpu(pid)
     with Publisher(PublishPlan(port, services, rate=float(rate))) as publisher:
         publisher.go()
         published = await publisher.result(seconds + DRAIN_TIMEOUT_S)
     await wait_until(
         lambda: sms.pages - already >= len(services), timeout=DRAIN_TIMEOUT_S, every=0.05
     )
+    loop_cpu, pagerd_cpu = loop_cpu_seconds(pid) - loop_before, _pagerd_cpu(pid) - pagerd_before
     first: dict[str, tuple[float, float]] = {}  # key -> (scheduled, arrived), first arrival
     arrivals = sms.arrivals()[already:]
     for arrived, message, key in arrivals:
@@ -100,7 +109,14 @@ async def offer(sms: SmsProcess, port: int, name: str, *, rate: int, seconds: fl
         max_ms=latencies[-1] * 1000,
         paged_per_s=len(first) / (last_arrival - published.first_at),
         publisher_lag_ms=published.max_lag_s * 1000,
+        loop_us=loop_cpu / len(first) * 1e6,
+        pagerd_us=pagerd_cpu / len(first) * 1e6,
     )
+
+
+def _pagerd_cpu(pid: int) -> float:
+    """pagerd's CPU seconds so far, with its sender processes' (``[notify] workers``)."""
+    return cpu_seconds(pid) + sum(children_cpu(pid).values())
 
 
 async def run(
@@ -139,6 +155,7 @@ async def run(
                             f"{f.max_ms:,.1f}",
                             f"{f.paged_per_s:,.0f}",
                             f"{f.publisher_lag_ms:.1f}",
+                            f"{f.loop_us:,.0f} / {f.pagerd_us:,.0f}",
                             ratio,
                         )
                     )
@@ -156,6 +173,7 @@ async def run(
             "max ms",
             "paged/s",
             "publisher lag max ms",
+            "CPU µs/page: loop / all",
             "PG/SQLite p50 / p99",
         ],
         rows,
@@ -183,12 +201,16 @@ async def one_run(
             await daemon.start()
             try:
                 # Warm-up, not reported: first connections to the broker and the stand-in.
-                await offer(sms, broker.port, "warm", rate=WARMUP_RATE, seconds=WARMUP_S)
+                await offer(
+                    sms, broker.port, daemon.pid, "warm", rate=WARMUP_RATE, seconds=WARMUP_S
+                )
                 for rate in rates:
                     name = f"pagerd-{'postgres' if url else 'sqlite'}-{rate}-per-s.txt"
                     with py_spy(daemon.pid, profile and profile / name):
                         figures.append(
-                            await offer(sms, broker.port, f"r{rate}", rate=rate, seconds=seconds)
+                            await offer(
+                                sms, broker.port, daemon.pid, f"r{rate}", rate=rate, seconds=seconds
+                            )
                         )
                     # Let the "sent" commits of the last pages settle before the next rate.
                     await asyncio.sleep(1.0)

@@ -219,7 +219,16 @@ def pid_of(process: subprocess.Popen[bytes] | None) -> int:
 
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time the process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return _stat_cpu(Path(f"/proc/{pid}/stat"))
+
+
+def loop_cpu_seconds(pid: int) -> float:
+    """CPU time of the process's first thread: pagerd's event loop, without its helpers."""
+    return _stat_cpu(Path(f"/proc/{pid}/task/{pid}/stat"))
+
+
+def _stat_cpu(stat: Path) -> float:
+    fields = stat.read_text().rpartition(")")[2].split()
     # utime and stime are fields 14 and 15 of stat(5); [0] here is field 3.
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
