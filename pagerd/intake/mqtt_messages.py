@@ -8,7 +8,6 @@ if not, why. ``pagerd alert|ack|healthy`` ask for it and wait (CONTRACT §9).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 import msgspec
@@ -59,8 +58,11 @@ class HealthyBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 _Body = TypeVar("_Body", AlertBody, AckBody, HealthyBody)
 
 
-@dataclass(frozen=True, slots=True)
-class Intake:
+class Intake(msgspec.Struct, frozen=True, gc=False):
+    """A message read into an event. Untracked by the cyclic garbage collector (as the
+    events are): it holds text and an event only, so it is never part of a cycle, and
+    thousands of them wait in the mailboxes at once."""
+
     topic: str
     kind: Kind
     service_id: str
