@@ -65,6 +65,7 @@ from tests.bench.common import (
     broker_in,
     create_schema,
     insert_services,
+    notify_settings,
     pagerd_in,
     percentile,
     report,
@@ -588,7 +589,9 @@ async def run(
             }
             for rate in rates
         },
-        title="Alert in to webhook received: pagerd and Alertmanager",
+        title=" ".join(
+            ["Alert in to webhook received: pagerd and Alertmanager", notify_settings()]
+        ).strip(),
     )
     print(f"\nplot: {plot}")
 

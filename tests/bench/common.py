@@ -80,12 +80,24 @@ def machine() -> str:
     )
 
 
+# The environment variables that change how the benchmarks configure pagerd.
+SETTINGS = {"BENCH_SENDER_WORKERS": "workers", "BENCH_SEND_CONCURRENCY": "concurrency"}
+
+
 def command_line() -> str:
-    """The exact command that is running, as typed from the repository root."""
+    """The exact command that is running, as typed from the repository root, with the
+    settings given in the environment (``SETTINGS``)."""
     argv = list(sys.orig_argv)
     with contextlib.suppress(ValueError):
         argv[0] = os.path.relpath(argv[0]) if argv[0].startswith("/") else argv[0]
-    return shlex.join(argv)
+    given = [f"{name}={os.environ[name]}" for name in SETTINGS if name in os.environ]
+    return shlex.join([*given, *argv])
+
+
+def notify_settings() -> str:
+    """``[notify] workers = 1, concurrency = 64`` as given in the environment, or ""."""
+    given = [f"{key} = {os.environ[name]}" for name, key in SETTINGS.items() if name in os.environ]
+    return f"[notify] {', '.join(given)}" if given else ""
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -156,10 +168,11 @@ async def pagerd_in(
     # Only the URL is read from it: the stand-in itself runs in its own process.
     stand_in = SmsStandIn(port=sms_port)
     daemon = BenchPagerd(directory, broker, stand_in, [policy], {}, database_url=database_url)
-    # BENCH_SENDER_WORKERS=0 sends from pagerd's event loop, for a before/after pair.
-    workers = os.environ.get("BENCH_SENDER_WORKERS")
-    if workers is not None:
-        daemon.notify["workers"] = int(workers)
+    # BENCH_SENDER_WORKERS=N and BENCH_SEND_CONCURRENCY=N set [notify] workers and
+    # concurrency, for a pair of runs that differ only there.
+    for name, key in SETTINGS.items():
+        if name in os.environ:
+            daemon.notify[key] = int(os.environ[name])
     try:
         yield daemon
     finally:
