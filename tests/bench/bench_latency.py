@@ -6,7 +6,9 @@ pagerd keeps up), each alert for a service of its own, so each one opens an
 incident and pages once. The alert's message carries its scheduled time; the
 stand-in, in a process of its own, notes the arrival time on the same monotonic
 clock. Latency is arrival minus scheduled time, so a late publisher or a slow
-pagerd both count (no coordinated omission).
+pagerd both count (no coordinated omission). Beside it, pagerd's CPU per page: of its
+event loop's thread, and of all of it (its threads and sender processes). At a rate
+pagerd keeps up with, that moves much less between runs than throughput at saturation.
 
 ``--store`` picks where pagerd keeps its state: SQLite (the default), PostgreSQL (a
 private cluster of Debian's server started for the run, its defaults: ``fsync`` and
