@@ -589,9 +589,7 @@ async def run(
             }
             for rate in rates
         },
-        title=" ".join(
-            ["Alert in to webhook received: pagerd and Alertmanager", notify_settings()]
-        ).strip(),
+        title=f"Alert in to webhook received: pagerd and Alertmanager {notify_settings()}".strip(),
     )
     print(f"\nplot: {plot}")
 

@@ -90,13 +90,18 @@ def command_line() -> str:
     argv = list(sys.orig_argv)
     with contextlib.suppress(ValueError):
         argv[0] = os.path.relpath(argv[0]) if argv[0].startswith("/") else argv[0]
-    given = [f"{name}={os.environ[name]}" for name in SETTINGS if name in os.environ]
+    given = [f"{name}={value}" for name, value in given_settings().items()]
     return shlex.join([*given, *argv])
+
+
+def given_settings() -> dict[str, str]:
+    """Those of ``SETTINGS`` set in the environment, with their values."""
+    return {name: os.environ[name] for name in SETTINGS if name in os.environ}
 
 
 def notify_settings() -> str:
     """``[notify] workers = 1, concurrency = 64`` as given in the environment, or ""."""
-    given = [f"{key} = {os.environ[name]}" for name, key in SETTINGS.items() if name in os.environ]
+    given = [f"{SETTINGS[name]} = {value}" for name, value in given_settings().items()]
     return f"[notify] {', '.join(given)}" if given else ""
 
 
@@ -170,9 +175,8 @@ async def pagerd_in(
     daemon = BenchPagerd(directory, broker, stand_in, [policy], {}, database_url=database_url)
     # BENCH_SENDER_WORKERS=N and BENCH_SEND_CONCURRENCY=N set [notify] workers and
     # concurrency, for a pair of runs that differ only there.
-    for name, key in SETTINGS.items():
-        if name in os.environ:
-            daemon.notify[key] = int(os.environ[name])
+    for name, value in given_settings().items():
+        daemon.notify[SETTINGS[name]] = int(value)
     try:
         yield daemon
     finally:
